@@ -1,0 +1,1 @@
+//! sod: the library behind the `sod` binary.

@@ -1,0 +1,1 @@
+//! opd loss plugin.
