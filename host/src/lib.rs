@@ -1,1 +1,11 @@
-//! sod: the library behind the `sod` binary.
+//! sod: train small language-model agents that reason with tools.
+//!
+//! This crate is the `sod` binary's library: command-line commands over the crates that do the work:
+//! - [`sod_sandbox`]: the deterministic WebAssembly sandbox that runs tools;
+//! - [`sod_loss`]: loss plugins behind a versioned C ABI.
+
+pub mod cli;
+pub mod locate;
+
+pub use sod_loss as loss;
+pub use sod_sandbox as sandbox;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `sod` binary: a thin shell over the `sod` library.
+
+fn main() -> std::process::ExitCode {
+    sod::cli::run()
+}

@@ -1,1 +1,148 @@
-fn main() {}
+//! Build orchestration for sod: `cargo xtask <command>`.
+//!
+//! - `setup`: installs what a fresh machine lacks (the wasm32-wasip2 Rust target; the Python tool's
+//!   virtual environment is created by its own build script).
+//! - `build-tools`: builds every tool component into `target/tools/` and test fixtures into
+//!   `target/test-tools/`.
+//! - `test`: setup, build-tools, then the whole test suite.
+//! - `demo`: setup, build-tools, then `sod demo` (the main job).
+//!
+//! Only the standard library: xtask must build in seconds on a fresh clone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Guest crates built for wasm32-wasip2: (cargo package, artifact name, destination subdirectory).
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("sod-tool-calculator", "calculator", "tools"),
+    ("word-count-tool", "word-count", "tools"),
+    ("sod-test-tool-hostile", "hostile", "test-tools"),
+];
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+const GUEST_PROFILE: &str = "guest";
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    let result = match command {
+        "setup" => setup(),
+        "build-tools" => setup().and_then(|()| build_tools()),
+        "test" => setup().and_then(|()| build_tools()).and_then(|()| test(rest)),
+        "demo" => setup()
+            .and_then(|()| build_tools())
+            .and_then(|()| demo(rest)),
+        "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <setup | build-tools | test [ARGS] | demo [ARGS]>");
+            Ok(())
+        }
+        other => Err(format!("unknown xtask command {other:?}; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask/ lives directly under the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace_root());
+    command
+}
+
+fn run(command: &mut Command) -> Result {
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed with {status}"))
+    }
+}
+
+fn setup() -> Result {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("cannot run rustup (needed for the {WASM_TARGET} target): {e}"))?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    if !installed.lines().any(|line| line.trim() == WASM_TARGET) {
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    }
+    Ok(())
+}
+
+fn build_tools() -> Result {
+    let started = Instant::now();
+    let mut build = cargo();
+    build.args(["build", "--quiet", "--target", WASM_TARGET, "--profile", GUEST_PROFILE]);
+    for (package, _, _) in GUESTS {
+        build.args(["-p", package]);
+    }
+    run(&mut build)?;
+    let built = target_dir().join(WASM_TARGET).join(GUEST_PROFILE);
+    for (package, name, subdir) in GUESTS {
+        let source = built.join(format!("{}.wasm", package.replace('-', "_")));
+        let dest_dir = target_dir().join(subdir);
+        std::fs::create_dir_all(&dest_dir)
+            .map_err(|e| format!("cannot create {}: {e}", dest_dir.display()))?;
+        let dest = dest_dir.join(format!("{name}.wasm"));
+        copy_if_changed(&source, &dest)?;
+    }
+    let python_build = workspace_root().join("tools/python/build.sh");
+    if python_build.is_file() {
+        run(Command::new("bash")
+            .arg(&python_build)
+            .arg(target_dir().join("tools/python.wasm")))?;
+    }
+    eprintln!(
+        "xtask: tools ready in {} ({:.1}s)",
+        target_dir().join("tools").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Copies only when the content differs, so the compile cache and file times stay put.
+fn copy_if_changed(source: &Path, dest: &Path) -> Result {
+    let new = std::fs::read(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    if std::fs::read(dest).ok().as_deref() == Some(new.as_slice()) {
+        return Ok(());
+    }
+    std::fs::write(dest, &new).map_err(|e| format!("cannot write {}: {e}", dest.display()))
+}
+
+fn test(extra: &[String]) -> Result {
+    // Build every native crate first: the tests load the plugin cdylibs and run the `sod` binary.
+    run(cargo().args(["build", "--workspace"]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra))
+}
+
+fn demo(extra: &[String]) -> Result {
+    run(cargo().args(["build", "--workspace"]))?;
+    run(cargo().args(["run", "--quiet", "-p", "sod", "--", "demo"]).args(extra))
+}

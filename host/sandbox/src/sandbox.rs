@@ -1,0 +1,778 @@
+//! The sandbox: one engine, the loaded tools, and the call path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
+
+use crate::bindings::sod::tool::types::ToolError;
+use crate::bindings::{CompositeTool, CompositeToolPre};
+use crate::cache::{CompileCache, default_cache_dir};
+use crate::clock::VirtualMonotonicClock;
+use crate::error::SandboxError;
+use crate::limits::Limits;
+use crate::outcome::{Outcome, OutcomeKind};
+use crate::state::{CallIdentity, CallState};
+
+/// How often the wall-clock backstop's epoch advances.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Deepest chain of tools calling tools.
+pub const MAX_CALL_DEPTH: u32 = 4;
+
+/// Settings of a [`Sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where compiled components are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Where per-call scratch directories are created; `None` uses the system temporary directory.
+    pub scratch_dir: Option<PathBuf>,
+    /// Limits of a call that names none.
+    pub default_limits: Limits,
+    /// Largest memory limit any call may ask for; sizes the pooling allocator's slots.
+    pub max_memory_bytes: u64,
+    /// Wasm stack of a call. CPython needs about 4 MiB to turn deep recursion into a RecursionError.
+    pub max_wasm_stack: usize,
+    /// Instances that may exist at once (running calls plus open sessions).
+    pub max_instances: u32,
+    /// Run seed: every call's randomness derives from it and the call key.
+    pub seed: u64,
+    /// Sessions untouched for this long are released.
+    pub session_idle: Duration,
+    /// Most sessions kept at once; the least recently used is released beyond it.
+    pub max_sessions: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            cache_dir: default_cache_dir(),
+            scratch_dir: None,
+            default_limits: Limits::default(),
+            max_memory_bytes: 4 << 30,
+            max_wasm_stack: 4 << 20,
+            max_instances: 128,
+            seed: 0,
+            session_idle: Duration::from_secs(600),
+            max_sessions: 256,
+        }
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Limits; `None` uses the sandbox's defaults.
+    pub limits: Option<Limits>,
+    /// Seed; `None` uses the sandbox's run seed.
+    pub seed: Option<u64>,
+    /// Names the call for seeding (e.g. `"prompt-3/sample-1/turn-2"`); `None` derives it from the tool
+    /// and the arguments, so identical calls see identical randomness.
+    pub call_key: Option<String>,
+    /// Keeps the instance (and so the tool's state) across calls with the same id.
+    pub session: Option<String>,
+}
+
+/// What a tool says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    /// The name the model calls it by.
+    pub name: String,
+    /// The tool's version.
+    pub version: String,
+    /// What the tool does, for the model.
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+impl Descriptor {
+    /// The OpenAI-style function schema a chat template puts into the system prompt.
+    pub fn function_schema(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            }
+        })
+    }
+}
+
+/// A loaded tool: compiled, linked and described.
+#[derive(Clone)]
+pub struct Tool {
+    inner: Arc<ToolInner>,
+}
+
+struct ToolInner {
+    descriptor: Descriptor,
+    artifact: String,
+    path: PathBuf,
+    pre: CompositeToolPre<CallState>,
+}
+
+impl Tool {
+    /// The tool's self-description.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.inner.descriptor
+    }
+
+    /// The tool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.descriptor.name
+    }
+
+    /// `sha256:<hex>` of the artifact.
+    pub fn artifact_hash(&self) -> &str {
+        &self.inner.artifact
+    }
+
+    /// Where the artifact was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+impl std::fmt::Debug for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tool")
+            .field("name", &self.inner.descriptor.name)
+            .field("artifact", &self.inner.artifact)
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+/// A live instance kept for a session.
+struct Session {
+    store: Store<CallState>,
+    instance: CompositeTool,
+    last_used: Instant,
+}
+
+type SessionSlot = Arc<Mutex<Option<Session>>>;
+
+/// Shared state behind [`Sandbox`].
+pub(crate) struct SandboxInner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    config: SandboxConfig,
+    cache: Option<CompileCache>,
+    tools: RwLock<BTreeMap<String, Tool>>,
+    sessions: Mutex<HashMap<(String, String), SessionSlot>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for SandboxInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The deterministic, resource-limited tool sandbox. Cheap to clone; safe to share across threads.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<SandboxInner>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("tools", &self.tool_names()).finish()
+    }
+}
+
+fn engine_config(config: &SandboxConfig) -> Config {
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .async_support(true)
+        // Fuel is the deterministic time limit; epochs are only the wall-clock backstop.
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        // Same bits on every machine: canonical NaNs and deterministic relaxed SIMD.
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .max_wasm_stack(config.max_wasm_stack)
+        .async_stack_size(config.max_wasm_stack + (1 << 20))
+        .wasm_backtrace(false)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = config.max_instances.max(1);
+    pool.total_component_instances(instances)
+        // componentize-py components hold dozens of core instances.
+        .max_core_instances_per_component(128)
+        .total_core_instances(instances.saturating_mul(64))
+        .max_memories_per_component(16)
+        .total_memories(instances.saturating_mul(4))
+        .max_tables_per_component(64)
+        .total_tables(instances.saturating_mul(32))
+        .total_stacks(instances)
+        .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    wasm
+}
+
+impl Sandbox {
+    /// Creates a sandbox with no tools loaded.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let engine = Engine::new(&engine_config(&config))
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        // Shadow the monotonic clock: sleeps advance virtual time instead of blocking a host thread.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<
+            CallState,
+            VirtualMonotonicClock,
+        >(&mut linker, CallState::clock_view)
+        .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        linker.allow_shadowing(false);
+        crate::compose::add_to_linker(&mut linker)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.weak(), stop_ticker.clone());
+        let cache = config
+            .cache_dir
+            .clone()
+            .map(|dir| CompileCache::new(dir, &engine));
+        Ok(Sandbox {
+            inner: Arc::new(SandboxInner {
+                engine,
+                linker,
+                config,
+                cache,
+                tools: RwLock::new(BTreeMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The sandbox's settings.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+
+    /// Loads (compiling or reading from the cache) the tool at `path`, describes it and registers it by
+    /// name so that other tools can call it.
+    pub fn load_tool(&self, path: &Path) -> Result<Tool, SandboxError> {
+        let bytes = std::fs::read(path).map_err(|source| SandboxError::ReadArtifact {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let invalid = |reason: String| SandboxError::InvalidArtifact {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let engine = &self.inner.engine;
+        let component = match &self.inner.cache {
+            Some(cache) => cache.load_or_compile(engine, &hash, &bytes),
+            None => Component::new(engine, &bytes),
+        }
+        .map_err(|e| invalid(format!("{e:#}")))?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = CompositeToolPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
+        let descriptor = self.describe(&pre, path)?;
+        let tool = Tool {
+            inner: Arc::new(ToolInner {
+                descriptor,
+                artifact: format!("sha256:{hash}"),
+                path: path.to_path_buf(),
+                pre,
+            }),
+        };
+        let mut tools = self.inner.tools.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = tools.get(tool.name())
+            && existing.path() != path
+        {
+            return Err(SandboxError::DuplicateTool {
+                name: tool.name().to_string(),
+                first: existing.path().to_path_buf(),
+                second: path.to_path_buf(),
+            });
+        }
+        tools.insert(tool.name().to_string(), tool.clone());
+        Ok(tool)
+    }
+
+    /// Loads every `*.wasm` in `dir`, in file-name order.
+    pub fn load_tools_dir(&self, dir: &Path) -> Result<Vec<Tool>, SandboxError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| SandboxError::ToolsDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| self.load_tool(p)).collect()
+    }
+
+    /// The loaded tool called `name`.
+    pub fn tool(&self, name: &str) -> Result<Tool, SandboxError> {
+        let tools = self.inner.tools.read().unwrap_or_else(|e| e.into_inner());
+        tools.get(name).cloned().ok_or_else(|| SandboxError::UnknownTool {
+            name: name.to_string(),
+            available: tools.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Names of the loaded tools, sorted.
+    pub fn tool_names(&self) -> Vec<String> {
+        let tools = self.inner.tools.read().unwrap_or_else(|e| e.into_inner());
+        tools.keys().cloned().collect()
+    }
+
+    /// All loaded tools, sorted by name.
+    pub fn tools(&self) -> Vec<Tool> {
+        let tools = self.inner.tools.read().unwrap_or_else(|e| e.into_inner());
+        tools.values().cloned().collect()
+    }
+
+    fn describe(&self, pre: &CompositeToolPre<CallState>, path: &Path) -> Result<Descriptor, SandboxError> {
+        let fail = |reason: String| SandboxError::Describe {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let identity = CallIdentity {
+            seed: self.inner.config.seed,
+            call_key: "describe".to_string(),
+            depth: 0,
+        };
+        let limits = self.inner.config.default_limits;
+        let state = CallState::new(
+            limits,
+            identity,
+            Arc::downgrade(&self.inner),
+            self.inner.config.scratch_dir.as_deref(),
+        )
+        .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
+        let mut store = self.inner.new_store(state);
+        let raw = wasmtime_wasi::runtime::in_tokio(async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_describe(&mut store).await
+        })
+        .map_err(|e| fail(format!("{e:#}")))?;
+        let parameters: serde_json::Value = serde_json::from_str(&raw.parameters)
+            .map_err(|e| fail(format!("parameters is not valid JSON: {e}")))?;
+        if raw.name.is_empty()
+            || !raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(fail(format!(
+                "name {:?} must be non-empty ASCII letters, digits, '_' or '-'",
+                raw.name
+            )));
+        }
+        if !parameters.is_object() {
+            return Err(fail("parameters must be a JSON Schema object".to_string()));
+        }
+        Ok(Descriptor {
+            name: raw.name,
+            version: raw.version,
+            description: raw.description,
+            parameters,
+        })
+    }
+
+    /// Calls `tool` with JSON `arguments`. Never fails: every way a call can end is an [`Outcome`].
+    pub fn call(&self, tool: &Tool, arguments: &str, options: &CallOptions) -> Outcome {
+        wasmtime_wasi::runtime::in_tokio(self.inner.call_async(tool, arguments, options, 0))
+    }
+
+    /// Calls the loaded tool called `name`.
+    pub fn call_by_name(
+        &self,
+        name: &str,
+        arguments: &str,
+        options: &CallOptions,
+    ) -> Result<Outcome, SandboxError> {
+        let tool = self.tool(name)?;
+        Ok(self.call(&tool, arguments, options))
+    }
+
+    /// Releases a session's instance. Returns whether it existed.
+    pub fn release_session(&self, tool: &str, session: &str) -> bool {
+        let mut sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .remove(&(tool.to_string(), session.to_string()))
+            .is_some()
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        let sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.len()
+    }
+}
+
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("sod-epoch".to_string())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        // Without the ticker the backstop never fires; fuel still bounds every call.
+        tracing::warn!("cannot start the wall-clock backstop thread: {err}");
+    }
+}
+
+/// Derives a call key from what identifies a call when the caller names none.
+fn derived_call_key(tool: &str, arguments: &str) -> String {
+    let digest = Sha256::digest(format!("{tool}\0{arguments}").as_bytes());
+    format!("args:{}", hex::encode(&digest[..16]))
+}
+
+impl SandboxInner {
+    fn new_store(&self, state: CallState) -> Store<CallState> {
+        let limits = state.limits;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        arm_store(&mut store, &limits);
+        store
+    }
+
+    /// The call path shared by top-level calls and child calls of composing tools.
+    pub(crate) async fn call_async(
+        self: &Arc<Self>,
+        tool: &Tool,
+        arguments: &str,
+        options: &CallOptions,
+        depth: u32,
+    ) -> Outcome {
+        let limits = options.limits.unwrap_or(self.config.default_limits);
+        let limits = Limits {
+            memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes),
+            ..limits
+        };
+        let identity = CallIdentity {
+            seed: options.seed.unwrap_or(self.config.seed),
+            call_key: options
+                .call_key
+                .clone()
+                .unwrap_or_else(|| derived_call_key(tool.name(), arguments)),
+            depth,
+        };
+        match &options.session {
+            None => self.call_fresh(tool, arguments, limits, identity).await,
+            Some(session) => {
+                self.call_in_session(tool, arguments, limits, identity, session)
+                    .await
+            }
+        }
+    }
+
+    async fn call_fresh(
+        self: &Arc<Self>,
+        tool: &Tool,
+        arguments: &str,
+        limits: Limits,
+        identity: CallIdentity,
+    ) -> Outcome {
+        let state = match CallState::new(
+            limits,
+            identity,
+            Arc::downgrade(self),
+            self.config.scratch_dir.as_deref(),
+        ) {
+            Ok(state) => state,
+            Err(err) => {
+                return infra_fault(tool, format!("cannot create the call's scratch directory: {err}"));
+            }
+        };
+        let mut store = self.new_store(state);
+        let result = match tool.inner.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance.call_call(&mut store, arguments).await,
+            Err(err) => Err(err),
+        };
+        finish(tool, &mut store, &limits, result)
+    }
+
+    async fn call_in_session(
+        self: &Arc<Self>,
+        tool: &Tool,
+        arguments: &str,
+        limits: Limits,
+        identity: CallIdentity,
+        session_id: &str,
+    ) -> Outcome {
+        let slot = self.session_slot(tool.name(), session_id);
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut session = match guard.take() {
+            Some(mut session) => {
+                let state = session.store.data_mut();
+                state.limits = limits;
+                state.limiter.set_limit(limits.memory_bytes);
+                arm_store(&mut session.store, &limits);
+                session
+            }
+            None => {
+                let state = match CallState::new(
+                    limits,
+                    identity,
+                    Arc::downgrade(self),
+                    self.config.scratch_dir.as_deref(),
+                ) {
+                    Ok(state) => state,
+                    Err(err) => {
+                        return infra_fault(
+                            tool,
+                            format!("cannot create the session's scratch directory: {err}"),
+                        );
+                    }
+                };
+                let mut store = self.new_store(state);
+                match tool.inner.pre.instantiate_async(&mut store).await {
+                    Ok(instance) => Session {
+                        store,
+                        instance,
+                        last_used: Instant::now(),
+                    },
+                    Err(err) => {
+                        drop(guard);
+                        self.forget_session(tool.name(), session_id);
+                        return finish(tool, &mut store, &limits, Err(err));
+                    }
+                }
+            }
+        };
+        let result = session
+            .instance
+            .call_call(&mut session.store, arguments)
+            .await;
+        let trapped = result.is_err();
+        let mut outcome = finish(tool, &mut session.store, &limits, result);
+        if trapped {
+            // A trapped instance cannot be entered again: end the session; the next call starts fresh.
+            drop(guard);
+            self.forget_session(tool.name(), session_id);
+            let note = "the session ended; the next call starts a fresh interpreter";
+            outcome.message = Some(match outcome.message.take() {
+                Some(message) => format!("{message} ({note})"),
+                None => note.to_string(),
+            });
+        } else {
+            session.last_used = Instant::now();
+            *guard = Some(session);
+        }
+        outcome
+    }
+
+    fn session_slot(&self, tool: &str, session: &str) -> SessionSlot {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        self.evict_sessions(&mut sessions);
+        sessions
+            .entry((tool.to_string(), session.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Drops idle sessions and, past the session bound, the least recently used ones.
+    fn evict_sessions(&self, sessions: &mut HashMap<(String, String), SessionSlot>) {
+        let idle = self.config.session_idle;
+        let mut ages: Vec<((String, String), Instant)> = Vec::new();
+        sessions.retain(|key, slot| match slot.try_lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(session) if session.last_used.elapsed() > idle => false,
+                Some(session) => {
+                    ages.push((key.clone(), session.last_used));
+                    true
+                }
+                None => true,
+            },
+            // In use right now: certainly not idle.
+            Err(_) => true,
+        });
+        if sessions.len() >= self.config.max_sessions {
+            ages.sort_by_key(|(_, used)| *used);
+            let excess = sessions.len() + 1 - self.config.max_sessions;
+            for (key, _) in ages.into_iter().take(excess) {
+                sessions.remove(&key);
+            }
+        }
+    }
+
+    fn forget_session(&self, tool: &str, session: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.remove(&(tool.to_string(), session.to_string()));
+    }
+
+    /// A loaded tool by name, for child calls.
+    pub(crate) fn tool(&self, name: &str) -> Option<Tool> {
+        let tools = self.tools.read().unwrap_or_else(|e| e.into_inner());
+        tools.get(name).cloned()
+    }
+}
+
+/// Gives a store its fuel and wall-clock backstop for one call.
+fn arm_store(store: &mut Store<CallState>, limits: &Limits) {
+    // Setting fuel only fails when fuel is disabled, which this engine never is.
+    let _ = store.set_fuel(limits.fuel);
+    let ticks = limits.wall_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+    store.set_epoch_deadline(ticks);
+}
+
+fn infra_fault(tool: &Tool, message: String) -> Outcome {
+    Outcome {
+        kind: OutcomeKind::InfraFault,
+        output: String::new(),
+        message: Some(message),
+        error_code: None,
+        fuel_used: 0,
+        tool: tool.name().to_string(),
+        artifact: tool.artifact_hash().to_string(),
+    }
+}
+
+/// Truncates `text` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+}
+
+/// Turns the result of a call into an [`Outcome`].
+fn finish(
+    tool: &Tool,
+    store: &mut Store<CallState>,
+    limits: &Limits,
+    result: wasmtime::Result<Result<String, ToolError>>,
+) -> Outcome {
+    let remaining = store.get_fuel().unwrap_or(0);
+    let fuel_used = limits.fuel.saturating_sub(remaining);
+    let state = store.data();
+    let memory_refused = state.limiter.refused;
+    let max_output = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
+    let mut outcome = Outcome {
+        kind: OutcomeKind::Ok,
+        output: String::new(),
+        message: None,
+        error_code: None,
+        fuel_used,
+        tool: tool.name().to_string(),
+        artifact: tool.artifact_hash().to_string(),
+    };
+    match result {
+        Ok(Ok(mut output)) => {
+            if output.len() > max_output {
+                truncate_utf8(&mut output, max_output);
+                outcome.kind = OutcomeKind::OutputTruncated;
+                outcome.message = Some(format!("output exceeded {max_output} bytes"));
+            } else if memory_refused {
+                // The guest survived a refused allocation (e.g. CPython raised MemoryError).
+                outcome.kind = OutcomeKind::MemoryLimit;
+                outcome.message = Some(format!("memory limit of {} bytes reached", limits.memory_bytes));
+            }
+            outcome.output = output;
+        }
+        Ok(Err(error)) => {
+            let (code, message) = match error {
+                ToolError::InvalidArguments(message) => ("invalid_arguments", message),
+                ToolError::Failed(message) => ("failed", message),
+            };
+            let mut message = message;
+            truncate_utf8(&mut message, max_output);
+            outcome.kind = OutcomeKind::ToolError;
+            outcome.error_code = Some(code.to_string());
+            outcome.message = Some(message);
+        }
+        Err(error) => {
+            let (kind, message) = classify_error(&error, memory_refused, limits, state);
+            outcome.kind = kind;
+            outcome.message = Some(message);
+        }
+    }
+    outcome
+}
+
+fn classify_error(
+    error: &wasmtime::Error,
+    memory_refused: bool,
+    limits: &Limits,
+    state: &CallState,
+) -> (OutcomeKind, String) {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => (
+                OutcomeKind::TimeLimit,
+                format!("fuel limit of {} exhausted", limits.fuel),
+            ),
+            Trap::Interrupt => (
+                OutcomeKind::InfraFault,
+                format!(
+                    "wall-clock backstop of {} ms reached before the fuel limit; the machine is overloaded or the fuel limit is too high for it",
+                    limits.wall_ms
+                ),
+            ),
+            _ if memory_refused => (
+                OutcomeKind::MemoryLimit,
+                format!(
+                    "memory limit of {} bytes reached ({trap})",
+                    limits.memory_bytes
+                ),
+            ),
+            _ => (OutcomeKind::Crashed, with_stderr(trap.to_string(), state)),
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (
+            OutcomeKind::Crashed,
+            with_stderr(format!("the tool exited with status {}", exit.0), state),
+        );
+    }
+    if memory_refused {
+        return (
+            OutcomeKind::MemoryLimit,
+            format!("memory limit of {} bytes reached: {error:#}", limits.memory_bytes),
+        );
+    }
+    (OutcomeKind::InfraFault, format!("{error:#}"))
+}
+
+/// Appends the tail of the guest's stderr (a panic message, say) to a trap message.
+fn with_stderr(message: String, state: &CallState) -> String {
+    let (stderr, _) = state.stderr.contents();
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        return message;
+    }
+    let tail: String = {
+        let chars: Vec<char> = stderr.chars().collect();
+        let start = chars.len().saturating_sub(2000);
+        chars[start..].iter().collect()
+    };
+    format!("{message}; stderr: {tail}")
+}

@@ -1,0 +1,109 @@
+//! What a store holds during a call: WASI context, resources, limits, virtual clock, and the handle that
+//! lets a composing tool call other tools.
+
+use std::path::Path;
+use std::sync::Weak;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::clock::{VirtualClock, VirtualClockView};
+use crate::limiter::MemoryLimiter;
+use crate::limits::Limits;
+use crate::pipe::CappedPipe;
+use crate::random::SeededRng;
+use crate::sandbox::SandboxInner;
+
+/// Bytes of guest stderr kept for diagnostics (the tail of a panic message, a traceback).
+const STDERR_CAPTURE_BYTES: usize = 16 << 10;
+
+/// Identity of a call, for seeding and for deriving child calls' keys.
+#[derive(Debug, Clone)]
+pub(crate) struct CallIdentity {
+    pub(crate) seed: u64,
+    pub(crate) call_key: String,
+    /// How deep this call is in a chain of tools calling tools (0 for a top-level call).
+    pub(crate) depth: u32,
+}
+
+/// The data of one store.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) clock: VirtualClock,
+    pub(crate) stdout: CappedPipe,
+    pub(crate) stderr: CappedPipe,
+    pub(crate) limits: Limits,
+    pub(crate) identity: CallIdentity,
+    /// Number of child calls made so far; part of each child's call key.
+    pub(crate) child_calls: u64,
+    /// The sandbox, for `sod:tool/sandbox.call-tool`. Weak: a store must not keep its sandbox alive.
+    pub(crate) sandbox: Weak<SandboxInner>,
+    /// The scratch directory preopened as `/`; removed when the state is dropped.
+    _scratch: tempfile::TempDir,
+}
+
+impl CallState {
+    pub(crate) fn new(
+        limits: Limits,
+        identity: CallIdentity,
+        sandbox: Weak<SandboxInner>,
+        scratch_parent: Option<&Path>,
+    ) -> std::io::Result<Self> {
+        let scratch = match scratch_parent {
+            Some(parent) => tempfile::Builder::new().prefix("sod-call-").tempdir_in(parent)?,
+            None => tempfile::Builder::new().prefix("sod-call-").tempdir()?,
+        };
+        let clock = VirtualClock::default();
+        let stdout = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
+        let stderr = CappedPipe::new(STDERR_CAPTURE_BYTES);
+        let mut builder = WasiCtxBuilder::new();
+        // Capabilities: a private scratch directory, captured stdio, virtual time, seeded randomness.
+        // No environment, no arguments, empty stdin, no network (the builder's default denies every
+        // address; TCP, UDP and name lookup are switched off explicitly as well).
+        builder
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(clock.clone())
+            .monotonic_clock(clock.clone())
+            .secure_random(SeededRng::new(identity.seed, &identity.call_key, "secure"))
+            .insecure_random(SeededRng::new(identity.seed, &identity.call_key, "insecure"))
+            .insecure_random_seed(SeededRng::seed128(identity.seed, &identity.call_key))
+            .max_random_size(1 << 20)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .preopened_dir(scratch.path(), "/", wasmtime_wasi::FsPerms::ReadWrite)
+            .map_err(std::io::Error::other)?;
+        Ok(CallState {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            clock,
+            stdout,
+            stderr,
+            limits,
+            identity,
+            child_calls: 0,
+            sandbox,
+            _scratch: scratch,
+        })
+    }
+
+    pub(crate) fn clock_view(&mut self) -> VirtualClockView<'_> {
+        VirtualClockView {
+            clock: &self.clock,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

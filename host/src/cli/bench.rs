@@ -1,0 +1,121 @@
+//! `sod bench ...`: speed measurements, printed as markdown for docs/benchmarks.md.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use sod_sandbox::{CallOptions, OutcomeKind, Sandbox, SandboxConfig, Tool};
+
+use super::{Cli, open_sandbox, usage};
+
+/// `sod bench ...`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Latency and throughput of fresh-instance tool calls.
+    Sandbox(SandboxBench),
+}
+
+#[derive(Debug, Args)]
+struct SandboxBench {
+    /// Tool to call.
+    #[arg(long, default_value = "calculator")]
+    tool: String,
+    /// Arguments of every call.
+    #[arg(long, default_value = r#"{"expression": "(2^64 + 17) * 3 // 7"}"#)]
+    arguments: String,
+    /// Calls per measurement (after warm-up).
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Thread counts to measure throughput with.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+}
+
+pub(super) fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    match &args.command {
+        BenchCommand::Sandbox(bench) => sandbox(cli, bench),
+    }
+}
+
+/// Latency percentiles of a sorted sample.
+pub(crate) struct Percentiles {
+    pub median: Duration,
+    pub p99: Duration,
+    pub mean: Duration,
+}
+
+pub(crate) fn percentiles(samples: &mut [Duration]) -> Percentiles {
+    samples.sort();
+    let n = samples.len().max(1);
+    let at = |q: f64| samples[((q * (n as f64 - 1.0)).round() as usize).min(samples.len().saturating_sub(1))];
+    let total: Duration = samples.iter().sum();
+    Percentiles {
+        median: at(0.5),
+        p99: at(0.99),
+        mean: total / n as u32,
+    }
+}
+
+fn timed_calls(sandbox: &Sandbox, tool: &Tool, arguments: &str, calls: usize) -> anyhow::Result<Vec<Duration>> {
+    let options = CallOptions::default();
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = Instant::now();
+        let outcome = sandbox.call(tool, arguments, &options);
+        samples.push(start.elapsed());
+        if outcome.kind != OutcomeKind::Ok {
+            anyhow::bail!("benchmark call did not succeed: {}", outcome.to_json());
+        }
+    }
+    Ok(samples)
+}
+
+fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
+    if bench.calls == 0 {
+        return Err(usage("--calls must be at least 1"));
+    }
+    let sandbox = open_sandbox(cli, SandboxConfig::default())?;
+    let tool = sandbox.tool(&bench.tool).map_err(|e| usage(e.to_string()))?;
+    // Warm-up: page in the compiled code and the pooling allocator's slots.
+    timed_calls(&sandbox, &tool, &bench.arguments, bench.calls.min(200))?;
+    let mut samples = timed_calls(&sandbox, &tool, &bench.arguments, bench.calls)?;
+    let latency = percentiles(&mut samples);
+    println!("### Fresh-instance call: `{}` {}", bench.tool, bench.arguments);
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| calls | {} |", bench.calls);
+    println!("| median latency | {:.1} µs |", latency.median.as_secs_f64() * 1e6);
+    println!("| p99 latency | {:.1} µs |", latency.p99.as_secs_f64() * 1e6);
+    println!("| mean latency | {:.1} µs |", latency.mean.as_secs_f64() * 1e6);
+    for &threads in &bench.threads {
+        let threads = threads.max(1);
+        let per_thread = bench.calls;
+        let start = Instant::now();
+        let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| timed_calls(&sandbox, &tool, &bench.arguments, per_thread)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("benchmark thread panicked"))))
+                .collect()
+        });
+        let elapsed = start.elapsed();
+        for result in results {
+            result?;
+        }
+        let calls = (threads * per_thread) as f64;
+        println!(
+            "| throughput, {threads} thread{} | {:.0} calls/s |",
+            if threads == 1 { "" } else { "s" },
+            calls / elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Command-line interface. Each subcommand lives in its own module; this one parses and dispatches.
+//!
+//! Exit codes: 0 when the command did its job (a tool call that ended in a limit or a crash still did:
+//! its outcome is printed), 1 when it failed, 2 for usage errors (bad flags, bad JSON, unknown names).
+
+mod bench;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Train small language-model agents that reason with tools.
+#[derive(Debug, Parser)]
+#[command(name = "sod", version, about, long_about = None)]
+pub struct Cli {
+    /// Directory of tool components (*.wasm). Default: $SOD_TOOLS_DIR, else target/tools beside the binary.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub tools_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List and inspect tools.
+    Tools(tools::ToolsArgs),
+    /// Call one tool once and print its outcome as JSON.
+    Tool(tools::ToolArgs),
+    /// Measure speed (results are meant for docs/benchmarks.md).
+    Bench(bench::BenchArgs),
+}
+
+/// An error that is the user's to fix: printed without a backtrace, exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Builds a [`UsageError`] inside an `anyhow::Error`.
+pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+/// Parses the command line, runs the command and maps errors to exit codes.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Tools(args) => tools::list(&cli, args),
+        Command::Tool(args) => tools::call(&cli, args),
+        Command::Bench(args) => bench::run(&cli, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some()
+                || err.downcast_ref::<sod_sandbox::SandboxError>().is_some_and(|e| {
+                    matches!(e, sod_sandbox::SandboxError::UnknownTool { .. })
+                })
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Opens a sandbox with every tool in the tools directory loaded.
+pub(crate) fn open_sandbox(
+    cli: &Cli,
+    config: sod_sandbox::SandboxConfig,
+) -> anyhow::Result<sod_sandbox::Sandbox> {
+    let dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
+    let sandbox = sod_sandbox::Sandbox::new(config)?;
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "tools directory {} does not exist; build the tools with `cargo xtask build-tools` or pass --tools-dir",
+            dir.display()
+        );
+    }
+    sandbox.load_tools_dir(&dir)?;
+    Ok(sandbox)
+}

@@ -1,0 +1,127 @@
+//! `sod tools list` and `sod tool call`.
+
+use clap::{Args, Subcommand};
+use sod_sandbox::{CallOptions, Limits, SandboxConfig};
+
+use super::{Cli, open_sandbox, usage};
+
+/// `sod tools ...`
+#[derive(Debug, Args)]
+pub struct ToolsArgs {
+    #[command(subcommand)]
+    command: ToolsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolsCommand {
+    /// List the tools: name, version, artifact hash, argument schema.
+    List {
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `sod tool call NAME JSON`
+#[derive(Debug, Args)]
+pub struct ToolArgs {
+    #[command(subcommand)]
+    command: ToolCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolCommand {
+    /// Call a tool with JSON arguments; prints the outcome as one JSON object.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// The tool's name (see `sod tools list`).
+    name: String,
+    /// The arguments, a JSON object, e.g. '{"expression": "2^64"}'.
+    arguments: String,
+    /// Fuel limit (deterministic time limit; about 5e9 per second of CPython compute).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Memory limit in MiB.
+    #[arg(long, value_name = "M")]
+    memory_mb: Option<u64>,
+    /// Output limit in bytes.
+    #[arg(long)]
+    output_bytes: Option<u64>,
+    /// Run seed for the call's randomness.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Call key for seeding (default: derived from the tool and the arguments).
+    #[arg(long)]
+    call_key: Option<String>,
+}
+
+pub(super) fn list(cli: &Cli, args: &ToolsArgs) -> anyhow::Result<()> {
+    let ToolsCommand::List { json } = &args.command;
+    let sandbox = open_sandbox(cli, SandboxConfig::default())?;
+    let tools = sandbox.tools();
+    if *json {
+        let rows: Vec<serde_json::Value> = tools
+            .iter()
+            .map(|tool| {
+                let d = tool.descriptor();
+                serde_json::json!({
+                    "name": d.name,
+                    "version": d.version,
+                    "description": d.description,
+                    "artifact": tool.artifact_hash(),
+                    "parameters": d.parameters,
+                    "path": tool.path(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<14} {:<9} {:<20} ARGUMENTS", "NAME", "VERSION", "ARTIFACT");
+    for tool in &tools {
+        let d = tool.descriptor();
+        let hash = tool.artifact_hash();
+        let short = hash.get(..19).unwrap_or(hash);
+        println!(
+            "{:<14} {:<9} {:<20} {}",
+            d.name,
+            d.version,
+            short,
+            serde_json::to_string(&d.parameters)?
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn call(cli: &Cli, args: &ToolArgs) -> anyhow::Result<()> {
+    let ToolCommand::Call(args) = &args.command;
+    let parsed: serde_json::Value = serde_json::from_str(&args.arguments)
+        .map_err(|e| usage(format!("arguments are not valid JSON: {e}")))?;
+    if !parsed.is_object() {
+        return Err(usage("arguments must be a JSON object, e.g. '{\"expression\": \"1+1\"}'"));
+    }
+    let mut limits = Limits::default();
+    if let Some(fuel) = args.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(mb) = args.memory_mb {
+        limits.memory_bytes = mb.saturating_mul(1 << 20);
+    }
+    if let Some(bytes) = args.output_bytes {
+        limits.output_bytes = bytes;
+    }
+    let sandbox = open_sandbox(cli, SandboxConfig::default())?;
+    let tool = sandbox.tool(&args.name).map_err(|e| usage(e.to_string()))?;
+    let options = CallOptions {
+        limits: Some(limits),
+        seed: args.seed,
+        call_key: args.call_key.clone(),
+        session: None,
+    };
+    let outcome = sandbox.call(&tool, &args.arguments, &options);
+    println!("{}", outcome.to_json());
+    Ok(())
+}
