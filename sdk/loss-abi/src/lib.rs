@@ -16,13 +16,15 @@
 //!   into a plugin, catching panics at the boundary;
 //! - [`batch`]: the owned [`Batch`], the borrowed [`BatchView`] and their validation;
 //! - [`math`]: step derivation, GRPO group normalisation, the SOD step weights;
-//! - [`settings`]: parsing and validating key/value settings.
+//! - [`settings`]: parsing and validating key/value settings;
+//! - [`testing`]: seeded batch generators for tests and benchmarks.
 
 pub mod batch;
 pub mod ffi;
 pub mod math;
 pub mod plugin;
 pub mod settings;
+pub mod testing;
 
 pub use batch::{Batch, BatchError, BatchView};
 pub use ffi::*;

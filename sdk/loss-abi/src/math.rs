@@ -358,6 +358,39 @@ pub struct DistillConfig {
     pub step_weighting: Option<StepWeighting>,
 }
 
+impl DistillConfig {
+    /// Reads `c` (default 1), `grpo_weight` (default 1) and the GRPO settings; with
+    /// `step_weighted` (SOD) also `eps` (default 1e-6, > 0) and `delta` (default 0.2, >= 0).
+    pub fn from_settings(
+        settings: &mut Settings,
+        step_weighted: bool,
+    ) -> Result<Self, PluginError> {
+        let c = settings.take_f64("c", 1.0)?;
+        let grpo_weight = settings.take_f64("grpo_weight", 1.0)?;
+        let step_weighting = if step_weighted {
+            let defaults = StepWeighting::default();
+            Some(StepWeighting {
+                eps: settings.take_f64_at_least("eps", defaults.eps, 0.0, false)?,
+                delta: settings.take_f64_at_least("delta", defaults.delta, 0.0, true)?,
+            })
+        } else {
+            None
+        };
+        let grpo = GrpoConfig::from_settings(settings)?;
+        Ok(DistillConfig {
+            c,
+            grpo_weight,
+            grpo,
+            step_weighting,
+        })
+    }
+
+    /// Whether the loss reads teacher log-probs: only when the distillation term is on.
+    pub fn needs_teacher(&self) -> bool {
+        self.c != 0.0
+    }
+}
+
 /// Batch statistics of the distillation term.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DistillStats {
@@ -369,6 +402,24 @@ pub struct DistillStats {
     pub mean_last_w: f64,
     /// Mean distillation signal `log pT - log pS_old` over the generated tokens used.
     pub mean_signal: f64,
+}
+
+impl DistillStats {
+    /// Emits `mean_steps` and `mean_signal`; with `step_weighted` also `mean_d1` and
+    /// `mean_last_w`.
+    pub fn emit(
+        &self,
+        step_weighted: bool,
+        metrics: &mut MetricSink<'_>,
+    ) -> Result<(), PluginError> {
+        metrics.emit("mean_steps", self.mean_steps)?;
+        metrics.emit("mean_signal", self.mean_signal)?;
+        if step_weighted {
+            metrics.emit("mean_d1", self.mean_d1)?;
+            metrics.emit("mean_last_w", self.mean_last_w)?;
+        }
+        Ok(())
+    }
 }
 
 /// Per-token advantages of OPD and SOD:
