@@ -112,13 +112,13 @@ def validate(schema: dict, value: Any, where: str = "arguments") -> None:
         properties = schema.get("properties", {})
         for key in schema.get("required", []):
             if key not in value:
-                raise InvalidArguments(f"{where} is missing the required field {key!r}")
+                raise InvalidArguments(f"missing required field {key!r} in {where}")
         if schema.get("additionalProperties") is False:
             unknown = sorted(k for k in value if k not in properties)
             if unknown:
                 known = ", ".join(repr(k) for k in properties) or "none"
                 raise InvalidArguments(
-                    f"{where} has unknown field(s) {', '.join(repr(k) for k in unknown)}"
+                    f"unknown field(s) {', '.join(repr(k) for k in unknown)} in {where}"
                     f" (known: {known})"
                 )
         for key, sub in properties.items():

@@ -11,7 +11,9 @@ Conventions (what a model sees):
   value is printed (with ``print``, so ``str()``), unless it is ``None``.
 * The output is what the code wrote to stdout, then what it wrote to stderr, then the
   traceback of an uncaught exception. Tracebacks show only the frames of the user's code
-  (files named ``<cell N>``), at most :data:`MAX_TRACEBACK_FRAMES` of them.
+  (cells and code given to ``exec``), at most :data:`MAX_TRACEBACK_FRAMES` of them; an
+  exception that was being handled when the error occurred is shown only if it passed
+  through user code (so the internals of libraries stay out of the way).
 * Each stream is capped (:data:`OUTPUT_LIMIT_BYTES`, :data:`STDERR_LIMIT_BYTES`,
   :data:`TRACEBACK_LIMIT_BYTES`); past a cap the text is cut and
   :data:`TRUNCATION_MARKER` is appended, while the code keeps running.
@@ -168,7 +170,11 @@ def format_exception(exc: BaseException) -> str:
             chain.append((joint, cur))
             if cur.__cause__ is not None:
                 cur, joint = cur.__cause__, _CAUSE
-            elif cur.__context__ is not None and not cur.__suppress_context__:
+            elif (
+                cur.__context__ is not None
+                and not cur.__suppress_context__
+                and cur.__context__.stack  # a library's internal exception: not shown
+            ):
                 cur, joint = cur.__context__, _CONTEXT
             else:
                 cur = None
