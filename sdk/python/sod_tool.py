@@ -129,6 +129,14 @@ def validate(schema: dict, value: Any, where: str = "arguments") -> None:
             validate(schema["items"], item, f"{where}[{i}]")
 
 
+def _wit_safe(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _json_type_name(value: Any) -> str:
     for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
         if _JSON_TYPES[name](value):
@@ -164,8 +172,13 @@ class Tool:
     def dispatch(self, arguments: str) -> tuple[str, str]:
         """Runs one call without the WIT types: returns ``(tag, text)``.
 
-        ``tag`` is :data:`OK`, :data:`INVALID_ARGUMENTS` or :data:`FAILED`.
+        ``tag`` is :data:`OK`, :data:`INVALID_ARGUMENTS` or :data:`FAILED`. Lone surrogates in
+        ``text``, which a WIT string cannot carry, are replaced by backslash escapes.
         """
+        tag, text = self._dispatch(arguments)
+        return tag, _wit_safe(text)
+
+    def _dispatch(self, arguments: str) -> tuple[str, str]:
         try:
             args = json.loads(arguments)
         except ValueError as e:

@@ -245,6 +245,10 @@ class Sdk(unittest.TestCase):
         self.assertEqual(tag, sod_tool.FAILED)
         self.assertIn("expected str", text)
 
+    def test_lone_surrogates_are_escaped(self):
+        tool = sod_tool.Tool("s", "0", "d", {"type": "object"}, lambda a: "x\udc80y")
+        self.assertEqual(tool.dispatch("{}"), (sod_tool.OK, "x\\udc80y"))
+
     def test_parameters_json_is_canonical(self):
         self.assertTrue(self.tool.parameters_json.startswith('{"additionalProperties": false'))
 
