@@ -1,0 +1,758 @@
+//! The Qwen3 decoder, written with differentiable candle ops only.
+//!
+//! Every operation used here has a backward pass in candle: RMSNorm is spelled out (`x / sqrt(mean(x²) + eps)`),
+//! rotary embeddings are applied with `narrow`/`cat`/multiplications, attention uses [`candle_nn::ops::softmax`]
+//! with an additive causal/padding mask, and the KV cache concatenates without detaching. candle's fused
+//! `rms_norm`, `softmax_last_dim` and `rope` ops have no backward and are deliberately not used.
+
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+
+use crate::config::Qwen3Config;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+
+/// Additive mask value for padding keys. Finite, so that a row with no real key (a padding query before the first
+/// token of a left-padded sequence) still has a well-defined softmax instead of NaN; `exp(-1e9)` is exactly 0 in f32.
+const PAD_MASK_VALUE: f32 = -1e9;
+
+/// Upper bound on the number of logits [`Qwen3::token_logprobs`] materialises at once (per chunk of positions).
+const LOGPROB_CHUNK_ELEMENTS: usize = 1 << 24;
+
+/// Hugging Face names and shapes of every trainable tensor of a Qwen3 model with this config, in a fixed order.
+///
+/// `lm_head.weight` is listed only when the embeddings are not tied.
+pub fn parameter_shapes(config: &Qwen3Config) -> Vec<(String, Vec<usize>)> {
+    let h = config.hidden_size;
+    let hd = config.head_dim();
+    let q = config.num_attention_heads * hd;
+    let kv = config.num_key_value_heads * hd;
+    let i = config.intermediate_size;
+    let mut shapes = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![config.vocab_size, h],
+    )];
+    for layer in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{layer}");
+        shapes.extend([
+            (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
+            (format!("{p}.self_attn.q_norm.weight"), vec![hd]),
+            (format!("{p}.self_attn.k_norm.weight"), vec![hd]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![i, h]),
+            (format!("{p}.mlp.up_proj.weight"), vec![i, h]),
+            (format!("{p}.mlp.down_proj.weight"), vec![h, i]),
+            (format!("{p}.input_layernorm.weight"), vec![h]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![h]),
+        ]);
+    }
+    shapes.push(("model.norm.weight".to_string(), vec![h]));
+    if !config.tie_word_embeddings {
+        shapes.push(("lm_head.weight".to_string(), vec![config.vocab_size, h]));
+    }
+    shapes
+}
+
+/// Supplies the tensor with a given Hugging Face name, checked against the expected shape.
+pub(crate) type WeightSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Tensor> + 'a;
+
+/// A bias-free linear layer `y = x Wᵀ` with `W: [out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+}
+
+impl Linear {
+    /// Wraps a `[out, in]` weight.
+    pub fn new(weight: Tensor) -> Self {
+        Linear { weight }
+    }
+
+    /// The `[out, in]` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Applies the layer to `[..., in]`, giving `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let mut out_dims = dims.to_vec();
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+
+    fn detached(&self) -> Self {
+        Linear::new(self.weight.detach())
+    }
+}
+
+/// Root-mean-square normalisation over the last dimension, `x / sqrt(mean(x²) + eps) * weight`, written with
+/// differentiable elementary ops.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Wraps a `[dim]` weight.
+    pub fn new(weight: Tensor, eps: f64) -> Self {
+        RmsNorm { weight, eps }
+    }
+
+    /// Normalises `[..., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (mean_sq + self.eps)?.sqrt()?.recip()?;
+        Ok(x.broadcast_mul(&inv)?.broadcast_mul(&self.weight)?)
+    }
+
+    fn detached(&self) -> Self {
+        RmsNorm::new(self.weight.detach(), self.eps)
+    }
+}
+
+/// Rotary position embedding tables (`cos`/`sin` of `position * theta^(-2i/head_dim)`), applied in the
+/// "rotate half" layout Qwen3 uses.
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    cos: Tensor,
+    sin: Tensor,
+    max_positions: usize,
+}
+
+impl RotaryEmbedding {
+    /// Builds `[max_position_embeddings, head_dim / 2]` tables on `device` (computed in f64, stored in f32).
+    pub fn new(config: &Qwen3Config, device: &Device) -> Result<Self> {
+        let half = config.head_dim() / 2;
+        let max = config.max_position_embeddings;
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| {
+                config
+                    .rope_theta
+                    .powf(-(2.0 * i as f64) / (2 * half) as f64)
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(max * half);
+        let mut sin = Vec::with_capacity(max * half);
+        for pos in 0..max {
+            for f in &inv_freq {
+                let angle = pos as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Ok(RotaryEmbedding {
+            cos: Tensor::from_vec(cos, (max, half), device)?,
+            sin: Tensor::from_vec(sin, (max, half), device)?,
+            max_positions: max,
+        })
+    }
+
+    /// `cos`/`sin` rows for `positions` (`b * t` of them), shaped `[b, 1, t, head_dim / 2]`.
+    fn select(&self, positions: &[u32], b: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        if let Some(&p) = positions.iter().max()
+            && p as usize >= self.max_positions
+        {
+            return Err(ModelError::Input(format!(
+                "position {p} exceeds max_position_embeddings = {}",
+                self.max_positions
+            )));
+        }
+        let idx = Tensor::from_slice(positions, positions.len(), self.cos.device())?;
+        let half = self.cos.dim(1)?;
+        let cos = self.cos.index_select(&idx, 0)?.reshape((b, 1, t, half))?;
+        let sin = self.sin.index_select(&idx, 0)?.reshape((b, 1, t, half))?;
+        Ok((cos, sin))
+    }
+
+    /// Rotates `x: [b, heads, t, head_dim]` with tables from [`Self::select`].
+    fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let half = x.dim(D::Minus1)? / 2;
+        let x1 = x.narrow(D::Minus1, 0, half)?;
+        let x2 = x.narrow(D::Minus1, half, half)?;
+        let r1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+        let r2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+        Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+    }
+}
+
+/// Grouped-query self-attention with per-head RMSNorm on queries and keys.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(config: &Qwen3Config, prefix: &str, get: &mut WeightSource<'_>) -> Result<Self> {
+        let h = config.hidden_size;
+        let hd = config.head_dim();
+        let nh = config.num_attention_heads;
+        let nkv = config.num_key_value_heads;
+        let mut linear = |name: &str, shape: [usize; 2]| -> Result<Linear> {
+            Ok(Linear::new(get(
+                &format!("{prefix}.{name}.weight"),
+                &shape,
+            )?))
+        };
+        let q_proj = linear("q_proj", [nh * hd, h])?;
+        let k_proj = linear("k_proj", [nkv * hd, h])?;
+        let v_proj = linear("v_proj", [nkv * hd, h])?;
+        let o_proj = linear("o_proj", [h, nh * hd])?;
+        let q_norm = RmsNorm::new(
+            get(&format!("{prefix}.q_norm.weight"), &[hd])?,
+            config.rms_norm_eps,
+        );
+        let k_norm = RmsNorm::new(
+            get(&format!("{prefix}.k_norm.weight"), &[hd])?,
+            config.rms_norm_eps,
+        );
+        Ok(Attention {
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            q_norm,
+            k_norm,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+
+    /// `x: [b, t, hidden]` → `[b, t, hidden]`. `mask: [b, 1, t, past + t]` is additive.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hd = self.head_dim;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((b, t, self.num_heads, hd))?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, t, self.num_kv_heads, hd))?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((b, t, self.num_kv_heads, hd))?;
+        let q = self.q_norm.forward(&q)?.transpose(1, 2)?;
+        let k = self.k_norm.forward(&k)?.transpose(1, 2)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let q = RotaryEmbedding::apply(&q, cos, sin)?;
+        let k = RotaryEmbedding::apply(&k, cos, sin)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
+        let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let scores = scores.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = probs.matmul(&v)?; // [b, heads, t, hd]
+        let out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * hd))?;
+        self.o_proj.forward(&out)
+    }
+
+    fn detached(&self) -> Self {
+        Attention {
+            q_proj: self.q_proj.detached(),
+            k_proj: self.k_proj.detached(),
+            v_proj: self.v_proj.detached(),
+            o_proj: self.o_proj.detached(),
+            q_norm: self.q_norm.detached(),
+            k_norm: self.k_norm.detached(),
+            ..*self
+        }
+    }
+}
+
+/// `[b, kv_heads, t, d]` → `[b, kv_heads * n_rep, t, d]`, query head `h` reading key/value head `h / n_rep`.
+fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kvh, t, d) = x.dims4()?;
+    let copies = vec![x; n_rep];
+    Ok(Tensor::cat(&copies, 2)?.reshape((b, kvh * n_rep, t, d))?)
+}
+
+/// The SwiGLU feed-forward block, `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(config: &Qwen3Config, prefix: &str, get: &mut WeightSource<'_>) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        Ok(Mlp {
+            gate_proj: Linear::new(get(&format!("{prefix}.gate_proj.weight"), &[i, h])?),
+            up_proj: Linear::new(get(&format!("{prefix}.up_proj.weight"), &[i, h])?),
+            down_proj: Linear::new(get(&format!("{prefix}.down_proj.weight"), &[h, i])?),
+        })
+    }
+
+    /// `[..., hidden]` → `[..., hidden]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&(gate * up)?)
+    }
+
+    fn detached(&self) -> Self {
+        Mlp {
+            gate_proj: self.gate_proj.detached(),
+            up_proj: self.up_proj.detached(),
+            down_proj: self.down_proj.detached(),
+        }
+    }
+}
+
+/// One pre-norm decoder layer: `x + attn(norm(x))`, then `h + mlp(norm(h))`.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn load(config: &Qwen3Config, layer: usize, get: &mut WeightSource<'_>) -> Result<Self> {
+        let p = format!("model.layers.{layer}");
+        let h = config.hidden_size;
+        let eps = config.rms_norm_eps;
+        Ok(DecoderLayer {
+            self_attn: Attention::load(config, &format!("{p}.self_attn"), get)?,
+            mlp: Mlp::load(config, &format!("{p}.mlp"), get)?,
+            input_layernorm: RmsNorm::new(get(&format!("{p}.input_layernorm.weight"), &[h])?, eps),
+            post_attention_layernorm: RmsNorm::new(
+                get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                eps,
+            ),
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let attn =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(x)?, cos, sin, mask, cache)?;
+        let h = (x + attn)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        Ok((h + mlp)?)
+    }
+
+    fn detached(&self) -> Self {
+        DecoderLayer {
+            self_attn: self.self_attn.detached(),
+            mlp: self.mlp.detached(),
+            input_layernorm: self.input_layernorm.detached(),
+            post_attention_layernorm: self.post_attention_layernorm.detached(),
+        }
+    }
+}
+
+/// A Qwen3 causal language model.
+///
+/// # Padding
+///
+/// Batched calls take an optional padding mask `[b, t]` (non-zero = real token, zero = padding). **Both left and
+/// right padding work**, and so does padding anywhere: rotary positions are counted over real tokens only
+/// (the first real token of every row gets position 0), and padding keys are masked out of attention. Outputs at
+/// padding positions are finite but meaningless; ignore them. Right padding is the natural choice for training
+/// (no wasted positions before the prompt); [`Qwen3::generate_batch`](crate::sampling) left-pads prompts so that
+/// every row's last prompt token is in the last column.
+#[derive(Debug, Clone)]
+pub struct Qwen3 {
+    config: Qwen3Config,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    rotary: RotaryEmbedding,
+}
+
+/// Per-call layout: token ids checked, rotary positions and the additive attention mask.
+struct StepLayout {
+    ids: Tensor,
+    positions: Vec<u32>,
+    mask: Tensor,
+    valid: Vec<Vec<bool>>,
+}
+
+impl Qwen3 {
+    /// Builds the model from a source of named tensors (see [`parameter_shapes`]); the source decides what a
+    /// missing or misshapen tensor means.
+    pub(crate) fn from_source(
+        config: &Qwen3Config,
+        device: &Device,
+        get: &mut WeightSource<'_>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let (v, h) = (config.vocab_size, config.hidden_size);
+        let embed_tokens = get("model.embed_tokens.weight", &[v, h])?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|layer| DecoderLayer::load(config, layer, get))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(get("model.norm.weight", &[h])?, config.rms_norm_eps);
+        let lm_head = if config.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            get("lm_head.weight", &[v, h])?
+        };
+        Ok(Qwen3 {
+            config: config.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary: RotaryEmbedding::new(config, device)?,
+        })
+    }
+
+    /// Builds the model from the variables of `varmap`, stored under their Hugging Face names (see
+    /// [`parameter_shapes`]). The model's tensors share storage with the variables, so optimiser steps on the
+    /// `VarMap` are seen by the model. A missing or misshapen variable is an error naming it; nothing is created.
+    pub fn from_varmap(
+        config: &Qwen3Config,
+        varmap: &candle_nn::VarMap,
+        device: &Device,
+    ) -> Result<Self> {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Input("the VarMap's lock is poisoned".to_string()))?;
+        let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let var = data.get(name).ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                location: "VarMap".to_string(),
+            })?;
+            if var.dims() != shape {
+                return Err(ModelError::TensorShape {
+                    name: name.to_string(),
+                    expected: shape.to_vec(),
+                    found: var.dims().to_vec(),
+                });
+            }
+            if var.dtype() != DType::F32 {
+                return Err(ModelError::TensorDtype {
+                    name: name.to_string(),
+                    dtype: var.dtype(),
+                });
+            }
+            Ok(var.as_tensor().clone())
+        };
+        Self::from_source(config, device, &mut get)
+    }
+
+    /// A copy whose tensors are detached from the autograd graph but share storage with this model: it sees
+    /// every optimiser update and builds no graph. Use it for sampling and for no-grad log-probs.
+    pub fn detached(&self) -> Self {
+        Qwen3 {
+            config: self.config.clone(),
+            embed_tokens: self.embed_tokens.detach(),
+            layers: self.layers.iter().map(DecoderLayer::detached).collect(),
+            norm: self.norm.detached(),
+            lm_head: self.lm_head.detach(),
+            rotary: self.rotary.clone(),
+        }
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &Qwen3Config {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// An empty KV cache for `batch_size` sequences.
+    pub fn new_cache(&self, batch_size: usize) -> KvCache {
+        KvCache::new(self.layers.len(), batch_size)
+    }
+
+    /// Logits `[b, t, vocab]` for `input_ids: [b, t]` (u32 or i64), with an optional padding mask `[b, t]`
+    /// (see the type's docs on padding). Differentiable with respect to every weight.
+    pub fn forward(&self, input_ids: &Tensor, padding_mask: Option<&Tensor>) -> Result<Tensor> {
+        let hidden = self.forward_hidden(input_ids, padding_mask)?;
+        self.lm_head(&hidden)
+    }
+
+    /// Final normalised hidden states `[b, t, hidden]` (the input of the output head).
+    pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.run(input_ids, padding_mask, None)
+    }
+
+    /// Like [`Self::forward`] but continuing from (and appending to) `cache`: `input_ids: [b, t]` are the next
+    /// `t` positions of each sequence. With `padding_mask`, zero entries are padding (they are cached but never
+    /// attended to by real tokens). Prefill followed by one-token steps gives the same logits as one
+    /// [`Self::forward`] over the whole sequence.
+    pub fn forward_with_cache(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let hidden = self.run(input_ids, padding_mask, Some(cache))?;
+        self.lm_head(&hidden)
+    }
+
+    /// Applies the output head to hidden states `[..., hidden]`, giving logits `[..., vocab]`.
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Linear::new(self.lm_head.clone()).forward(hidden)
+    }
+
+    /// `log p(targets[b, i] | input_ids[b, ..=i])` for every position: `[b, t]` f32, where `targets: [b, t]`
+    /// holds, for each position, the token whose log-probability is wanted (usually `input_ids` shifted left by
+    /// one). Entries at padding positions are meaningless. Logits are materialised in chunks of positions so that
+    /// no more than about 16M of them exist at once when no gradient is tracked (use a [`Self::detached`] model
+    /// for teacher/behaviour log-probs); with gradients the chunks stay alive in the graph.
+    pub fn token_logprobs(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+        targets: &Tensor,
+    ) -> Result<Tensor> {
+        let hidden = self.forward_hidden(input_ids, padding_mask)?;
+        self.logprobs_from_hidden(&hidden, targets)
+    }
+
+    /// `log p(input_ids[b, i + 1] | input_ids[b, ..=i])`: `[b, t - 1]`, the log-probability of each next token.
+    pub fn next_token_logprobs(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (_, t) = input_ids.dims2()?;
+        if t < 2 {
+            return Err(ModelError::Input(format!(
+                "next_token_logprobs needs at least 2 positions, got {t}"
+            )));
+        }
+        let hidden = self.forward_hidden(input_ids, padding_mask)?;
+        let hidden = hidden.narrow(1, 0, t - 1)?;
+        let targets = input_ids.narrow(1, 1, t - 1)?;
+        self.logprobs_from_hidden(&hidden, &targets)
+    }
+
+    /// Gathers `log_softmax(lm_head(hidden))[b, i, targets[b, i]]`, chunked over positions.
+    pub fn logprobs_from_hidden(&self, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = hidden.dims3()?;
+        if targets.dims() != [b, t] {
+            return Err(ModelError::Input(format!(
+                "targets have shape {:?}, hidden states {:?}",
+                targets.dims(),
+                hidden.dims()
+            )));
+        }
+        let targets = targets.to_dtype(DType::U32)?;
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = targets
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .iter()
+            .find(|&&id| id as usize >= vocab)
+        {
+            return Err(ModelError::Input(format!(
+                "target id {bad} is not below vocab_size = {vocab}"
+            )));
+        }
+        let chunk = (LOGPROB_CHUNK_ELEMENTS / (b * vocab).max(1)).max(1);
+        let mut parts = Vec::with_capacity(t.div_ceil(chunk));
+        let mut start = 0;
+        while start < t {
+            let len = chunk.min(t - start);
+            let logits = self.lm_head(&hidden.narrow(1, start, len)?)?; // [b, len, V]
+            // log-sum-exp with a detached max: exact for any constant shift, and keeps the gradient dense.
+            let max = logits.max_keepdim(D::Minus1)?.detach();
+            let lse = (logits
+                .broadcast_sub(&max)?
+                .exp()?
+                .sum_keepdim(D::Minus1)?
+                .log()?
+                + &max)?;
+            let idx = targets.narrow(1, start, len)?.unsqueeze(2)?.contiguous()?;
+            let picked = logits.gather(&idx, D::Minus1)?;
+            parts.push((picked - lse)?.squeeze(2)?);
+            start += len;
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+
+    fn layout(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+        cache: Option<&KvCache>,
+    ) -> Result<StepLayout> {
+        let (b, t) = input_ids.dims2().map_err(|_| {
+            ModelError::Input(format!(
+                "input_ids must be [batch, seq], got shape {:?}",
+                input_ids.dims()
+            ))
+        })?;
+        if b == 0 || t == 0 {
+            return Err(ModelError::Input(format!(
+                "input_ids is empty: shape {:?}",
+                input_ids.dims()
+            )));
+        }
+        let ids = input_ids.to_dtype(DType::U32)?;
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .iter()
+            .find(|&&id| id as usize >= vocab)
+        {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is not below vocab_size = {vocab}"
+            )));
+        }
+        let valid: Vec<Vec<bool>> = match padding_mask {
+            None => vec![vec![true; t]; b],
+            Some(mask) => {
+                if mask.dims() != [b, t] {
+                    return Err(ModelError::Input(format!(
+                        "padding mask has shape {:?}, input_ids {:?}",
+                        mask.dims(),
+                        input_ids.dims()
+                    )));
+                }
+                mask.to_dtype(DType::F32)?
+                    .to_vec2::<f32>()?
+                    .into_iter()
+                    .map(|row| row.into_iter().map(|m| m != 0.0).collect())
+                    .collect()
+            }
+        };
+        let (past, past_valid, start_pos): (usize, Vec<&[bool]>, Vec<usize>) = match cache {
+            None => (0, vec![&[][..]; b], vec![0; b]),
+            Some(cache) => {
+                if cache.batch_size() != b {
+                    return Err(ModelError::Input(format!(
+                        "KV cache holds {} sequences but the input has {b}",
+                        cache.batch_size()
+                    )));
+                }
+                (
+                    cache.len(),
+                    cache.key_valid.iter().map(Vec::as_slice).collect(),
+                    cache.next_pos.clone(),
+                )
+            }
+        };
+        let total = past + t;
+        let mut positions = Vec::with_capacity(b * t);
+        let mut key_mask = Vec::with_capacity(b * total);
+        for row in 0..b {
+            let mut pos = start_pos[row];
+            for &ok in &valid[row] {
+                positions.push(pos as u32);
+                if ok {
+                    pos += 1;
+                }
+            }
+            for &ok in past_valid[row].iter().chain(&valid[row]) {
+                key_mask.push(if ok { 0.0 } else { PAD_MASK_VALUE });
+            }
+        }
+        let mut causal = Vec::with_capacity(t * total);
+        for i in 0..t {
+            for j in 0..total {
+                causal.push(if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                });
+            }
+        }
+        let device = self.device();
+        let key_mask = Tensor::from_vec(key_mask, (b, 1, 1, total), device)?;
+        let causal = Tensor::from_vec(causal, (1, 1, t, total), device)?;
+        Ok(StepLayout {
+            ids,
+            positions,
+            mask: key_mask.broadcast_add(&causal)?,
+            valid,
+        })
+    }
+
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let layout = self.layout(input_ids, padding_mask, cache.as_deref())?;
+        let (b, t) = layout.ids.dims2()?;
+        let (cos, sin) = self.rotary.select(&layout.positions, b, t)?;
+        let ids = layout.ids.flatten_all()?.to_device(self.device())?;
+        let mut x =
+            self.embed_tokens
+                .index_select(&ids, 0)?
+                .reshape((b, t, self.config.hidden_size))?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(&x, &cos, &sin, &layout.mask, layer_cache)?;
+        }
+        if let Some(cache) = cache {
+            for (row, valid) in layout.valid.iter().enumerate() {
+                cache.key_valid[row].extend_from_slice(valid);
+                cache.next_pos[row] += valid.iter().filter(|&&v| v).count();
+            }
+        }
+        self.norm.forward(&x)
+    }
+
+    /// The `[vocab, hidden]` output-head weight (the embedding matrix when tied).
+    pub fn lm_head_weight(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Logits `[b, vocab]` of the last column of a `[b, t, vocab]` tensor.
+    pub(crate) fn last_logits(logits: &Tensor) -> Result<Tensor> {
+        let (_, t, _) = logits.dims3()?;
+        Ok(logits.i((.., t - 1, ..))?.contiguous()?)
+    }
+}
