@@ -36,8 +36,8 @@ DESCRIPTION = (
     "itertools, collections, statistics, re, json, datetime, random, ...); numpy, pandas and "
     "scipy are not available, nor are files outside the working directory, the network, "
     "subprocesses or threads. Give a `session` id to keep variables between calls; without "
-    f"one every call starts fresh. Output beyond {sod_runner.OUTPUT_LIMIT_BYTES // 1024} KiB "
-    f"is cut; the recursion limit is {preload.RECURSION_LIMIT}."
+    f"one every call starts fresh. Printed output beyond {sod_runner.OUTPUT_LIMIT_BYTES // 1024} "
+    f"KiB is cut; the recursion limit is {preload.RECURSION_LIMIT}."
 )
 
 PARAMETERS = {

@@ -32,15 +32,21 @@ import sys
 import traceback
 
 #: Bytes (UTF-8) of stdout kept per call; past it stdout is cut and marked.
-OUTPUT_LIMIT_BYTES = 64 * 1024
+OUTPUT_LIMIT_BYTES = 48 * 1024
 #: Bytes (UTF-8) of stderr kept per call.
-STDERR_LIMIT_BYTES = 8 * 1024
+STDERR_LIMIT_BYTES = 4 * 1024
 #: Bytes (UTF-8) of the rendered traceback kept per call (its head and its tail are kept).
 TRACEBACK_LIMIT_BYTES = 8 * 1024
 #: Frames of user code shown in a traceback; older frames are elided.
 MAX_TRACEBACK_FRAMES = 10
 #: Appended to a stream that was cut at its cap.
 TRUNCATION_MARKER = "[output truncated]"
+#: Upper bound of what :func:`run` returns, in bytes. It stays below the sod host's default
+#: output limit (64 KiB), so a flood is cut here, with a marker the model can read, and the
+#: call still ends ``ok`` instead of ``output_truncated``.
+RESULT_LIMIT_BYTES = (
+    OUTPUT_LIMIT_BYTES + STDERR_LIMIT_BYTES + TRACEBACK_LIMIT_BYTES + 3 * (len(TRUNCATION_MARKER) + 3)
+)
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _STARTS_WITH_PRINT = re.compile(r"print\b")

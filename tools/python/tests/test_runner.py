@@ -157,6 +157,13 @@ class Limits(unittest.TestCase):
     def test_lone_surrogates_are_escaped(self):
         self.assertEqual(run("print('a\\ud800b')"), "a\\ud800b\n")
 
+    def test_result_stays_under_the_bound(self):
+        self.assertLess(sod_runner.RESULT_LIMIT_BYTES, 64 * 1024)
+        out = run("import sys\nprint('o' * 10**6)\nsys.stderr.write('e' * 10**6)\n"
+                  "raise ValueError('v' * 10**6)")
+        self.assertLessEqual(len(out.encode()), sod_runner.RESULT_LIMIT_BYTES)
+        self.assertEqual(out.count(sod_runner.TRUNCATION_MARKER), 3)
+
     def test_huge_exception_message_keeps_head_and_tail(self):
         out = run("raise ValueError('v' * 100000 + 'END')")
         self.assertLessEqual(len(out.encode()), sod_runner.TRACEBACK_LIMIT_BYTES + 100)
