@@ -14,6 +14,8 @@
 //! table, rejects null functions, validates batches before the call and outputs after it, and
 //! reports plugin errors (including panics a plugin caught at its boundary) as [`LossError`]s.
 
+#![warn(missing_docs)]
+
 mod batch_file;
 mod error;
 

@@ -12,6 +12,8 @@
 //! Metrics: `reward_mean`, `groups`, `zero_variance_groups`, `dropped_sequences`,
 //! `overlong_penalty_mean` (with the penalty).
 
+#![warn(missing_docs)]
+
 use sod_loss_abi::math::{GrpoConfig, grpo_advantages, take_min_group_size};
 use sod_loss_abi::plugin::on_policy;
 use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};

@@ -9,6 +9,8 @@
 //! Metrics: `reward_mean`, `groups`, `zero_variance_groups`, `dropped_sequences`,
 //! `mean_steps`, `mean_signal` (mean `log pT - log pS_old` over generated tokens).
 
+#![warn(missing_docs)]
+
 use sod_loss_abi::math::{DistillConfig, distill_advantages, take_min_group_size};
 use sod_loss_abi::plugin::on_policy;
 use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};

@@ -6,6 +6,8 @@
 //!
 //! Settings: none. Metrics: `target_tokens`, `sequences`, `dropped_sequences`.
 
+#![warn(missing_docs)]
+
 use sod_loss_abi::math::is_dropped;
 use sod_loss_abi::{
     BatchView, DataSource, LossImpl, MetricSink, PluginError, Requirements, Settings,
@@ -75,14 +77,12 @@ mod tests {
             let mut targets = 0.0;
             for seq in 0..batch.num_sequences() {
                 let faulty = batch.flags[seq] & SOD_LOSS_FLAG_INFRA_FAULT != 0;
-                for t in batch.seq_offsets[seq] as usize..batch.seq_offsets[seq + 1] as usize {
-                    let expected = if batch.mask[t] == 1 && !faulty {
-                        1.0
-                    } else {
-                        0.0
-                    };
+                let range = batch.seq_offsets[seq] as usize..batch.seq_offsets[seq + 1] as usize;
+                for (&advantage, &mask) in advantages[range.clone()].iter().zip(&batch.mask[range])
+                {
+                    let expected = if mask == 1 && !faulty { 1.0 } else { 0.0 };
                     targets += expected;
-                    assert_eq!(advantages[t], expected as f32);
+                    assert_eq!(advantage, expected as f32);
                 }
             }
             assert_eq!(metrics[0], ("target_tokens".to_string(), targets));

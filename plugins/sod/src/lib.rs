@@ -15,6 +15,8 @@
 //! `mean_signal`, `mean_d1` (mean first-step divergence), `mean_last_w` (mean weight of the last
 //! step).
 
+#![warn(missing_docs)]
+
 use sod_loss_abi::math::{DistillConfig, distill_advantages, take_min_group_size};
 use sod_loss_abi::plugin::on_policy;
 use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};
@@ -223,10 +225,12 @@ mod tests {
             let (advantages, _) = run(&mut loss, &batch);
             for seq in 0..batch.num_sequences() {
                 let faulty = batch.flags[seq] & SOD_LOSS_FLAG_INFRA_FAULT != 0;
-                for t in batch.seq_offsets[seq] as usize..batch.seq_offsets[seq + 1] as usize {
-                    assert!(advantages[t].is_finite());
-                    if batch.mask[t] == 0 || faulty {
-                        assert_eq!(advantages[t], 0.0, "token {t}");
+                let range = batch.seq_offsets[seq] as usize..batch.seq_offsets[seq + 1] as usize;
+                for (&advantage, &mask) in advantages[range.clone()].iter().zip(&batch.mask[range])
+                {
+                    assert!(advantage.is_finite());
+                    if mask == 0 || faulty {
+                        assert_eq!(advantage, 0.0, "sequence {seq}");
                     }
                 }
             }

@@ -19,6 +19,8 @@
 //! - [`settings`]: parsing and validating key/value settings;
 //! - [`testing`]: seeded batch generators for tests and benchmarks.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod ffi;
 pub mod math;
@@ -28,7 +30,9 @@ pub mod testing;
 
 pub use batch::{Batch, BatchError, BatchView};
 pub use ffi::*;
-pub use plugin::{LossImpl, MetricSink, PluginError, PluginErrorKind, plugin_table, run_loss};
+pub use plugin::{
+    LossImpl, MetricSink, Metrics, PluginError, PluginErrorKind, plugin_table, run_loss,
+};
 pub use settings::Settings;
 
 /// What data a loss trains on.

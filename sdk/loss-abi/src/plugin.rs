@@ -165,6 +165,9 @@ impl<'a> MetricSink<'a> {
     }
 }
 
+/// Named scalar metrics, in the order they were emitted.
+pub type Metrics = Vec<(String, f64)>;
+
 /// Rejects a batch that lacks what `requirements` says the loss needs.
 pub fn check_batch_requirements(
     plugin: &str,
@@ -184,7 +187,7 @@ pub fn check_batch_requirements(
 pub fn run_loss<L: LossImpl>(
     loss: &mut L,
     batch: &BatchView<'_>,
-) -> Result<(Vec<f32>, Vec<(String, f64)>), PluginError> {
+) -> Result<(Vec<f32>, Metrics), PluginError> {
     batch.validate()?;
     check_batch_requirements(&L::NAME.to_string_lossy(), &loss.requirements(), batch)?;
     let mut advantages = vec![0.0f32; batch.num_tokens()];
@@ -401,5 +404,40 @@ pub const fn on_policy(needs_teacher: bool, min_group_size: u32) -> Requirements
         needs_teacher,
         data: DataSource::OnPolicy,
         min_group_size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_truncated_at_a_character_boundary() {
+        let mut bytes = [0xffu8; 6];
+        let mut buffer = SodLossErrorBuf {
+            message: bytes.as_mut_ptr().cast::<c_char>(),
+            capacity: bytes.len(),
+        };
+        // "ab" then a 4-byte character: only "ab" and the NUL fit in 6 bytes with the character cut.
+        unsafe { write_error(&mut buffer, "ab\u{1F600}cd") };
+        assert_eq!(&bytes[..3], b"ab\0");
+        unsafe { write_error(&mut buffer, "xyz") };
+        assert_eq!(&bytes[..4], b"xyz\0");
+        // A null buffer is ignored.
+        unsafe { write_error(std::ptr::null_mut(), "ignored") };
+    }
+
+    #[test]
+    fn status_codes_round_trip() {
+        for kind in [
+            PluginErrorKind::Config,
+            PluginErrorKind::Batch,
+            PluginErrorKind::Compute,
+            PluginErrorKind::Panic,
+        ] {
+            assert_eq!(PluginErrorKind::from_status(kind.status()), Some(kind));
+        }
+        assert_eq!(PluginErrorKind::from_status(SOD_LOSS_OK), None);
+        assert_eq!(PluginErrorKind::from_status(77), None);
     }
 }
