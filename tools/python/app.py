@@ -20,7 +20,9 @@ import json
 
 import preload
 
-_NOTES = preload.preload()
+#: What the build could not preload (optional modules, sympy submodules with missing
+#: dependencies). componentize-py hides the build's stdout, so the notes are kept here too.
+NOTES = preload.preload()
 
 import sod_runner  # noqa: E402 - after preload, like everything that follows
 import sod_tool  # noqa: E402
@@ -173,6 +175,8 @@ WARM_UP = (
     ({"code": "1/0"}, "Traceback (most recent call last):\n  File \"<code>\", line 1, in <module>\n"
                       "    1/0\n    ~^~\nZeroDivisionError: division by zero\n"),
     ({"code": "x = (1,"}, None),
+    ({"code": "a = 20", "session": "warm-up"}, ""),
+    ({"code": "a + 1", "session": "warm-up"}, "21\n"),
 )
 
 
@@ -193,8 +197,6 @@ def _warm_up() -> None:
 
 
 _warm_up()
-for _note in _NOTES:
-    print(f"python tool build: {_note}")
 
 #: The exports componentize-py binds to the `tool` world (imports the generated bindings,
 #: so it comes before the import system is closed).

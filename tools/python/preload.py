@@ -45,9 +45,8 @@ STDLIB_OPTIONAL = (
     "argparse", "codecs", "colorsys", "copyreg", "dis", "fnmatch", "gettext", "glob", "graphlib", "gzip", "html", "html.entities", "html.parser", "inspect",
     "ipaddress", "locale", "linecache", "pathlib", "pickle", "platform", "queue", "quopri",
     "shlex", "shutil", "string.templatelib", "stringprep", "tempfile", "timeit",
-    "tokenize", "tomllib", "unittest", "urllib", "urllib.parse", "zlib", "zoneinfo", "bz2",
-    "lzma", "hmac", "sqlite3", "xml.dom.minidom", "xml.etree.ElementTree", "email",
-    "email.message", "typing_extensions", "threading", "sched", "codeop", "code", "opcode",
+    "tokenize", "tomllib", "unittest", "urllib", "urllib.parse", "zlib", "zoneinfo", "hmac", "sqlite3", "xml.dom.minidom", "xml.etree.ElementTree", "email",
+    "email.message", "threading", "sched", "codeop", "code", "opcode",
     "sysconfig", "wave", "mimetypes", "errno", "contextvars",
 )
 
