@@ -190,7 +190,8 @@ pub struct NoArguments {}
 
 /// The JSON Schema of an arguments type, compact and ready for an OpenAI-style function
 /// definition: `{"type":"object","properties":{…},"required":[…]}` with field doc comments as
-/// descriptions, nested types inlined, and no `$schema` or `title` keys.
+/// descriptions, nested types inlined, and no `$schema`, or top-level `title` or `description`
+/// (the tool's description is [`Tool::DESCRIPTION`]).
 pub fn parameters_schema<A: schemars::JsonSchema>() -> String {
     let generator = schemars::generate::SchemaSettings::draft2020_12()
         .with(|settings| {
@@ -200,7 +201,10 @@ pub fn parameters_schema<A: schemars::JsonSchema>() -> String {
         .into_generator();
     let mut schema = generator.into_root_schema_for::<A>();
     if let Some(object) = schema.as_object_mut() {
+        // The descriptor already carries the tool's description; the struct's own doc comment
+        // and name would only cost prompt tokens.
         object.remove("title");
+        object.remove("description");
         object.remove("$schema");
     }
     serde_json::Value::from(schema).to_string()
@@ -237,10 +241,12 @@ fn describe_parse_error(error: &serde_path_to_error::Error<serde_json::Error>) -
         }
         serde_json::error::Category::Data | serde_json::error::Category::Io => {
             let path = error.path().to_string();
-            if path == "." {
+            if path != "." {
+                format!("argument `{path}`: {inner}")
+            } else if inner.to_string().starts_with("invalid type") {
                 format!("expected a JSON object of named arguments: {inner}")
             } else {
-                format!("argument `{path}`: {inner}")
+                inner.to_string()
             }
         }
     }
@@ -420,6 +426,7 @@ mod tests {
         assert_eq!(schema["type"], "object");
         assert!(schema.get("$schema").is_none());
         assert!(schema.get("title").is_none());
+        assert!(schema.get("description").is_none());
         assert!(
             schema.get("$defs").is_none(),
             "subschemas are inlined: {schema}"
@@ -496,7 +503,7 @@ mod tests {
         let message = invalid(invoke::<Echo>(r#"{"word":"a","wrod":1}"#));
         assert!(message.contains("unknown field `wrod`"), "{message}");
         let message = invalid(invoke::<Echo>(""));
-        assert!(message.contains("missing field `word`"), "{message}");
+        assert!(message.starts_with("missing field `word`"), "{message}");
     }
 
     #[test]

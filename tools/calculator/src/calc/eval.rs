@@ -423,10 +423,19 @@ fn factorial(n: &BigInt, position: usize) -> Result<Value, CalcError> {
     let Some(n) = n.to_u64() else {
         return Err(too_large(estimated, position));
     };
+    // Multiply small factors together in a u64 first: far fewer big-number multiplications.
     let mut product = BigInt::one();
+    let mut chunk: u64 = 1;
     for i in 2..=n {
-        product *= i;
+        match chunk.checked_mul(i) {
+            Some(next) => chunk = next,
+            None => {
+                product *= chunk;
+                chunk = i;
+            }
+        }
     }
+    product *= chunk;
     exact(BigRational::from_integer(product), position)
 }
 
@@ -474,9 +483,22 @@ fn binomial(n: &BigInt, k: &BigInt, position: usize) -> Result<Value, CalcError>
     if estimated > MAX_DIGITS as f64 {
         return Err(too_large(estimated, position));
     }
+    // After step i, value = C(rest + i, i), an integer, so each division is exact.
     let mut value = BigInt::one();
-    for i in 1..=m {
-        value = value * (&rest + i) / i;
+    // `rest + m` fits in a u64 in most calls: multiply by machine words then.
+    match (rest.to_u64(), (&rest + m).to_u64()) {
+        (Some(small), Some(_)) => {
+            for i in 1..=m {
+                value *= small + i;
+                value /= i;
+            }
+        }
+        _ => {
+            for i in 1..=m {
+                value *= &rest + i;
+                value /= i;
+            }
+        }
     }
     exact(BigRational::from_integer(value), position)
 }

@@ -383,7 +383,7 @@ impl Parser {
             TokenKind::RParen => Ok(()),
             TokenKind::End => Err(CalcError::syntax(
                 token.position,
-                format!("missing `)` to close the `(` at position {open}"),
+                format!("missing `)`: the `(` at position {open} is never closed"),
             )),
             TokenKind::Number(_) | TokenKind::Name(_) | TokenKind::LParen => {
                 Err(CalcError::syntax(
@@ -561,7 +561,10 @@ mod tests {
         );
         assert_eq!(
             syntax_error("(1 + 2"),
-            (7, "missing `)` to close the `(` at position 1".into())
+            (
+                7,
+                "missing `)`: the `(` at position 1 is never closed".into()
+            )
         );
         assert_eq!(
             syntax_error("1 + 2)"),
