@@ -488,10 +488,22 @@ fn binomial(n: &BigInt, k: &BigInt, position: usize) -> Result<Value, CalcError>
     // `rest + m` fits in a u64 in most calls: multiply by machine words then.
     match (rest.to_u64(), (&rest + m).to_u64()) {
         (Some(small), Some(_)) => {
+            // Steps i..=j batched: value · Π(small + k) / Π k is C(small + j, j), an integer,
+            // so dividing by the whole batch of denominators at once is still exact.
+            // Batches stay below 2^32: one big-number digit on 32-bit targets like wasm32,
+            // where dividing by anything wider takes the slow long-division path.
+            let batch = |a: u64, b: u64| a.checked_mul(b).filter(|p| *p <= u64::from(u32::MAX));
+            let (mut numerators, mut denominators) = (1u64, 1u64);
             for i in 1..=m {
-                value *= small + i;
-                value /= i;
+                match (batch(numerators, small + i), batch(denominators, i)) {
+                    (Some(n), Some(d)) => (numerators, denominators) = (n, d),
+                    _ => {
+                        value = value * numerators / denominators;
+                        (numerators, denominators) = (small + i, i);
+                    }
+                }
             }
+            value = value * numerators / denominators;
         }
         _ => {
             for i in 1..=m {
@@ -851,6 +863,20 @@ mod tests {
         assert!(failed("binomial(10^9000, 2)").1.contains("digits"));
         assert!(failed("binomial(-5, 2)").1.contains("n ≥ 0"));
         assert!(failed("binomial(5, 1/2)").1.contains("needs integers"));
+    }
+
+    #[test]
+    fn binomials_agree_with_factorials() {
+        for n in [0, 1, 2, 7, 30, 61, 200] {
+            for k in 0..=n {
+                let via_factorials = ok(&format!("{n}! / ({k}! * ({n} - {k})!)"));
+                assert_eq!(
+                    ok(&format!("binomial({n}, {k})")),
+                    via_factorials,
+                    "C({n}, {k})"
+                );
+            }
+        }
     }
 
     #[test]
