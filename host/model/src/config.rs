@@ -183,16 +183,19 @@ impl Qwen3Config {
     /// filled in when absent).
     pub fn to_json_string(&self) -> String {
         let mut config = self.clone();
-        config
-            .extra
-            .entry("architectures")
-            .or_insert_with(|| serde_json::json!(["Qwen3ForCausalLM"]));
-        config
-            .extra
-            .entry("model_type")
-            .or_insert_with(|| serde_json::json!("qwen3"));
+        config.fill_hf_metadata();
         // Serialising a struct of plain fields and a JSON map cannot fail.
         serde_json::to_string_pretty(&config).unwrap_or_default()
+    }
+
+    /// Sets `architectures` and `model_type` in [`Self::extra`] to Qwen3's values when they are absent.
+    pub fn fill_hf_metadata(&mut self) {
+        self.extra
+            .entry("architectures")
+            .or_insert_with(|| serde_json::json!(["Qwen3ForCausalLM"]));
+        self.extra
+            .entry("model_type")
+            .or_insert_with(|| serde_json::json!("qwen3"));
     }
 
     fn resolve_rope_theta(&mut self) {
@@ -228,7 +231,10 @@ impl Qwen3Config {
                 return Err(bad(field, "must be positive"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(bad(
                 "num_key_value_heads",
                 format!(
@@ -238,13 +244,13 @@ impl Qwen3Config {
             ));
         }
         let head_dim = self.head_dim();
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(bad(
                 "head_dim",
                 format!("{head_dim} must be positive and even (rotary embeddings rotate pairs)"),
             ));
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(bad(
                 "head_dim",
                 format!(

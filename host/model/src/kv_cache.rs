@@ -64,6 +64,31 @@ impl KvCache {
         }
     }
 
+    /// Keeps only the sequences at batch rows `rows` (in that order), e.g. to drop finished sequences from a
+    /// batched generation.
+    pub fn retain_rows(&mut self, rows: &[usize]) -> candle_core::Result<()> {
+        let b = self.batch_size();
+        if let Some(&bad) = rows.iter().find(|&&r| r >= b) {
+            candle_core::bail!("row {bad} out of range for a KV cache of {b} sequences");
+        }
+        if let Some(Some((k, _))) = self.layers.first() {
+            let idx = Tensor::from_vec(
+                rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                rows.len(),
+                k.device(),
+            )?;
+            for layer in self.layers.iter_mut().flatten() {
+                *layer = (
+                    layer.0.index_select(&idx, 0)?,
+                    layer.1.index_select(&idx, 0)?,
+                );
+            }
+        }
+        self.key_valid = rows.iter().map(|&r| self.key_valid[r].clone()).collect();
+        self.next_pos = rows.iter().map(|&r| self.next_pos[r]).collect();
+        Ok(())
+    }
+
     /// Appends this step's keys and values for `layer` and returns the full (cached + new) keys and values.
     pub(crate) fn append(
         &mut self,

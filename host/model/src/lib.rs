@@ -11,16 +11,24 @@
 //! - [`write_tiny_model_dir`]: a complete tiny model directory with a byte-level BPE tokenizer trained in Rust, for
 //!   tests and demos (nothing is downloaded).
 
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod kv_cache;
 pub mod qwen3;
+pub mod sampling;
+pub mod tiny;
+pub mod tokenizer;
 pub mod tool_calls;
 
+pub use chat::{BUILTIN_CHAT_TEMPLATE, ChatMessage, ChatTemplate, Role};
 pub use checkpoint::{SaveDtype, TrainableModel, init_random, load_model_dir, save_checkpoint};
 pub use config::{ConfigError, Qwen3Config};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
 pub use qwen3::{Qwen3, parameter_shapes};
+pub use sampling::{FinishReason, Generation, SampledToken, Sampler, SamplingParams};
+pub use tiny::{TINY_ADDED_TOKENS, train_tiny_tokenizer, write_tiny_model_dir};
+pub use tokenizer::ChatTokenizer;
 pub use tool_calls::{ToolCall, ToolCallError, parse_tool_calls, strip_tool_calls};

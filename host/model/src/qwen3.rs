@@ -5,7 +5,7 @@
 //! with an additive causal/padding mask, and the KV cache concatenates without detaching. candle's fused
 //! `rms_norm`, `softmax_last_dim` and `rope` ops have no backward and are deliberately not used.
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 
 use crate::config::Qwen3Config;
 use crate::error::{ModelError, Result};
@@ -718,7 +718,8 @@ impl Qwen3 {
         })
     }
 
-    fn run(
+    /// Runs the decoder (with an optional cache) and returns the final normalised hidden states.
+    pub(crate) fn run(
         &self,
         input_ids: &Tensor,
         padding_mask: Option<&Tensor>,
@@ -748,11 +749,5 @@ impl Qwen3 {
     /// The `[vocab, hidden]` output-head weight (the embedding matrix when tied).
     pub fn lm_head_weight(&self) -> &Tensor {
         &self.lm_head
-    }
-
-    /// Logits `[b, vocab]` of the last column of a `[b, t, vocab]` tensor.
-    pub(crate) fn last_logits(logits: &Tensor) -> Result<Tensor> {
-        let (_, t, _) = logits.dims3()?;
-        Ok(logits.i((.., t - 1, ..))?.contiguous()?)
     }
 }

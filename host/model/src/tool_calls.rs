@@ -352,7 +352,8 @@ mod tests {
 
     #[test]
     fn malformed_calls_give_messages() {
-        let cases: &[(&str, fn(&ToolCallError) -> bool)] = &[
+        type Check = fn(&ToolCallError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("<tool_call>  </tool_call>", |e| {
                 matches!(e, ToolCallError::Empty)
             }),

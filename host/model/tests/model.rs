@@ -478,7 +478,8 @@ fn config_parses_hf_json_and_validates() {
         (4, 5000.0, vec![1, 2])
     );
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Qwen3Config)>)> = vec![
+    type Breaker = Box<dyn Fn(&mut Qwen3Config)>;
+    let cases: Vec<(&str, Breaker)> = vec![
         ("hidden_size", Box::new(|c| c.hidden_size = 0)),
         (
             "num_key_value_heads",

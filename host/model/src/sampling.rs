@@ -1,0 +1,314 @@
+//! Seeded temperature/top-p sampling and batched generation with the KV cache.
+
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::derive_seed;
+use crate::error::{ModelError, Result};
+use crate::qwen3::Qwen3;
+
+/// How to turn logits into a token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0` means greedy (arg-max, lowest id on ties).
+    pub temperature: f64,
+    /// Nucleus sampling: sample among the most likely tokens whose probabilities add up to at least `top_p`
+    /// (`1` = the whole vocabulary).
+    pub top_p: f64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Checks `temperature >= 0` (finite) and `0 < top_p <= 1`.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(ModelError::Input(format!(
+                "temperature {} must be finite and non-negative",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(ModelError::Input(format!(
+                "top_p {} must be in (0, 1]",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One sampled token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampledToken {
+    /// The token id.
+    pub token: u32,
+    /// Its log-probability under the model's own distribution (`log_softmax(logits)`, temperature 1, no top-p):
+    /// the behaviour log-prob for importance ratios against the trained policy.
+    pub logprob: f32,
+    /// Its log-probability under the distribution actually sampled from (temperature and top-p applied;
+    /// 0 for greedy).
+    pub sampling_logprob: f32,
+}
+
+/// A token sampler with its own random stream.
+///
+/// The stream is ChaCha8 seeded from SHA-256 of `(seed, prompt_id, sample_index)`, so the tokens of a trajectory
+/// depend only on those three values and the logits — not on which other trajectories share the batch, nor on
+/// their order. Keep the same `Sampler` across the turns of a multi-turn rollout.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    /// A sampler for sample `sample_index` of prompt `prompt_id` in a run seeded with `seed`.
+    pub fn new(
+        params: SamplingParams,
+        seed: u64,
+        prompt_id: &str,
+        sample_index: u64,
+    ) -> Result<Self> {
+        params.validate()?;
+        let key = derive_seed(
+            "sod-model/sampler",
+            &[
+                &seed.to_le_bytes(),
+                prompt_id.as_bytes(),
+                &sample_index.to_le_bytes(),
+            ],
+        );
+        Ok(Sampler {
+            params,
+            rng: ChaCha8Rng::from_seed(key),
+        })
+    }
+
+    /// The sampling parameters.
+    pub fn params(&self) -> SamplingParams {
+        self.params
+    }
+
+    /// Samples a token from one row of logits.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<SampledToken> {
+        if logits.is_empty() {
+            return Err(ModelError::Input(
+                "cannot sample from empty logits".to_string(),
+            ));
+        }
+        if let Some(i) = logits.iter().position(|x| x.is_nan()) {
+            return Err(ModelError::Input(format!("logit {i} is NaN")));
+        }
+        let max = logits
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let log_z = max
+            + logits
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let model_logprob = |token: usize| (logits[token] as f64 - log_z) as f32;
+
+        if self.params.temperature == 0.0 {
+            let token = first_argmax(logits);
+            return Ok(SampledToken {
+                token: token as u32,
+                logprob: model_logprob(token),
+                sampling_logprob: 0.0,
+            });
+        }
+        let t = self.params.temperature;
+        let mut probs: Vec<f64> = logits
+            .iter()
+            .map(|&x| ((x as f64 - max) / t).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        for p in &mut probs {
+            *p /= total;
+        }
+        // Candidates in a fixed order: by probability (then id) when truncating, else by id.
+        let candidates: Vec<usize> = if self.params.top_p < 1.0 {
+            let mut order: Vec<usize> = (0..probs.len()).collect();
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+            let mut mass = 0.0;
+            let mut keep = 0;
+            for &i in &order {
+                mass += probs[i];
+                keep += 1;
+                if mass >= self.params.top_p {
+                    break;
+                }
+            }
+            order.truncate(keep);
+            order
+        } else {
+            (0..probs.len()).collect()
+        };
+        let mass: f64 = candidates.iter().map(|&i| probs[i]).sum();
+        let u = self.rng.random::<f64>() * mass;
+        let mut acc = 0.0;
+        let mut chosen = *candidates.last().unwrap_or(&0);
+        for &i in &candidates {
+            acc += probs[i];
+            if u < acc {
+                chosen = i;
+                break;
+            }
+        }
+        Ok(SampledToken {
+            token: chosen as u32,
+            logprob: model_logprob(chosen),
+            sampling_logprob: (probs[chosen] / mass).ln() as f32,
+        })
+    }
+}
+
+fn first_argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Why generation of a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishReason {
+    /// A stop token was generated (it is the last of [`Generation::tokens`]).
+    Stop,
+    /// `max_new_tokens` were generated without a stop token.
+    Length,
+}
+
+/// The continuation generated for one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generated token ids, the stop token included when there is one.
+    pub tokens: Vec<u32>,
+    /// Model log-probability of each generated token (see [`SampledToken::logprob`]).
+    pub logprobs: Vec<f32>,
+    /// Log-probability under the sampling distribution (see [`SampledToken::sampling_logprob`]).
+    pub sampling_logprobs: Vec<f32>,
+    /// Why it stopped.
+    pub finish: FinishReason,
+}
+
+impl Qwen3 {
+    /// Generates up to `max_new_tokens` tokens after each prompt, sampling with `samplers[i]` for prompt `i`, and
+    /// stopping a sequence at the first token of `stop_tokens`. Runs on a [`Qwen3::detached`] copy (no graph).
+    ///
+    /// Prompts are left-padded to a common length and prefilled in one batched call; then one token per active
+    /// sequence is decoded per step with the KV cache, and finished sequences are dropped from the batch. Because
+    /// padding is masked and positions count real tokens only, each sequence's logits equal those of generating
+    /// it alone up to float rounding (~1e-6; batched matrix products may sum in a different order), so tokens are
+    /// the same in practice and identical for the same batch.
+    pub fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        samplers: &mut [Sampler],
+    ) -> Result<Vec<Generation>> {
+        if samplers.len() != prompts.len() {
+            return Err(ModelError::Input(format!(
+                "{} prompts but {} samplers",
+                prompts.len(),
+                samplers.len()
+            )));
+        }
+        let mut out: Vec<Generation> = prompts
+            .iter()
+            .map(|_| Generation {
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                sampling_logprobs: Vec::new(),
+                finish: FinishReason::Length,
+            })
+            .collect();
+        if prompts.is_empty() || max_new_tokens == 0 {
+            return Ok(out);
+        }
+        let max_pos = self.config().max_position_embeddings;
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(ModelError::Input(format!("prompt {i} is empty")));
+            }
+            if p.len() + max_new_tokens > max_pos {
+                return Err(ModelError::Input(format!(
+                    "prompt {i} has {} tokens; with max_new_tokens = {max_new_tokens} it exceeds max_position_embeddings = {max_pos}",
+                    p.len()
+                )));
+            }
+        }
+        let model = self.detached();
+        let device = model.device().clone();
+        let b = prompts.len();
+        let len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(b * len);
+        let mut mask = Vec::with_capacity(b * len);
+        for p in prompts {
+            let pad = len - p.len();
+            ids.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
+            mask.extend(std::iter::repeat_n(0u32, pad).chain(std::iter::repeat_n(1u32, p.len())));
+        }
+        let ids = Tensor::from_vec(ids, (b, len), &device)?;
+        let mask = Tensor::from_vec(mask, (b, len), &device)?;
+        let mut cache = model.new_cache(b);
+        let hidden = model.run(&ids, Some(&mask), Some(&mut cache))?;
+        let mut rows = last_row_logits(&model, &hidden)?;
+        // `active[k]` is the prompt index of cache row `k`.
+        let mut active: Vec<usize> = (0..b).collect();
+        for step in 0..max_new_tokens {
+            let mut next = Vec::with_capacity(active.len());
+            let mut keep = Vec::with_capacity(active.len());
+            for (row, &seq) in active.iter().enumerate() {
+                let s = samplers[seq].sample(&rows[row])?;
+                let g = &mut out[seq];
+                g.tokens.push(s.token);
+                g.logprobs.push(s.logprob);
+                g.sampling_logprobs.push(s.sampling_logprob);
+                if stop_tokens.contains(&s.token) {
+                    g.finish = FinishReason::Stop;
+                } else {
+                    keep.push(row);
+                    next.push(s.token);
+                }
+            }
+            if keep.is_empty() || step + 1 == max_new_tokens {
+                break;
+            }
+            if keep.len() < active.len() {
+                cache.retain_rows(&keep)?;
+                active = keep.iter().map(|&r| active[r]).collect();
+            }
+            let n = next.len();
+            let input = Tensor::from_vec(next, (n, 1), &device)?;
+            let hidden = model.run(&input, None, Some(&mut cache))?;
+            rows = last_row_logits(&model, &hidden)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Logits of the last position of each row, as host vectors.
+fn last_row_logits(model: &Qwen3, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let t = hidden.dim(1)?;
+    let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
+    Ok(model
+        .lm_head(&last)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?)
+}

@@ -1,0 +1,278 @@
+//! `ChatTokenizer`: a Hugging Face `tokenizer.json` plus the chat template and special tokens of
+//! `tokenizer_config.json`.
+
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::error::{ModelError, Result};
+
+/// Tokens that end an assistant turn in the ChatML format, used by [`ChatTokenizer::stop_token_ids`].
+const CHATML_STOP_TOKENS: &[&str] = &["<|im_end|>", "<|endoftext|>"];
+
+/// A tokenizer with its chat template.
+#[derive(Debug)]
+pub struct ChatTokenizer {
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    template_is_builtin: bool,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+    pad_token: Option<String>,
+}
+
+/// A special-token entry of `tokenizer_config.json`: a plain string or an `AddedToken` object with `content`.
+fn token_text(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+impl ChatTokenizer {
+    /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` (chat template, bos/eos/pad tokens) and
+    /// `chat_template.jinja` from a model directory.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config = dir.join("tokenizer_config.json");
+        let mut tok = Self::from_files(
+            &dir.join("tokenizer.json"),
+            config.is_file().then_some(config.as_path()),
+        )?;
+        let jinja = dir.join("chat_template.jinja");
+        if tok.template_is_builtin && jinja.is_file() {
+            let source =
+                std::fs::read_to_string(&jinja).map_err(ModelError::io("reading", &jinja))?;
+            tok.template = ChatTemplate::new(&source)
+                .map_err(|e| ModelError::Template(format!("{}: {e}", jinja.display())))?;
+            tok.template_is_builtin = false;
+        }
+        Ok(tok)
+    }
+
+    /// Loads a `tokenizer.json` and an optional `tokenizer_config.json`. Without a chat template in the config,
+    /// [`crate::chat::BUILTIN_CHAT_TEMPLATE`] is used.
+    pub fn from_files(tokenizer_json: &Path, tokenizer_config_json: Option<&Path>) -> Result<Self> {
+        if !tokenizer_json.is_file() {
+            return Err(ModelError::Tokenizer(format!(
+                "{} does not exist",
+                tokenizer_json.display()
+            )));
+        }
+        let tokenizer = Tokenizer::from_file(tokenizer_json).map_err(|e| {
+            ModelError::Tokenizer(format!("cannot load {}: {e}", tokenizer_json.display()))
+        })?;
+        let config = match tokenizer_config_json {
+            None => serde_json::Value::Object(serde_json::Map::new()),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(ModelError::io("reading", path))?;
+                serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+        };
+        let where_ = tokenizer_config_json.map_or_else(String::new, |p| p.display().to_string());
+        let template = match config.get("chat_template") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // A list of named templates: take "default" (or the first one).
+            Some(serde_json::Value::Array(list)) => {
+                let named = |name: &str| {
+                    list.iter()
+                        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+                        .and_then(|t| t.get("template"))
+                        .and_then(|t| t.as_str())
+                };
+                let first = list
+                    .first()
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str());
+                Some(
+                    named("default")
+                        .or(first)
+                        .ok_or_else(|| {
+                            ModelError::Template(format!(
+                                "{where_}: chat_template list has no template"
+                            ))
+                        })?
+                        .to_string(),
+                )
+            }
+            Some(_) => {
+                return Err(ModelError::Template(format!(
+                    "{where_}: chat_template is neither a string nor a list"
+                )));
+            }
+        };
+        let template_is_builtin = template.is_none();
+        let template = match template {
+            Some(source) => ChatTemplate::new(&source)
+                .map_err(|e| ModelError::Template(format!("{where_}: {e}")))?,
+            None => ChatTemplate::builtin(),
+        };
+        let tok = ChatTokenizer {
+            tokenizer,
+            template,
+            template_is_builtin,
+            bos_token: token_text(config.get("bos_token")),
+            eos_token: token_text(config.get("eos_token")),
+            pad_token: token_text(config.get("pad_token")),
+        };
+        for (what, token) in [("eos_token", &tok.eos_token), ("pad_token", &tok.pad_token)] {
+            if let Some(t) = token
+                && tok.tokenizer.token_to_id(t).is_none()
+            {
+                return Err(ModelError::Tokenizer(format!(
+                    "{where_}: {what} {t:?} is not in the vocabulary"
+                )));
+            }
+        }
+        Ok(tok)
+    }
+
+    /// Wraps an in-memory tokenizer with a chat template (`None`: the built-in one) and special tokens.
+    pub fn new(
+        tokenizer: Tokenizer,
+        chat_template: Option<&str>,
+        eos_token: Option<&str>,
+        pad_token: Option<&str>,
+    ) -> Result<Self> {
+        Ok(ChatTokenizer {
+            tokenizer,
+            template_is_builtin: chat_template.is_none(),
+            template: match chat_template {
+                Some(source) => ChatTemplate::new(source)?,
+                None => ChatTemplate::builtin(),
+            },
+            bos_token: None,
+            eos_token: eos_token.map(str::to_string),
+            pad_token: pad_token.map(str::to_string),
+        })
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template in use.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// Whether the chat template is the built-in one (the tokenizer config had none).
+    pub fn uses_builtin_template(&self) -> bool {
+        self.template_is_builtin
+    }
+
+    /// Number of token ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`...) become their ids; nothing is
+    /// added around the text.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(format!("encoding failed: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`. With `skip_special_tokens = false`, `decode(encode(text)) == text` for byte-level BPE
+    /// tokenizers.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| ModelError::Tokenizer(format!("decoding failed: {e}")))
+    }
+
+    /// Id of a token (special or not), if it is in the vocabulary.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// The end-of-sequence token of `tokenizer_config.json`.
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_token.as_deref()
+    }
+
+    /// Id of the end-of-sequence token.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.eos_token.as_deref().and_then(|t| self.token_id(t))
+    }
+
+    /// Id of the padding token (falls back to the end-of-sequence token, as Hugging Face does for Qwen).
+    pub fn pad_token_id(&self) -> Option<u32> {
+        self.pad_token
+            .as_deref()
+            .and_then(|t| self.token_id(t))
+            .or_else(|| self.eos_token_id())
+    }
+
+    /// Tokens that end an assistant turn: the eos token plus `<|im_end|>` and `<|endoftext|>` when they exist.
+    pub fn stop_token_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos_token_id().into_iter().collect();
+        for t in CHATML_STOP_TOKENS {
+            if let Some(id) = self.token_id(t)
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// Renders a conversation with the chat template. `tools` are OpenAI-format function schemas
+    /// (`{"type": "function", "function": {"name", "description", "parameters"}}`), shown in the system prompt.
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        self.render_chat_with(
+            messages,
+            tools,
+            add_generation_prompt,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// Like [`Self::render_chat`] with extra template variables (e.g. `{"enable_thinking": false}`).
+    /// `bos_token`/`eos_token` are provided unless `extra` sets them.
+    pub fn render_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let mut vars = serde_json::Map::new();
+        vars.insert(
+            "bos_token".into(),
+            self.bos_token.clone().unwrap_or_default().into(),
+        );
+        vars.insert(
+            "eos_token".into(),
+            self.eos_token.clone().unwrap_or_default().into(),
+        );
+        vars.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.template
+            .render(messages, tools, add_generation_prompt, &vars)
+    }
+
+    /// [`Self::render_chat`] then [`Self::encode`].
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        self.encode(&self.render_chat(messages, tools, add_generation_prompt)?)
+    }
+}

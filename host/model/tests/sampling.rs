@@ -1,0 +1,263 @@
+//! Sampler and batched generation tests.
+
+use candle_core::{D, Device, Tensor};
+use sod_model::{
+    FinishReason, ModelError, Qwen3Config, Sampler, SamplingParams, TrainableModel, init_random,
+};
+
+fn model(seed: u64) -> TrainableModel {
+    let m = init_random(&Qwen3Config::tiny(300, 64, 2), seed, &Device::Cpu).unwrap();
+    // Sharper distributions than the 0.02-std initialisation gives, so that sampling is not near-uniform.
+    for var in m.varmap.all_vars() {
+        if var.dims().len() == 2 {
+            var.set(&(var.as_tensor() * 6.0).unwrap()).unwrap();
+        }
+    }
+    m
+}
+
+fn params(temperature: f64, top_p: f64) -> SamplingParams {
+    SamplingParams { temperature, top_p }
+}
+
+#[test]
+fn sampler_is_seeded_per_trajectory() {
+    let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+    let draw = |seed, prompt: &str, index| {
+        let mut s = Sampler::new(params(1.0, 1.0), seed, prompt, index).unwrap();
+        (0..40)
+            .map(|_| s.sample(&logits).unwrap().token)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(draw(1, "p", 0), draw(1, "p", 0));
+    assert_ne!(draw(1, "p", 0), draw(1, "p", 1));
+    assert_ne!(draw(1, "p", 0), draw(1, "q", 0));
+    assert_ne!(draw(1, "p", 0), draw(2, "p", 0));
+}
+
+#[test]
+fn sampler_logprobs_and_truncation() {
+    let logits = [2.0f32, 1.0, 0.5, -1.0, -3.0];
+    let log_z = logits.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
+    // Greedy.
+    let mut greedy = Sampler::new(params(0.0, 1.0), 0, "g", 0).unwrap();
+    let s = greedy.sample(&logits).unwrap();
+    assert_eq!(s.token, 0);
+    assert!((s.logprob as f64 - (2.0 - log_z)).abs() < 1e-6);
+    assert_eq!(s.sampling_logprob, 0.0);
+    // top_p small enough keeps only the best token.
+    let mut top = Sampler::new(params(1.0, 0.3), 0, "t", 0).unwrap();
+    for _ in 0..20 {
+        let s = top.sample(&logits).unwrap();
+        assert_eq!(s.token, 0);
+        assert!(s.sampling_logprob.abs() < 1e-6);
+    }
+    // top_p = 0.8 keeps tokens 0 and 1 (p0 ≈ 0.61, p0 + p1 ≈ 0.83), renormalised.
+    let mut nucleus = Sampler::new(params(1.0, 0.8), 0, "n", 0).unwrap();
+    let mut seen = [0usize; 5];
+    for _ in 0..400 {
+        let s = nucleus.sample(&logits).unwrap();
+        seen[s.token as usize] += 1;
+        let p = (logits[s.token as usize] as f64).exp() / (2f64.exp() + 1f64.exp());
+        assert!((s.sampling_logprob as f64 - p.ln()).abs() < 1e-5);
+        assert!((s.logprob as f64 - (logits[s.token as usize] as f64 - log_z)).abs() < 1e-5);
+    }
+    assert!(
+        seen[0] > 0 && seen[1] > 0 && seen[2..].iter().all(|&n| n == 0),
+        "{seen:?}"
+    );
+    // Temperature sharpens: at 0.05 the best token dominates.
+    let mut cold = Sampler::new(params(0.05, 1.0), 0, "c", 0).unwrap();
+    assert!((0..50).all(|_| cold.sample(&logits).unwrap().token == 0));
+    // Bad parameters and logits are errors.
+    assert!(matches!(
+        Sampler::new(params(-1.0, 1.0), 0, "", 0),
+        Err(ModelError::Input(_))
+    ));
+    assert!(matches!(
+        Sampler::new(params(1.0, 0.0), 0, "", 0),
+        Err(ModelError::Input(_))
+    ));
+    assert!(matches!(
+        greedy.sample(&[0.0, f32::NAN]),
+        Err(ModelError::Input(_))
+    ));
+    assert!(matches!(greedy.sample(&[]), Err(ModelError::Input(_))));
+}
+
+fn samplers(ids: &[(&str, u64)], temperature: f64) -> Vec<Sampler> {
+    ids.iter()
+        .map(|(p, i)| Sampler::new(params(temperature, 0.95), 11, p, *i).unwrap())
+        .collect()
+}
+
+#[test]
+fn batched_generation_matches_generating_alone() {
+    let m = model(3);
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![5, 6, 7, 8, 9, 10, 11],
+        vec![42],
+        vec![100, 200, 17],
+        vec![1, 2, 3, 4],
+    ];
+    let keys = [("a", 0), ("b", 0), ("c", 0), ("a", 1)];
+    let stop = [13u32, 14, 15];
+    let batched = m
+        .model
+        .generate_batch(&prompts, 12, &stop, &mut samplers(&keys, 1.0))
+        .unwrap();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let alone = m
+            .model
+            .generate_batch(
+                std::slice::from_ref(prompt),
+                12,
+                &stop,
+                &mut samplers(&keys[i..=i], 1.0),
+            )
+            .unwrap()
+            .remove(0);
+        assert_eq!(batched[i].tokens, alone.tokens, "sequence {i}");
+        assert_eq!(batched[i].finish, alone.finish);
+        for (a, b) in batched[i].logprobs.iter().zip(&alone.logprobs) {
+            assert!((a - b).abs() < 1e-4, "sequence {i}: {a} vs {b}");
+        }
+    }
+    // Reordering the batch changes nothing either.
+    let order = [2usize, 0, 3, 1];
+    let reordered_prompts: Vec<_> = order.iter().map(|&i| prompts[i].clone()).collect();
+    let reordered_keys: Vec<_> = order.iter().map(|&i| keys[i]).collect();
+    let reordered = m
+        .model
+        .generate_batch(
+            &reordered_prompts,
+            12,
+            &stop,
+            &mut samplers(&reordered_keys, 1.0),
+        )
+        .unwrap();
+    for (k, &i) in order.iter().enumerate() {
+        assert_eq!(reordered[k].tokens, batched[i].tokens);
+    }
+    // Same batch, same seeds: identical, bit for bit.
+    let again = m
+        .model
+        .generate_batch(&prompts, 12, &stop, &mut samplers(&keys, 1.0))
+        .unwrap();
+    assert_eq!(again, batched);
+    // Different sample indices give different trajectories.
+    let other = m
+        .model
+        .generate_batch(
+            &prompts,
+            12,
+            &stop,
+            &mut samplers(&[("a", 5), ("b", 5), ("c", 5), ("a", 6)], 1.0),
+        )
+        .unwrap();
+    assert_ne!(
+        other.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
+        batched.iter().map(|g| &g.tokens).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn generation_logprobs_match_the_model_and_stop_tokens_end_sequences() {
+    let m = model(4);
+    let prompt = vec![7u32, 8, 9];
+    let g = m
+        .model
+        .generate_batch(
+            std::slice::from_ref(&prompt),
+            10,
+            &[],
+            &mut samplers(&[("x", 0)], 1.0),
+        )
+        .unwrap()
+        .remove(0);
+    assert_eq!(g.tokens.len(), 10);
+    assert_eq!(g.finish, FinishReason::Length);
+    // Behaviour log-probs equal teacher-forced log-probs of the full sequence.
+    let full: Vec<u32> = prompt.iter().chain(&g.tokens).copied().collect();
+    let input = Tensor::new(full.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let lp = m
+        .model
+        .detached()
+        .next_token_logprobs(&input, None)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for (k, &l) in g.logprobs.iter().enumerate() {
+        assert!(
+            (l - lp[prompt.len() - 1 + k]).abs() < 1e-4,
+            "token {k}: {l} vs {}",
+            lp[prompt.len() - 1 + k]
+        );
+    }
+    // Greedy generation picks the arg-max at every step.
+    let greedy = m
+        .model
+        .generate_batch(
+            std::slice::from_ref(&prompt),
+            6,
+            &[],
+            &mut samplers(&[("x", 0)], 0.0),
+        )
+        .unwrap()
+        .remove(0);
+    let full: Vec<u32> = prompt.iter().chain(&greedy.tokens).copied().collect();
+    let input = Tensor::new(full.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let argmax = m
+        .model
+        .forward(&input, None)
+        .unwrap()
+        .argmax(D::Minus1)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    assert_eq!(
+        &argmax[prompt.len() - 1..full.len() - 1],
+        greedy.tokens.as_slice()
+    );
+    // Stopping at the first greedy token's id ends right there, with the stop token included.
+    let stop = greedy.tokens[2];
+    let first = greedy.tokens.iter().position(|&t| t == stop).unwrap();
+    let stopped = m
+        .model
+        .generate_batch(
+            &[prompt.clone(), vec![1, 2]],
+            6,
+            &[stop],
+            &mut samplers(&[("x", 0), ("y", 0)], 0.0),
+        )
+        .unwrap();
+    assert_eq!(stopped[0].tokens, &greedy.tokens[..=first]);
+    assert_eq!(stopped[0].finish, FinishReason::Stop);
+    // Errors instead of panics.
+    assert!(
+        m.model
+            .generate_batch(&[vec![]], 3, &[], &mut samplers(&[("x", 0)], 1.0))
+            .is_err()
+    );
+    assert!(m.model.generate_batch(&[vec![1]], 3, &[], &mut []).is_err());
+    assert!(
+        m.model
+            .generate_batch(&[vec![1, 999]], 3, &[], &mut samplers(&[("x", 0)], 1.0))
+            .is_err()
+    );
+    assert!(
+        m.model
+            .generate_batch(&[vec![1]], 5000, &[], &mut samplers(&[("x", 0)], 1.0))
+            .is_err()
+    );
+}
