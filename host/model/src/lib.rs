@@ -10,6 +10,36 @@
 //! - [`Sampler`] and [`Qwen3::generate_batch`]: seeded temperature/top-p sampling with the KV cache.
 //! - [`write_tiny_model_dir`]: a complete tiny model directory with a byte-level BPE tokenizer trained in Rust, for
 //!   tests and demos (nothing is downloaded).
+//!
+//! # Example
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use sod_model::{ChatMessage, ChatTokenizer, Qwen3Config, Sampler, SamplingParams, load_model_dir, write_tiny_model_dir};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("student");
+//! write_tiny_model_dir(&path, &Qwen3Config::tiny(300, 64, 2), &["What is 2 + 2? It is 4."], 0)?;
+//!
+//! let student = load_model_dir(&path, &Device::Cpu)?; // trainable f32 Vars in student.varmap
+//! let tok = ChatTokenizer::from_dir(&path)?;
+//! let prompt = tok.encode_chat(&[ChatMessage::user("What is 2 + 2?")], &[], true)?;
+//!
+//! // Sample a continuation; behaviour log-probs come back with the tokens.
+//! let mut samplers = vec![Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.95 }, 42, "prompt-0", 0)?];
+//! let out = student.model.generate_batch(&[prompt.clone()], 8, &tok.stop_token_ids(), &mut samplers)?;
+//! assert_eq!(out[0].tokens.len(), out[0].logprobs.len());
+//!
+//! // Differentiable log-probs of the whole trajectory, for a loss.
+//! let ids: Vec<u32> = prompt.iter().chain(&out[0].tokens).copied().collect();
+//! let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+//! let logprobs = student.model.next_token_logprobs(&input, None)?; // [1, len - 1]
+//! let grads = logprobs.sum_all()?.backward()?;
+//! assert!(grads.get(student.varmap.all_vars()[0].as_tensor()).is_some());
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod chat;
 pub mod checkpoint;
