@@ -30,7 +30,12 @@ fn tools_list_json_describes_the_calculator() {
         .as_array()
         .and_then(|tools| tools.iter().find(|t| t["name"] == "calculator"))
         .expect("calculator listed");
-    assert!(calculator["artifact"].as_str().unwrap_or("").starts_with("sha256:"));
+    assert!(
+        calculator["artifact"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("sha256:")
+    );
     assert_eq!(calculator["parameters"]["type"], "object");
     assert!(calculator["parameters"]["properties"]["expression"].is_object());
 
@@ -41,7 +46,12 @@ fn tools_list_json_describes_the_calculator() {
 
 #[test]
 fn tool_call_prints_one_json_outcome_identically_in_two_processes() {
-    let args = ["tool", "call", "calculator", r#"{"expression": "2^100 + 1"}"#];
+    let args = [
+        "tool",
+        "call",
+        "calculator",
+        r#"{"expression": "2^100 + 1"}"#,
+    ];
     let first = sod(&args);
     assert!(first.status.success(), "{}", stderr(&first));
     let outcome: serde_json::Value = serde_json::from_str(&stdout(&first)).expect("JSON");
@@ -57,7 +67,14 @@ fn guest_failures_are_outcomes_not_cli_errors() {
     assert!(output.status.success(), "{}", stderr(&output));
     let outcome: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
     assert_eq!(outcome["kind"], "tool_error");
-    let limited = sod(&["tool", "call", "calculator", r#"{"expression": "2^100"}"#, "--fuel", "1000"]);
+    let limited = sod(&[
+        "tool",
+        "call",
+        "calculator",
+        r#"{"expression": "2^100"}"#,
+        "--fuel",
+        "1000",
+    ]);
     assert!(limited.status.success());
     let outcome: serde_json::Value = serde_json::from_str(&stdout(&limited)).expect("JSON");
     assert_eq!(outcome["kind"], "time_limit");
@@ -69,8 +86,14 @@ fn unknown_tool_and_bad_json_are_usage_errors() {
     let unknown = sod(&["tool", "call", "no-such-tool", "{}"]);
     assert_eq!(unknown.status.code(), Some(2));
     let message = stderr(&unknown);
-    assert!(message.contains("unknown tool \"no-such-tool\""), "{message}");
-    assert!(message.contains("calculator"), "lists the available tools: {message}");
+    assert!(
+        message.contains("unknown tool \"no-such-tool\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("calculator"),
+        "lists the available tools: {message}"
+    );
 
     let bad = sod(&["tool", "call", "calculator", "{expression"]);
     assert_eq!(bad.status.code(), Some(2));

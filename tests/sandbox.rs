@@ -38,7 +38,10 @@ fn infinite_loop_is_time_limit_with_the_same_fuel_every_run() {
     assert_eq!(first.kind, OutcomeKind::TimeLimit, "{first:?}");
     assert_eq!(first.fuel_used, small_fuel().fuel);
     for _ in 0..2 {
-        assert_eq!(call(&hostile("loop"), Some(small_fuel())).to_json(), first.to_json());
+        assert_eq!(
+            call(&hostile("loop"), Some(small_fuel())).to_json(),
+            first.to_json()
+        );
     }
 }
 
@@ -59,7 +62,12 @@ fn returned_flood_is_truncated_to_the_output_limit() {
         ..Limits::default()
     };
     let outcome = call(&hostile("flood"), Some(limits));
-    assert_eq!(outcome.kind, OutcomeKind::OutputTruncated, "{:?}", outcome.message);
+    assert_eq!(
+        outcome.kind,
+        OutcomeKind::OutputTruncated,
+        "{:?}",
+        outcome.message
+    );
     assert_eq!(outcome.output, "x".repeat(1000));
 }
 
@@ -87,14 +95,28 @@ fn stack_overflow_and_exit_are_crashes() {
     assert_eq!(overflow.kind, OutcomeKind::Crashed, "{overflow:?}");
     let exit = call(&hostile("exit"), None);
     assert_eq!(exit.kind, OutcomeKind::Crashed, "{exit:?}");
-    assert!(exit.message.unwrap_or_default().contains("status 3"));
+    // WASI preview 2 carries only success or failure: exit(3) arrives as status 1.
+    assert!(
+        exit.message
+            .unwrap_or_default()
+            .contains("exited with status 1")
+    );
 }
 
 #[test]
 fn malformed_arguments_are_tool_errors() {
-    for arguments in ["not json", r#"{"mode": 5}"#, r#"{"mode": "nope"}"#, r#"{"other": 1}"#] {
+    for arguments in [
+        "not json",
+        r#"{"mode": 5}"#,
+        r#"{"mode": "nope"}"#,
+        r#"{"other": 1}"#,
+    ] {
         let outcome = call(arguments, None);
-        assert_eq!(outcome.kind, OutcomeKind::ToolError, "{arguments}: {outcome:?}");
+        assert_eq!(
+            outcome.kind,
+            OutcomeKind::ToolError,
+            "{arguments}: {outcome:?}"
+        );
         assert_eq!(outcome.error_code.as_deref(), Some("invalid_arguments"));
     }
     let failed = call(r#"{"mode": "fail", "text": "why"}"#, None);
@@ -107,7 +129,11 @@ fn sleep_advances_virtual_time_without_blocking() {
     let started = std::time::Instant::now();
     let outcome = call(&hostile("sleep"), None);
     assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
-    assert!(outcome.output.starts_with("slept 3600.0"), "{}", outcome.output);
+    assert!(
+        outcome.output.starts_with("slept 3600.0"),
+        "{}",
+        outcome.output
+    );
     // Not a timing assertion on the guest: a real one-hour sleep would never get here at all.
     assert!(started.elapsed().as_secs() < 600);
 }
@@ -116,8 +142,17 @@ fn sleep_advances_virtual_time_without_blocking() {
 fn time_and_randomness_are_reproducible_and_keyed_by_seed() {
     let time = call(&hostile("time"), None);
     assert_eq!(time.kind, OutcomeKind::Ok);
-    let secs: u128 = time.output.split(' ').next().unwrap_or("0").parse().unwrap_or(0);
-    assert_eq!(secs / 1_000_000_000, u128::from(sod_sandbox::EPOCH_UNIX_SECONDS));
+    let secs: u128 = time
+        .output
+        .split(' ')
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert_eq!(
+        secs / 1_000_000_000,
+        u128::from(sod_sandbox::EPOCH_UNIX_SECONDS)
+    );
     assert_eq!(call(&hostile("time"), None).to_json(), time.to_json());
 
     let random = call(&hostile("random"), None);
@@ -137,7 +172,10 @@ fn time_and_randomness_are_reproducible_and_keyed_by_seed() {
 fn no_files_outside_scratch_no_env_no_args() {
     let outcome = call(r#"{"mode": "read_file", "text": "/etc/passwd"}"#, None);
     assert_eq!(outcome.kind, OutcomeKind::ToolError, "{outcome:?}");
-    let escape = call(r#"{"mode": "read_file", "text": "../../../../etc/passwd"}"#, None);
+    let escape = call(
+        r#"{"mode": "read_file", "text": "../../../../etc/passwd"}"#,
+        None,
+    );
     assert_eq!(escape.kind, OutcomeKind::ToolError, "{escape:?}");
     let scratch = call(&hostile("write_file"), None);
     assert_eq!(scratch.output, "scratch works", "{scratch:?}");
@@ -150,7 +188,9 @@ fn identical_in_a_second_process_sandbox() {
     // A fresh sandbox (engine, pool, caches) stands in for a second process here; the CLI test runs
     // the `sod` binary twice for the cross-process check.
     let other = Sandbox::new(test_config()).expect("sandbox");
-    let hostile_tool = other.load_tool(&artifact("test-tools/hostile.wasm")).expect("load");
+    let hostile_tool = other
+        .load_tool(&artifact("test-tools/hostile.wasm"))
+        .expect("load");
     for mode in ["echo", "time", "random", "loop"] {
         let limits = Some(small_fuel());
         let options = CallOptions {
@@ -174,7 +214,7 @@ fn composed_calls_are_charged_to_the_caller() {
     let outcome = call(&arguments, None);
     assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
     let parts: Vec<&str> = outcome.output.split('|').collect();
-    assert_eq!(parts[0], "Ok");
+    assert!(parts[0].ends_with("Ok"), "{}", parts[0]);
     assert_eq!(parts[2], "inner");
     let child_fuel: u64 = parts[1].parse().expect("fuel");
     assert!(outcome.fuel_used > child_fuel);
@@ -198,7 +238,11 @@ fn sessions_keep_an_instance_and_release_it() {
         session: Some("session-test".to_string()),
         ..CallOptions::default()
     };
-    let first = sandbox.call(&tool("hostile"), r#"{"mode": "echo", "text": "a"}"#, &options);
+    let first = sandbox.call(
+        &tool("hostile"),
+        r#"{"mode": "echo", "text": "a"}"#,
+        &options,
+    );
     assert_eq!(first.kind, OutcomeKind::Ok);
     assert!(sandbox.release_session("hostile", "session-test"));
     assert!(!sandbox.release_session("hostile", "session-test"));

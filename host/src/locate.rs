@@ -41,32 +41,14 @@ pub fn tools_dir(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/tools"))
 }
 
-/// The directory holding loss plugins (`libsod_loss_<name>.so`).
-pub fn plugin_dir(explicit: Option<&Path>) -> PathBuf {
+/// The directory holding loss plugins: an explicit flag, `$SOD_PLUGIN_DIR`, else the executable's directory
+/// (where cargo puts the plugin libraries next to `sod`).
+pub fn plugin_dir(explicit: Option<&Path>) -> Result<PathBuf, sod_loss::LossError> {
     if let Some(dir) = explicit {
-        return dir.to_path_buf();
+        return Ok(dir.to_path_buf());
     }
     if let Some(dir) = std::env::var_os(PLUGIN_DIR_ENV) {
-        return PathBuf::from(dir);
+        return Ok(PathBuf::from(dir));
     }
-    let mut candidates = Vec::new();
-    if let Some(dir) = exe_dir() {
-        candidates.push(dir.clone());
-        if let Some(parent) = dir.parent() {
-            candidates.push(parent.to_path_buf());
-        }
-    }
-    candidates
-        .into_iter()
-        .find(|dir| dir.join(plugin_file_name("sod")).is_file())
-        .unwrap_or_else(|| exe_dir().unwrap_or_else(|| PathBuf::from(".")))
-}
-
-/// The file name of the plugin called `name` on this platform.
-pub fn plugin_file_name(name: &str) -> String {
-    format!(
-        "{}sod_loss_{name}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    )
+    sod_loss::default_plugin_dir()
 }

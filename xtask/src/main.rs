@@ -32,7 +32,9 @@ fn main() -> ExitCode {
     let result = match command {
         "setup" => setup(),
         "build-tools" => setup().and_then(|()| build_tools()),
-        "test" => setup().and_then(|()| build_tools()).and_then(|()| test(rest)),
+        "test" => setup()
+            .and_then(|()| build_tools())
+            .and_then(|()| test(rest)),
         "demo" => setup()
             .and_then(|()| build_tools())
             .and_then(|()| demo(rest)),
@@ -40,7 +42,9 @@ fn main() -> ExitCode {
             println!("usage: cargo xtask <setup | build-tools | test [ARGS] | demo [ARGS]>");
             Ok(())
         }
-        other => Err(format!("unknown xtask command {other:?}; try `cargo xtask help`")),
+        other => Err(format!(
+            "unknown xtask command {other:?}; try `cargo xtask help`"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,7 +103,14 @@ fn setup() -> Result {
 fn build_tools() -> Result {
     let started = Instant::now();
     let mut build = cargo();
-    build.args(["build", "--quiet", "--target", WASM_TARGET, "--profile", GUEST_PROFILE]);
+    build.args([
+        "build",
+        "--quiet",
+        "--target",
+        WASM_TARGET,
+        "--profile",
+        GUEST_PROFILE,
+    ]);
     for (package, _, _) in GUESTS {
         build.args(["-p", package]);
     }
@@ -129,7 +140,8 @@ fn build_tools() -> Result {
 
 /// Copies only when the content differs, so the compile cache and file times stay put.
 fn copy_if_changed(source: &Path, dest: &Path) -> Result {
-    let new = std::fs::read(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    let new =
+        std::fs::read(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
     if std::fs::read(dest).ok().as_deref() == Some(new.as_slice()) {
         return Ok(());
     }
@@ -144,5 +156,7 @@ fn test(extra: &[String]) -> Result {
 
 fn demo(extra: &[String]) -> Result {
     run(cargo().args(["build", "--workspace"]))?;
-    run(cargo().args(["run", "--quiet", "-p", "sod", "--", "demo"]).args(extra))
+    run(cargo()
+        .args(["run", "--quiet", "-p", "sod", "--", "demo"])
+        .args(extra))
 }

@@ -309,3 +309,30 @@ fn qwen3_style_template_features_render() {
         "<user>first<assistant>shown<user*>second<assistant>{\"a\": 1}<user><tool_response>\n1\n</tool_response>"
     );
 }
+
+#[test]
+fn qwen_style_pre_tokenizer_loads_with_the_fancy_regex_backend() {
+    // Qwen2/Qwen3 tokenizer.json files use an NFC normalizer and a Split pre-tokenizer with look-ahead and
+    // case-insensitive groups before a regex-free ByteLevel; make sure such a file loads and round-trips without
+    // the onig backend.
+    let tokenizer = train_tiny_tokenizer(CORPUS, 320).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&tokenizer.to_string(false).unwrap()).unwrap();
+    json["normalizer"] = json!({"type": "NFC"});
+    json["pre_tokenizer"] = json!({
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+        ],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
+    let tok = ChatTokenizer::from_dir(dir.path()).unwrap();
+    let text = "<|im_start|>user\nIt's 12345 — déjà vu?\n\n  x<|im_end|>\n";
+    let ids = tok.encode(text).unwrap();
+    assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    // Digits are split one by one by this pattern.
+    let digits = tok.encode("12345").unwrap();
+    assert_eq!(digits.len(), 5, "{digits:?}");
+}

@@ -555,3 +555,42 @@ fn save_checkpoint_copies_tokenizer_files() {
     assert!(out.join("tokenizer.json").is_file());
     assert!(!out.join("unrelated.txt").exists());
 }
+
+#[test]
+fn adamw_steps_reduce_the_loss_and_the_sampling_copy_follows() {
+    use candle_nn::Optimizer;
+    let m = init_random(&tiny(true), 11, &Device::Cpu).unwrap();
+    let sampling_copy = m.model.detached();
+    let seq: &[u32] = &[1, 17, 33, 17, 33, 17, 33, 17, 33, 2];
+    let input = ids(&[seq]);
+    let loss = || {
+        m.model
+            .next_token_logprobs(&input, None)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap()
+    };
+    let mut opt = candle_nn::AdamW::new(
+        m.varmap.all_vars(),
+        candle_nn::ParamsAdamW {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let first = loss().to_scalar::<f32>().unwrap();
+    for _ in 0..30 {
+        opt.backward_step(&loss()).unwrap();
+    }
+    let last = loss().to_scalar::<f32>().unwrap();
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+    // The detached copy made before training shares storage with the variables: it sees every update.
+    let trained = m.model.forward(&input, None).unwrap();
+    assert_eq!(
+        max_abs_diff(&sampling_copy.forward(&input, None).unwrap(), &trained),
+        0.0
+    );
+}

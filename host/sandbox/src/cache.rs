@@ -23,7 +23,8 @@ impl CompileCache {
     }
 
     fn path_for(&self, artifact_hash: &str) -> PathBuf {
-        self.dir.join(format!("{artifact_hash}-{}.cwasm", self.engine_key))
+        self.dir
+            .join(format!("{artifact_hash}-{}.cwasm", self.engine_key))
     }
 
     /// Loads the compiled form of the artifact with `artifact_hash`, or compiles `bytes` and stores it.
@@ -41,7 +42,9 @@ impl CompileCache {
             // rename from a temporary file, so it is complete. wasmtime also checks the header and settings.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(err) => tracing::warn!(path = %path.display(), "stale compile cache entry: {err}"),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), "stale compile cache entry: {err}")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;

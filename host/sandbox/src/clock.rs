@@ -36,7 +36,9 @@ impl VirtualClock {
     pub fn advance(&self, nanos: u64) {
         let _ = self
             .nanos
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_add(nanos)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(nanos))
+            });
     }
 
     /// The current virtual time without advancing it.

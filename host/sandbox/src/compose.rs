@@ -61,11 +61,9 @@ async fn call_child(
             format!("tools may nest at most {MAX_CALL_DEPTH} calls deep"),
         ));
     }
-    let Some(tool) = sandbox.tool(name) else {
-        return Ok(refusal(
-            WitOutcomeKind::ToolError,
-            format!("unknown tool {name:?}"),
-        ));
+    let tool = match sandbox.tool(name) {
+        Ok(tool) => tool,
+        Err(err) => return Ok(refusal(WitOutcomeKind::ToolError, err.to_string())),
     };
     let parent = state.limits;
     let limits = Limits {

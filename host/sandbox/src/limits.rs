@@ -29,7 +29,11 @@ impl Limits {
             return 0;
         }
         let fuel = seconds * Self::FUEL_PER_SECOND as f64;
-        if fuel >= u64::MAX as f64 { u64::MAX } else { fuel as u64 }
+        if fuel >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            fuel as u64
+        }
     }
 }
 

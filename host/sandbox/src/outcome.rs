@@ -99,7 +99,9 @@ impl Outcome {
                 "Error: the tool crashed: {}",
                 self.message.as_deref().unwrap_or("unknown trap")
             ),
-            OutcomeKind::InfraFault => "Error: the sandbox failed; this call was not run".to_string(),
+            OutcomeKind::InfraFault => {
+                "Error: the sandbox failed; this call was not run".to_string()
+            }
         }
     }
 

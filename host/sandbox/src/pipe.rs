@@ -45,7 +45,10 @@ impl CappedPipe {
     /// The kept bytes as (lossy) UTF-8, and whether anything was dropped.
     pub fn contents(&self) -> (String, bool) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        (String::from_utf8_lossy(&inner.bytes).into_owned(), inner.dropped > 0)
+        (
+            String::from_utf8_lossy(&inner.bytes).into_owned(),
+            inner.dropped > 0,
+        )
     }
 }
 
@@ -87,7 +90,11 @@ impl OutputStream for CappedPipe {
 }
 
 impl tokio::io::AsyncWrite for CappedPipe {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 use crate::bindings::sod::tool::types::ToolError;
 use crate::bindings::{CompositeTool, CompositeToolPre};
@@ -33,6 +31,9 @@ pub const MAX_CALL_DEPTH: u32 = 4;
 pub struct SandboxConfig {
     /// Where compiled components are cached; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// Directory of tool components: a tool not loaded yet is loaded from `<tools_dir>/<name>.wasm` on
+    /// first use (by a caller or by a composing tool).
+    pub tools_dir: Option<PathBuf>,
     /// Where per-call scratch directories are created; `None` uses the system temporary directory.
     pub scratch_dir: Option<PathBuf>,
     /// Limits of a call that names none.
@@ -55,6 +56,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             cache_dir: default_cache_dir(),
+            tools_dir: None,
             scratch_dir: None,
             default_limits: Limits::default(),
             max_memory_bytes: 4 << 30,
@@ -160,7 +162,9 @@ struct Session {
     last_used: Instant,
 }
 
-type SessionSlot = Arc<Mutex<Option<Session>>>;
+/// A session's instance behind an async mutex: calls on one session run one at a time, and the guard may
+/// be held across the call's await points.
+type SessionSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 /// Shared state behind [`Sandbox`].
 pub(crate) struct SandboxInner {
@@ -187,14 +191,15 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("tools", &self.tool_names()).finish()
+        f.debug_struct("Sandbox")
+            .field("tools", &self.tool_names())
+            .finish()
     }
 }
 
 fn engine_config(config: &SandboxConfig) -> Config {
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
-        .async_support(true)
         // Fuel is the deterministic time limit; epochs are only the wall-clock backstop.
         .consume_fuel(true)
         .epoch_interruption(true)
@@ -203,7 +208,7 @@ fn engine_config(config: &SandboxConfig) -> Config {
         .relaxed_simd_deterministic(true)
         .max_wasm_stack(config.max_wasm_stack)
         .async_stack_size(config.max_wasm_stack + (1 << 20))
-        .wasm_backtrace(false)
+        .wasm_backtrace_max_frames(None)
         .memory_init_cow(true)
         .parallel_compilation(true);
     let mut pool = PoolingAllocationConfig::default();
@@ -270,48 +275,7 @@ impl Sandbox {
     /// Loads (compiling or reading from the cache) the tool at `path`, describes it and registers it by
     /// name so that other tools can call it.
     pub fn load_tool(&self, path: &Path) -> Result<Tool, SandboxError> {
-        let bytes = std::fs::read(path).map_err(|source| SandboxError::ReadArtifact {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let hash = hex::encode(Sha256::digest(&bytes));
-        let invalid = |reason: String| SandboxError::InvalidArtifact {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let engine = &self.inner.engine;
-        let component = match &self.inner.cache {
-            Some(cache) => cache.load_or_compile(engine, &hash, &bytes),
-            None => Component::new(engine, &bytes),
-        }
-        .map_err(|e| invalid(format!("{e:#}")))?;
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| invalid(format!("{e:#}")))?;
-        let pre = CompositeToolPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
-        let descriptor = self.describe(&pre, path)?;
-        let tool = Tool {
-            inner: Arc::new(ToolInner {
-                descriptor,
-                artifact: format!("sha256:{hash}"),
-                path: path.to_path_buf(),
-                pre,
-            }),
-        };
-        let mut tools = self.inner.tools.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = tools.get(tool.name())
-            && existing.path() != path
-        {
-            return Err(SandboxError::DuplicateTool {
-                name: tool.name().to_string(),
-                first: existing.path().to_path_buf(),
-                second: path.to_path_buf(),
-            });
-        }
-        tools.insert(tool.name().to_string(), tool.clone());
-        Ok(tool)
+        self.inner.load_tool(path)
     }
 
     /// Loads every `*.wasm` in `dir`, in file-name order.
@@ -320,21 +284,13 @@ impl Sandbox {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
-            .collect();
-        paths.sort();
-        paths.iter().map(|p| self.load_tool(p)).collect()
+        drop(entries);
+        tool_files(dir).iter().map(|p| self.load_tool(p)).collect()
     }
 
-    /// The loaded tool called `name`.
+    /// The tool called `name`: already loaded, or loaded now from the tools directory.
     pub fn tool(&self, name: &str) -> Result<Tool, SandboxError> {
-        let tools = self.inner.tools.read().unwrap_or_else(|e| e.into_inner());
-        tools.get(name).cloned().ok_or_else(|| SandboxError::UnknownTool {
-            name: name.to_string(),
-            available: tools.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.inner.tool(name)
     }
 
     /// Names of the loaded tools, sorted.
@@ -347,54 +303,6 @@ impl Sandbox {
     pub fn tools(&self) -> Vec<Tool> {
         let tools = self.inner.tools.read().unwrap_or_else(|e| e.into_inner());
         tools.values().cloned().collect()
-    }
-
-    fn describe(&self, pre: &CompositeToolPre<CallState>, path: &Path) -> Result<Descriptor, SandboxError> {
-        let fail = |reason: String| SandboxError::Describe {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let identity = CallIdentity {
-            seed: self.inner.config.seed,
-            call_key: "describe".to_string(),
-            depth: 0,
-        };
-        let limits = self.inner.config.default_limits;
-        let state = CallState::new(
-            limits,
-            identity,
-            Arc::downgrade(&self.inner),
-            self.inner.config.scratch_dir.as_deref(),
-        )
-        .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
-        let mut store = self.inner.new_store(state);
-        let raw = wasmtime_wasi::runtime::in_tokio(async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_describe(&mut store).await
-        })
-        .map_err(|e| fail(format!("{e:#}")))?;
-        let parameters: serde_json::Value = serde_json::from_str(&raw.parameters)
-            .map_err(|e| fail(format!("parameters is not valid JSON: {e}")))?;
-        if raw.name.is_empty()
-            || !raw
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(fail(format!(
-                "name {:?} must be non-empty ASCII letters, digits, '_' or '-'",
-                raw.name
-            )));
-        }
-        if !parameters.is_object() {
-            return Err(fail("parameters must be a JSON Schema object".to_string()));
-        }
-        Ok(Descriptor {
-            name: raw.name,
-            version: raw.version,
-            description: raw.description,
-            parameters,
-        })
     }
 
     /// Calls `tool` with JSON `arguments`. Never fails: every way a call can end is an [`Outcome`].
@@ -415,7 +323,11 @@ impl Sandbox {
 
     /// Releases a session's instance. Returns whether it existed.
     pub fn release_session(&self, tool: &str, session: &str) -> bool {
-        let mut sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         sessions
             .remove(&(tool.to_string(), session.to_string()))
             .is_some()
@@ -423,9 +335,25 @@ impl Sandbox {
 
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
-        let sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         sessions.len()
     }
+}
+
+/// The `*.wasm` files of a directory, sorted.
+fn tool_files(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    paths.sort();
+    paths
 }
 
 fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
@@ -506,7 +434,10 @@ impl SandboxInner {
         ) {
             Ok(state) => state,
             Err(err) => {
-                return infra_fault(tool, format!("cannot create the call's scratch directory: {err}"));
+                return infra_fault(
+                    tool,
+                    format!("cannot create the call's scratch directory: {err}"),
+                );
             }
         };
         let mut store = self.new_store(state);
@@ -526,7 +457,7 @@ impl SandboxInner {
         session_id: &str,
     ) -> Outcome {
         let slot = self.session_slot(tool.name(), session_id);
-        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = slot.lock().await;
         let mut session = match guard.take() {
             Some(mut session) => {
                 let state = session.store.data_mut();
@@ -626,10 +557,144 @@ impl SandboxInner {
         sessions.remove(&(tool.to_string(), session.to_string()));
     }
 
-    /// A loaded tool by name, for child calls.
-    pub(crate) fn tool(&self, name: &str) -> Option<Tool> {
-        let tools = self.tools.read().unwrap_or_else(|e| e.into_inner());
-        tools.get(name).cloned()
+    /// The tool called `name`: already loaded, or loaded now from the tools directory.
+    pub(crate) fn tool(self: &Arc<Self>, name: &str) -> Result<Tool, SandboxError> {
+        if let Some(tool) = self
+            .tools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(tool.clone());
+        }
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if let Some(dir) = &self.config.tools_dir {
+            let path = dir.join(format!("{name}.wasm"));
+            if valid_name && path.is_file() {
+                return self.load_tool(&path);
+            }
+        }
+        let mut available: Vec<String> = self
+            .tools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        if let Some(dir) = &self.config.tools_dir {
+            available.extend(
+                tool_files(dir)
+                    .into_iter()
+                    .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string)),
+            );
+        }
+        available.sort();
+        available.dedup();
+        Err(SandboxError::UnknownTool {
+            name: name.to_string(),
+            available: available.join(", "),
+        })
+    }
+
+    /// Loads (compiling or reading from the cache) the tool at `path`, describes it and registers it by
+    /// name so that other tools can call it.
+    pub(crate) fn load_tool(self: &Arc<Self>, path: &Path) -> Result<Tool, SandboxError> {
+        let bytes = std::fs::read(path).map_err(|source| SandboxError::ReadArtifact {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let invalid = |reason: String| SandboxError::InvalidArtifact {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let engine = &self.engine;
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(engine, &hash, &bytes),
+            None => Component::new(engine, &bytes),
+        }
+        .map_err(|e| invalid(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = CompositeToolPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
+        let descriptor = self.describe(&pre, path)?;
+        let tool = Tool {
+            inner: Arc::new(ToolInner {
+                descriptor,
+                artifact: format!("sha256:{hash}"),
+                path: path.to_path_buf(),
+                pre,
+            }),
+        };
+        let mut tools = self.tools.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = tools.get(tool.name())
+            && existing.path() != path
+        {
+            return Err(SandboxError::DuplicateTool {
+                name: tool.name().to_string(),
+                first: existing.path().to_path_buf(),
+                second: path.to_path_buf(),
+            });
+        }
+        tools.insert(tool.name().to_string(), tool.clone());
+        Ok(tool)
+    }
+
+    fn describe(
+        self: &Arc<Self>,
+        pre: &CompositeToolPre<CallState>,
+        path: &Path,
+    ) -> Result<Descriptor, SandboxError> {
+        let fail = |reason: String| SandboxError::Describe {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let identity = CallIdentity {
+            seed: self.config.seed,
+            call_key: "describe".to_string(),
+            depth: 0,
+        };
+        let limits = self.config.default_limits;
+        let state = CallState::new(
+            limits,
+            identity,
+            Arc::downgrade(self),
+            self.config.scratch_dir.as_deref(),
+        )
+        .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
+        let mut store = self.new_store(state);
+        let raw = wasmtime_wasi::runtime::in_tokio(async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_describe(&mut store).await
+        })
+        .map_err(|e| fail(format!("{e:#}")))?;
+        let parameters: serde_json::Value = serde_json::from_str(&raw.parameters)
+            .map_err(|e| fail(format!("parameters is not valid JSON: {e}")))?;
+        if raw.name.is_empty()
+            || !raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(fail(format!(
+                "name {:?} must be non-empty ASCII letters, digits, '_' or '-'",
+                raw.name
+            )));
+        }
+        if !parameters.is_object() {
+            return Err(fail("parameters must be a JSON Schema object".to_string()));
+        }
+        Ok(Descriptor {
+            name: raw.name,
+            version: raw.version,
+            description: raw.description,
+            parameters,
+        })
     }
 }
 
@@ -637,7 +702,10 @@ impl SandboxInner {
 fn arm_store(store: &mut Store<CallState>, limits: &Limits) {
     // Setting fuel only fails when fuel is disabled, which this engine never is.
     let _ = store.set_fuel(limits.fuel);
-    let ticks = limits.wall_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+    let ticks = limits
+        .wall_ms
+        .div_ceil(EPOCH_TICK.as_millis() as u64)
+        .max(1);
     store.set_epoch_deadline(ticks);
 }
 
@@ -694,7 +762,10 @@ fn finish(
             } else if memory_refused {
                 // The guest survived a refused allocation (e.g. CPython raised MemoryError).
                 outcome.kind = OutcomeKind::MemoryLimit;
-                outcome.message = Some(format!("memory limit of {} bytes reached", limits.memory_bytes));
+                outcome.message = Some(format!(
+                    "memory limit of {} bytes reached",
+                    limits.memory_bytes
+                ));
             }
             outcome.output = output;
         }
@@ -756,7 +827,10 @@ fn classify_error(
     if memory_refused {
         return (
             OutcomeKind::MemoryLimit,
-            format!("memory limit of {} bytes reached: {error:#}", limits.memory_bytes),
+            format!(
+                "memory limit of {} bytes reached: {error:#}",
+                limits.memory_bytes
+            ),
         );
     }
     (OutcomeKind::InfraFault, format!("{error:#}"))

@@ -32,7 +32,6 @@ pub(crate) struct CallState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) clock: VirtualClock,
-    pub(crate) stdout: CappedPipe,
     pub(crate) stderr: CappedPipe,
     pub(crate) limits: Limits,
     pub(crate) identity: CallIdentity,
@@ -52,10 +51,13 @@ impl CallState {
         scratch_parent: Option<&Path>,
     ) -> std::io::Result<Self> {
         let scratch = match scratch_parent {
-            Some(parent) => tempfile::Builder::new().prefix("sod-call-").tempdir_in(parent)?,
+            Some(parent) => tempfile::Builder::new()
+                .prefix("sod-call-")
+                .tempdir_in(parent)?,
             None => tempfile::Builder::new().prefix("sod-call-").tempdir()?,
         };
         let clock = VirtualClock::default();
+        // Guest stdout is diagnostics only (a tool's result is its return value): keep a bounded prefix.
         let stdout = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
         let stderr = CappedPipe::new(STDERR_CAPTURE_BYTES);
         let mut builder = WasiCtxBuilder::new();
@@ -68,7 +70,11 @@ impl CallState {
             .wall_clock(clock.clone())
             .monotonic_clock(clock.clone())
             .secure_random(SeededRng::new(identity.seed, &identity.call_key, "secure"))
-            .insecure_random(SeededRng::new(identity.seed, &identity.call_key, "insecure"))
+            .insecure_random(SeededRng::new(
+                identity.seed,
+                &identity.call_key,
+                "insecure",
+            ))
             .insecure_random_seed(SeededRng::seed128(identity.seed, &identity.call_key))
             .max_random_size(1 << 20)
             .allow_tcp(false)
@@ -81,7 +87,6 @@ impl CallState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
             clock,
-            stdout,
             stderr,
             limits,
             identity,

@@ -52,7 +52,9 @@ pub(crate) struct Percentiles {
 pub(crate) fn percentiles(samples: &mut [Duration]) -> Percentiles {
     samples.sort();
     let n = samples.len().max(1);
-    let at = |q: f64| samples[((q * (n as f64 - 1.0)).round() as usize).min(samples.len().saturating_sub(1))];
+    let at = |q: f64| {
+        samples[((q * (n as f64 - 1.0)).round() as usize).min(samples.len().saturating_sub(1))]
+    };
     let total: Duration = samples.iter().sum();
     Percentiles {
         median: at(0.5),
@@ -61,7 +63,12 @@ pub(crate) fn percentiles(samples: &mut [Duration]) -> Percentiles {
     }
 }
 
-fn timed_calls(sandbox: &Sandbox, tool: &Tool, arguments: &str, calls: usize) -> anyhow::Result<Vec<Duration>> {
+fn timed_calls(
+    sandbox: &Sandbox,
+    tool: &Tool,
+    arguments: &str,
+    calls: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let options = CallOptions::default();
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
@@ -79,20 +86,34 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
     if bench.calls == 0 {
         return Err(usage("--calls must be at least 1"));
     }
-    let sandbox = open_sandbox(cli, SandboxConfig::default())?;
-    let tool = sandbox.tool(&bench.tool).map_err(|e| usage(e.to_string()))?;
+    let sandbox = open_sandbox(cli, SandboxConfig::default(), false)?;
+    let tool = sandbox
+        .tool(&bench.tool)
+        .map_err(|e| usage(e.to_string()))?;
     // Warm-up: page in the compiled code and the pooling allocator's slots.
     timed_calls(&sandbox, &tool, &bench.arguments, bench.calls.min(200))?;
     let mut samples = timed_calls(&sandbox, &tool, &bench.arguments, bench.calls)?;
     let latency = percentiles(&mut samples);
-    println!("### Fresh-instance call: `{}` {}", bench.tool, bench.arguments);
+    println!(
+        "### Fresh-instance call: `{}` {}",
+        bench.tool, bench.arguments
+    );
     println!();
     println!("| measure | value |");
     println!("|---|---|");
     println!("| calls | {} |", bench.calls);
-    println!("| median latency | {:.1} µs |", latency.median.as_secs_f64() * 1e6);
-    println!("| p99 latency | {:.1} µs |", latency.p99.as_secs_f64() * 1e6);
-    println!("| mean latency | {:.1} µs |", latency.mean.as_secs_f64() * 1e6);
+    println!(
+        "| median latency | {:.1} µs |",
+        latency.median.as_secs_f64() * 1e6
+    );
+    println!(
+        "| p99 latency | {:.1} µs |",
+        latency.p99.as_secs_f64() * 1e6
+    );
+    println!(
+        "| mean latency | {:.1} µs |",
+        latency.mean.as_secs_f64() * 1e6
+    );
     for &threads in &bench.threads {
         let threads = threads.max(1);
         let per_thread = bench.calls;
@@ -103,7 +124,10 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("benchmark thread panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("benchmark thread panicked")))
+                })
                 .collect()
         });
         let elapsed = start.elapsed();

@@ -4,6 +4,7 @@
 //! its outcome is printed), 1 when it failed, 2 for usage errors (bad flags, bad JSON, unknown names).
 
 mod bench;
+mod loss;
 mod tools;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ enum Command {
     Tools(tools::ToolsArgs),
     /// Call one tool once and print its outcome as JSON.
     Tool(tools::ToolArgs),
+    /// Run a loss plugin on a recorded batch and print its advantages and metrics.
+    Loss(loss::LossArgs),
     /// Measure speed (results are meant for docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -55,17 +58,14 @@ pub fn run() -> ExitCode {
     let result = match &cli.command {
         Command::Tools(args) => tools::list(&cli, args),
         Command::Tool(args) => tools::call(&cli, args),
+        Command::Loss(args) => loss::run(args),
         Command::Bench(args) => bench::run(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.downcast_ref::<UsageError>().is_some()
-                || err.downcast_ref::<sod_sandbox::SandboxError>().is_some_and(|e| {
-                    matches!(e, sod_sandbox::SandboxError::UnknownTool { .. })
-                })
-            {
+            if err.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -74,19 +74,25 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Opens a sandbox with every tool in the tools directory loaded.
+/// Opens a sandbox over the tools directory. Tools load on first use; `load_all` loads every one now.
 pub(crate) fn open_sandbox(
     cli: &Cli,
     config: sod_sandbox::SandboxConfig,
+    load_all: bool,
 ) -> anyhow::Result<sod_sandbox::Sandbox> {
     let dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
-    let sandbox = sod_sandbox::Sandbox::new(config)?;
     if !dir.is_dir() {
         anyhow::bail!(
             "tools directory {} does not exist; build the tools with `cargo xtask build-tools` or pass --tools-dir",
             dir.display()
         );
     }
-    sandbox.load_tools_dir(&dir)?;
+    let sandbox = sod_sandbox::Sandbox::new(sod_sandbox::SandboxConfig {
+        tools_dir: Some(dir.clone()),
+        ..config
+    })?;
+    if load_all {
+        sandbox.load_tools_dir(&dir)?;
+    }
     Ok(sandbox)
 }

@@ -60,7 +60,7 @@ struct CallArgs {
 
 pub(super) fn list(cli: &Cli, args: &ToolsArgs) -> anyhow::Result<()> {
     let ToolsCommand::List { json } = &args.command;
-    let sandbox = open_sandbox(cli, SandboxConfig::default())?;
+    let sandbox = open_sandbox(cli, SandboxConfig::default(), true)?;
     let tools = sandbox.tools();
     if *json {
         let rows: Vec<serde_json::Value> = tools
@@ -80,7 +80,10 @@ pub(super) fn list(cli: &Cli, args: &ToolsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<14} {:<9} {:<20} ARGUMENTS", "NAME", "VERSION", "ARTIFACT");
+    println!(
+        "{:<14} {:<9} {:<20} ARGUMENTS",
+        "NAME", "VERSION", "ARTIFACT"
+    );
     for tool in &tools {
         let d = tool.descriptor();
         let hash = tool.artifact_hash();
@@ -101,7 +104,9 @@ pub(super) fn call(cli: &Cli, args: &ToolArgs) -> anyhow::Result<()> {
     let parsed: serde_json::Value = serde_json::from_str(&args.arguments)
         .map_err(|e| usage(format!("arguments are not valid JSON: {e}")))?;
     if !parsed.is_object() {
-        return Err(usage("arguments must be a JSON object, e.g. '{\"expression\": \"1+1\"}'"));
+        return Err(usage(
+            "arguments must be a JSON object, e.g. '{\"expression\": \"1+1\"}'",
+        ));
     }
     let mut limits = Limits::default();
     if let Some(fuel) = args.fuel {
@@ -113,7 +118,7 @@ pub(super) fn call(cli: &Cli, args: &ToolArgs) -> anyhow::Result<()> {
     if let Some(bytes) = args.output_bytes {
         limits.output_bytes = bytes;
     }
-    let sandbox = open_sandbox(cli, SandboxConfig::default())?;
+    let sandbox = open_sandbox(cli, SandboxConfig::default(), false)?;
     let tool = sandbox.tool(&args.name).map_err(|e| usage(e.to_string()))?;
     let options = CallOptions {
         limits: Some(limits),
