@@ -243,6 +243,17 @@ fn generation_logprobs_match_the_model_and_stop_tokens_end_sequences() {
         .unwrap();
     assert_eq!(stopped[0].tokens, &greedy.tokens[..=first]);
     assert_eq!(stopped[0].finish, FinishReason::Stop);
+    // The other sequence went on after the first one left the batch, exactly as if it were alone.
+    let other_alone = m
+        .model
+        .generate_batch(&[vec![1, 2]], 6, &[stop], &mut samplers(&[("y", 0)], 0.0))
+        .unwrap()
+        .remove(0);
+    assert_eq!(stopped[1].tokens, other_alone.tokens);
+    assert!(
+        stopped[1].tokens.len() > stopped[0].tokens.len(),
+        "the batch never shrank: {stopped:?}"
+    );
     // Errors instead of panics.
     assert!(
         m.model
