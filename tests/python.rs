@@ -1,11 +1,12 @@
 //! The python tool (tools/python: CPython 3.14 on WASI via componentize-py, with sympy and
 //! mpmath preloaded), end to end through the sandbox: the acceptance cases of its issue.
 
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::json;
 use sod_sandbox::{CallOptions, Limits, Outcome, OutcomeKind, Sandbox, Tool};
-use sod_tests::{artifact, test_config};
+use sod_tests::{artifact, sod_binary, target_dir, test_config};
 
 /// A sandbox of this test binary with the python tool loaded (compiling it takes seconds, so
 /// it is done once).
@@ -39,8 +40,13 @@ fn ok(code: &str) -> String {
 /// Runs `code` in session `id`: the host keeps the instance (CallOptions::session), the guest
 /// keeps the namespace (the `session` argument).
 fn in_session(id: &str, code: &str) -> Outcome {
+    in_session_with(id, code, None)
+}
+
+fn in_session_with(id: &str, code: &str, limits: Option<Limits>) -> Outcome {
     let options = CallOptions {
         session: Some(id.to_string()),
+        limits,
         ..CallOptions::default()
     };
     call_args(json!({ "code": code, "session": id }), &options)
@@ -51,8 +57,15 @@ fn describes_itself() {
     let descriptor = python().1.descriptor();
     assert_eq!(descriptor.name, "python");
     assert_eq!(descriptor.parameters["required"], json!(["code"]));
-    assert_eq!(descriptor.parameters["properties"]["session"]["type"], "string");
-    assert!(descriptor.description.contains("sympy"), "{}", descriptor.description);
+    assert_eq!(
+        descriptor.parameters["properties"]["session"]["type"],
+        "string"
+    );
+    assert!(
+        descriptor.description.contains("sympy"),
+        "{}",
+        descriptor.description
+    );
 }
 
 #[test]
@@ -108,50 +121,117 @@ fn stdlib_is_preloaded() {
 #[test]
 fn errors_are_readable_tracebacks() {
     let output = ok("def f(d):\n    return d['k']\nprint('before')\nf({})");
-    assert!(output.starts_with("before\nTraceback (most recent call last):\n"), "{output}");
-    assert!(output.contains("  File \"<code>\", line 2, in f\n    return d['k']\n"), "{output}");
+    assert!(
+        output.starts_with("before\nTraceback (most recent call last):\n"),
+        "{output}"
+    );
+    assert!(
+        output.contains("  File \"<code>\", line 2, in f\n    return d['k']\n"),
+        "{output}"
+    );
     assert!(output.ends_with("KeyError: 'k'\n"), "{output}");
-    assert!(!output.contains(".py\""), "library frames must be hidden: {output}");
+    assert!(
+        !output.contains(".py\""),
+        "library frames must be hidden: {output}"
+    );
     let output = ok("x = (1,");
     assert!(output.contains("SyntaxError"), "{output}");
 }
 
 #[test]
 fn invalid_arguments_are_tool_errors() {
-    for arguments in [json!({}), json!({ "code": 1 }), json!({ "code": "1", "extra": true })] {
+    for arguments in [
+        json!({}),
+        json!({ "code": 1 }),
+        json!({ "code": "1", "extra": true }),
+    ] {
         let outcome = call_args(arguments.clone(), &CallOptions::default());
-        assert_eq!(outcome.kind, OutcomeKind::ToolError, "{arguments}: {outcome:?}");
-        assert_eq!(outcome.error_code.as_deref(), Some("invalid_arguments"), "{outcome:?}");
+        assert_eq!(
+            outcome.kind,
+            OutcomeKind::ToolError,
+            "{arguments}: {outcome:?}"
+        );
+        assert_eq!(
+            outcome.error_code.as_deref(),
+            Some("invalid_arguments"),
+            "{outcome:?}"
+        );
     }
 }
 
 #[test]
 fn session_keeps_state() {
-    let first = in_session("python-test-session", "x = 41\ndef g():\n    raise ValueError('in g')");
+    let first = in_session(
+        "python-test-session",
+        "x = 41\ndef g():\n    raise ValueError('in g')",
+    );
     assert_eq!(first.kind, OutcomeKind::Ok, "{first:?}");
     assert_eq!(first.output, "");
     let second = in_session("python-test-session", "x + 1");
-    assert_eq!((second.kind, second.output.as_str()), (OutcomeKind::Ok, "42\n"), "{second:?}");
+    assert_eq!(
+        (second.kind, second.output.as_str()),
+        (OutcomeKind::Ok, "42\n"),
+        "{second:?}"
+    );
     // A function from an earlier cell shows its source in a later cell's traceback.
     let third = in_session("python-test-session", "g()");
-    assert!(third.output.contains("File \"<cell 1>\", line 3, in g\n"), "{}", third.output);
+    assert!(
+        third.output.contains("File \"<cell 1>\", line 3, in g\n"),
+        "{}",
+        third.output
+    );
     // Another session does not see it.
     let other = in_session("python-test-other", "x");
     assert!(other.output.contains("NameError"), "{other:?}");
 }
 
 #[test]
+fn session_survives_a_memory_error_and_restarts_after_a_crash() {
+    let id = "python-test-robust";
+    assert_eq!(in_session(id, "kept = 'yes'").kind, OutcomeKind::Ok);
+    let limits = Limits {
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    };
+    let refused = in_session_with(id, "b = bytearray(400 * 2**20)", Some(limits));
+    assert_eq!(refused.kind, OutcomeKind::MemoryLimit, "{refused:?}");
+    assert!(refused.output.contains("MemoryError"), "{refused:?}");
+    // CPython recovered from the MemoryError: the session's state is intact.
+    let after = in_session(id, "kept");
+    assert_eq!(
+        (after.kind, after.output.as_str()),
+        (OutcomeKind::Ok, "yes\n"),
+        "{after:?}"
+    );
+    // Native (C-level) recursion is not bounded by the recursion limit and overflows the wasm
+    // stack: the instance traps, and the next call of the session starts from scratch.
+    let crash = in_session(id, "a = []\nfor _ in range(200000):\n    a = [a]\nrepr(a)");
+    assert_eq!(crash.kind, OutcomeKind::Crashed, "{crash:?}");
+    let fresh = in_session(id, "kept");
+    assert!(fresh.output.contains("NameError"), "{fresh:?}");
+}
+
+#[test]
 fn no_session_no_state() {
     assert_eq!(ok("x = 41"), "");
     let output = ok("x + 1");
-    assert!(output.ends_with("NameError: name 'x' is not defined\n"), "{output}");
+    assert!(
+        output.ends_with("NameError: name 'x' is not defined\n"),
+        "{output}"
+    );
 }
 
 #[test]
 fn numpy_is_unavailable_with_a_clear_message() {
     let output = ok("import numpy as np");
-    assert!(output.contains("ModuleNotFoundError: numpy is not available"), "{output}");
-    assert!(output.contains("sympy") && output.contains("mpmath"), "{output}");
+    assert!(
+        output.contains("ModuleNotFoundError: numpy is not available"),
+        "{output}"
+    );
+    assert!(
+        output.contains("sympy") && output.contains("mpmath"),
+        "{output}"
+    );
     let output = ok("import requests_of_some_kind");
     assert!(output.contains("only modules preloaded"), "{output}");
 }
@@ -171,11 +251,26 @@ fn files_stay_in_the_scratch_directory() {
 #[test]
 fn no_network_processes_or_threads() {
     for (code, expected) in [
-        ("import socket", "ModuleNotFoundError: socket is not available"),
-        ("import subprocess", "ModuleNotFoundError: subprocess is not available"),
-        ("import multiprocessing", "ModuleNotFoundError: multiprocessing is not available"),
-        ("import ctypes", "ModuleNotFoundError: ctypes is not available"),
-        ("import threading\nthreading.Thread(target=print).start()", "RuntimeError: can't start new thread"),
+        (
+            "import socket",
+            "ModuleNotFoundError: socket is not available",
+        ),
+        (
+            "import subprocess",
+            "ModuleNotFoundError: subprocess is not available",
+        ),
+        (
+            "import multiprocessing",
+            "ModuleNotFoundError: multiprocessing is not available",
+        ),
+        (
+            "import ctypes",
+            "ModuleNotFoundError: ctypes is not available",
+        ),
+        (
+            "import threading\nthreading.Thread(target=print).start()",
+            "RuntimeError: can't start new thread",
+        ),
         ("import os\nos.system('ls')", "AttributeError"),
     ] {
         let output = ok(code);
@@ -187,21 +282,36 @@ fn no_network_processes_or_threads() {
 fn deep_recursion_is_a_recursion_error() {
     let code = "def f(n):\n    return f(n + 1)\nf(0)";
     let output = ok(code);
-    assert!(output.ends_with("RecursionError: maximum recursion depth exceeded\n"), "{output}");
+    assert!(
+        output.ends_with("RecursionError: maximum recursion depth exceeded\n"),
+        "{output}"
+    );
     // Raising the limit is clamped, so the stack still cannot overflow.
     let code = "import sys\nsys.setrecursionlimit(10**6)\nprint(sys.getrecursionlimit())\n\
                 def f(n):\n    return f(n + 1)\nf(0)";
     let output = ok(code);
     assert!(output.starts_with("10000\n"), "{output}");
-    assert!(output.ends_with("RecursionError: maximum recursion depth exceeded\n"), "{output}");
+    assert!(
+        output.ends_with("RecursionError: maximum recursion depth exceeded\n"),
+        "{output}"
+    );
     // Recursion that legitimately needs thousands of frames works.
-    assert_eq!(ok("def d(n):\n    return 0 if n == 0 else 1 + d(n - 1)\nd(9000)"), "9000\n");
+    assert_eq!(
+        ok("def d(n):\n    return 0 if n == 0 else 1 + d(n - 1)\nd(9000)"),
+        "9000\n"
+    );
 }
 
 #[test]
 fn memory_exhaustion_is_a_memory_error() {
-    let limits = Limits { memory_bytes: 256 << 20, ..Limits::default() };
-    let options = CallOptions { limits: Some(limits), ..CallOptions::default() };
+    let limits = Limits {
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    };
+    let options = CallOptions {
+        limits: Some(limits),
+        ..CallOptions::default()
+    };
     let outcome = call_args(json!({ "code": "b = bytearray(400 * 2**20)" }), &options);
     assert_eq!(outcome.kind, OutcomeKind::MemoryLimit, "{outcome:?}");
     assert!(outcome.output.contains("MemoryError"), "{outcome:?}");
@@ -209,17 +319,29 @@ fn memory_exhaustion_is_a_memory_error() {
 
 #[test]
 fn endless_loop_hits_the_time_limit() {
-    let limits = Limits { fuel: 2_000_000_000, ..Limits::default() };
-    let options = CallOptions { limits: Some(limits), ..CallOptions::default() };
+    let limits = Limits {
+        fuel: 2_000_000_000,
+        ..Limits::default()
+    };
+    let options = CallOptions {
+        limits: Some(limits),
+        ..CallOptions::default()
+    };
     let outcome = call_args(json!({ "code": "while True:\n    pass" }), &options);
     assert_eq!(outcome.kind, OutcomeKind::TimeLimit, "{outcome:?}");
 }
 
 #[test]
 fn output_is_capped_in_the_guest() {
-    let outcome = call("for i in range(10**5):\n    print(i)\nprint('not lost', file=__import__('sys').stderr)");
+    let outcome = call(
+        "for i in range(10**5):\n    print(i)\nprint('not lost', file=__import__('sys').stderr)",
+    );
     assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
-    assert!(outcome.output.ends_with("\n[output truncated]\nnot lost\n"), "{}", &outcome.output[outcome.output.len() - 80..]);
+    assert!(
+        outcome.output.ends_with("\n[output truncated]\nnot lost\n"),
+        "{}",
+        &outcome.output[outcome.output.len() - 80..]
+    );
     assert!(outcome.output.len() <= 64 << 10, "{}", outcome.output.len());
 }
 
@@ -239,15 +361,46 @@ fn reruns_are_byte_identical() {
     assert_eq!(first, again);
     // A second sandbox (nothing shared but the artifact) gives the same bytes.
     let other = Sandbox::new(test_config()).expect("sandbox");
-    let tool = other.load_tool(&artifact("tools/python.wasm")).expect("load");
+    let tool = other
+        .load_tool(&artifact("tools/python.wasm"))
+        .expect("load");
     let arguments = json!({ "code": DETERMINISM_PROBE }).to_string();
-    assert_eq!(other.call(&tool, &arguments, &CallOptions::default()), first);
+    assert_eq!(
+        other.call(&tool, &arguments, &CallOptions::default()),
+        first
+    );
     // Randomness does come from the host's seed: another seed changes it, not hash().
     let reseeded = call_args(
         json!({ "code": DETERMINISM_PROBE }),
-        &CallOptions { seed: Some(7), ..CallOptions::default() },
+        &CallOptions {
+            seed: Some(7),
+            ..CallOptions::default()
+        },
     );
     let lines = |o: &Outcome| o.output.lines().map(str::to_string).collect::<Vec<_>>();
     assert_ne!(lines(&reseeded)[0], lines(&first)[0]);
     assert_eq!(lines(&reseeded)[2], lines(&first)[2]);
+}
+
+#[test]
+fn reruns_are_byte_identical_across_processes() {
+    let arguments = json!({ "code": DETERMINISM_PROBE }).to_string();
+    let run = || {
+        let output = Command::new(sod_binary())
+            .args(["tool", "call", "python", &arguments])
+            .env("SOD_TOOLS_DIR", target_dir().join("tools"))
+            .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
+            .output()
+            .expect("run sod");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let first = run();
+    let outcome: serde_json::Value = serde_json::from_slice(&first).expect("one JSON outcome");
+    assert_eq!(outcome["kind"], "ok", "{outcome}");
+    assert_eq!(run(), first);
 }
