@@ -266,6 +266,34 @@ impl ChatTokenizer {
             .render(messages, tools, add_generation_prompt, &vars)
     }
 
+    /// The text the chat template adds when `new` messages follow `history`: the rendering of `history + new`
+    /// (with the generation prompt if asked) minus the rendering of `history` alone. A multi-turn rollout appends
+    /// `encode(continuation)` to the tokens it already has (prompt + generated) instead of re-tokenising the
+    /// whole conversation. When `history` ends with an assistant turn that was generated, the generated tokens
+    /// stop at `<|im_end|>` while the rendering also has the newline after it: the continuation then starts with
+    /// that `"\n"`.
+    ///
+    /// Fails when the template is not prefix-stable for these messages (it rewrites earlier turns, as Qwen3's own
+    /// template does with the reasoning of older turns); the built-in template always is.
+    pub fn render_continuation(
+        &self,
+        history: &[ChatMessage],
+        new: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let before = self.render_chat(history, tools, false)?;
+        let all: Vec<ChatMessage> = history.iter().chain(new).cloned().collect();
+        let after = self.render_chat(&all, tools, add_generation_prompt)?;
+        after.strip_prefix(before.as_str()).map(str::to_string).ok_or_else(|| {
+            ModelError::Template(
+                "the chat template is not prefix-stable here: rendering the longer conversation changes the \
+                 rendering of the earlier messages"
+                    .to_string(),
+            )
+        })
+    }
+
     /// [`Self::render_chat`] then [`Self::encode`].
     pub fn encode_chat(
         &self,

@@ -336,3 +336,60 @@ fn qwen_style_pre_tokenizer_loads_with_the_fancy_regex_backend() {
     let digits = tok.encode("12345").unwrap();
     assert_eq!(digits.len(), 5, "{digits:?}");
 }
+
+#[test]
+fn continuation_of_a_tool_turn() {
+    let tok = ChatTokenizer::new(
+        train_tiny_tokenizer(CORPUS, 380).unwrap(),
+        None,
+        Some("<|im_end|>"),
+        Some("<|endoftext|>"),
+    )
+    .unwrap();
+    let tools = [calculator_tool()];
+    let conversation = tool_conversation();
+    let history = &conversation[..3];
+    let continuation = tok
+        .render_continuation(history, &conversation[3..4], &tools, true)
+        .unwrap();
+    assert_eq!(
+        continuation,
+        "<|im_start|>user\n<tool_response>\n391\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    );
+    // Token ids: prompt + generated assistant turn (ending at <|im_end|>) + "\n" + continuation equal the ids of
+    // the full rendering.
+    let prompt = tok
+        .encode(&tok.render_chat(&conversation[..2], &tools, true).unwrap())
+        .unwrap();
+    let full_text = tok.render_chat(history, &tools, false).unwrap();
+    let prompt_text = tok.render_chat(&conversation[..2], &tools, true).unwrap();
+    let generated_text = full_text
+        .strip_prefix(prompt_text.as_str())
+        .unwrap()
+        .strip_suffix('\n')
+        .unwrap();
+    assert!(generated_text.ends_with("<|im_end|>"));
+    let mut ids = prompt.clone();
+    ids.extend(tok.encode(generated_text).unwrap());
+    ids.extend(tok.encode(&format!("\n{continuation}")).unwrap());
+    let whole = tok.render_chat(&conversation[..4], &tools, true).unwrap();
+    assert_eq!(ids, tok.encode(&whole).unwrap());
+
+    // A template that rewrites earlier turns is refused.
+    let unstable = ChatTokenizer::new(
+        train_tiny_tokenizer(CORPUS, 300).unwrap(),
+        Some("{{ messages | length }}{% for m in messages %}{{ m.content }}{% endfor %}"),
+        None,
+        None,
+    )
+    .unwrap();
+    let err = unstable
+        .render_continuation(
+            &[ChatMessage::user("a")],
+            &[ChatMessage::user("b")],
+            &[],
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ModelError::Template(_)), "{err}");
+}
