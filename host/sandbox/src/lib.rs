@@ -30,6 +30,7 @@ mod outcome;
 mod pipe;
 mod random;
 mod sandbox;
+mod scratch;
 mod state;
 
 pub use cache::default_cache_dir;

@@ -18,6 +18,7 @@ use crate::clock::VirtualMonotonicClock;
 use crate::error::SandboxError;
 use crate::limits::Limits;
 use crate::outcome::{Outcome, OutcomeKind};
+use crate::scratch::ScratchPool;
 use crate::state::{CallIdentity, CallState};
 
 /// How often the wall-clock backstop's epoch advances.
@@ -44,6 +45,9 @@ pub struct SandboxConfig {
     pub max_wasm_stack: usize,
     /// Instances that may exist at once (running calls plus open sessions).
     pub max_instances: u32,
+    /// Bytes of each linear memory reset with `memset` instead of returned to the kernel between
+    /// instances: saves page faults and `madvise` calls for small tools, costs a memset for large ones.
+    pub memory_keep_resident: usize,
     /// Run seed: every call's randomness derives from it and the call key.
     pub seed: u64,
     /// Sessions untouched for this long are released.
@@ -62,6 +66,8 @@ impl Default for SandboxConfig {
             max_memory_bytes: 4 << 30,
             max_wasm_stack: 4 << 20,
             max_instances: 128,
+            // Measured best for light calls (docs/benchmarks.md): 64 KiB.
+            memory_keep_resident: 64 << 10,
             seed: 0,
             session_idle: Duration::from_secs(600),
             max_sessions: 256,
@@ -172,6 +178,7 @@ pub(crate) struct SandboxInner {
     linker: Linker<CallState>,
     config: SandboxConfig,
     cache: Option<CompileCache>,
+    scratch: Arc<ScratchPool>,
     tools: RwLock<BTreeMap<String, Tool>>,
     sessions: Mutex<HashMap<(String, String), SessionSlot>>,
     stop_ticker: Arc<AtomicBool>,
@@ -224,7 +231,9 @@ fn engine_config(config: &SandboxConfig) -> Config {
         .total_stacks(instances)
         .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
         .max_component_instance_size(1 << 20)
-        .max_core_instance_size(1 << 20);
+        .max_core_instance_size(1 << 20)
+        .linear_memory_keep_resident(config.memory_keep_resident)
+        .table_keep_resident(config.memory_keep_resident);
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     wasm
 }
@@ -250,6 +259,9 @@ impl Sandbox {
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), stop_ticker.clone());
+        let scratch = ScratchPool::new(config.scratch_dir.as_deref()).map_err(|e| {
+            SandboxError::Engine(format!("cannot create the scratch directory root: {e}"))
+        })?;
         let cache = config
             .cache_dir
             .clone()
@@ -260,6 +272,7 @@ impl Sandbox {
                 linker,
                 config,
                 cache,
+                scratch,
                 tools: RwLock::new(BTreeMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 stop_ticker,
@@ -426,12 +439,7 @@ impl SandboxInner {
         limits: Limits,
         identity: CallIdentity,
     ) -> Outcome {
-        let state = match CallState::new(
-            limits,
-            identity,
-            Arc::downgrade(self),
-            self.config.scratch_dir.as_deref(),
-        ) {
+        let state = match CallState::new(limits, identity, Arc::downgrade(self), &self.scratch) {
             Ok(state) => state,
             Err(err) => {
                 return infra_fault(
@@ -467,20 +475,16 @@ impl SandboxInner {
                 session
             }
             None => {
-                let state = match CallState::new(
-                    limits,
-                    identity,
-                    Arc::downgrade(self),
-                    self.config.scratch_dir.as_deref(),
-                ) {
-                    Ok(state) => state,
-                    Err(err) => {
-                        return infra_fault(
-                            tool,
-                            format!("cannot create the session's scratch directory: {err}"),
-                        );
-                    }
-                };
+                let state =
+                    match CallState::new(limits, identity, Arc::downgrade(self), &self.scratch) {
+                        Ok(state) => state,
+                        Err(err) => {
+                            return infra_fault(
+                                tool,
+                                format!("cannot create the session's scratch directory: {err}"),
+                            );
+                        }
+                    };
                 let mut store = self.new_store(state);
                 match tool.inner.pre.instantiate_async(&mut store).await {
                     Ok(instance) => Session {
@@ -660,13 +664,8 @@ impl SandboxInner {
             depth: 0,
         };
         let limits = self.config.default_limits;
-        let state = CallState::new(
-            limits,
-            identity,
-            Arc::downgrade(self),
-            self.config.scratch_dir.as_deref(),
-        )
-        .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
+        let state = CallState::new(limits, identity, Arc::downgrade(self), &self.scratch)
+            .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
         let mut store = self.new_store(state);
         let raw = wasmtime_wasi::runtime::in_tokio(async {
             let instance = pre.instantiate_async(&mut store).await?;

@@ -1,8 +1,7 @@
 //! What a store holds during a call: WASI context, resources, limits, virtual clock, and the handle that
 //! lets a composing tool call other tools.
 
-use std::path::Path;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -13,6 +12,7 @@ use crate::limits::Limits;
 use crate::pipe::CappedPipe;
 use crate::random::SeededRng;
 use crate::sandbox::SandboxInner;
+use crate::scratch::{ScratchDir, ScratchPool};
 
 /// Bytes of guest stderr kept for diagnostics (the tail of a panic message, a traceback).
 const STDERR_CAPTURE_BYTES: usize = 16 << 10;
@@ -39,8 +39,8 @@ pub(crate) struct CallState {
     pub(crate) child_calls: u64,
     /// The sandbox, for `sod:tool/sandbox.call-tool`. Weak: a store must not keep its sandbox alive.
     pub(crate) sandbox: Weak<SandboxInner>,
-    /// The scratch directory preopened as `/`; removed when the state is dropped.
-    _scratch: tempfile::TempDir,
+    /// The scratch directory preopened as `/`; recycled or removed when the state is dropped.
+    _scratch: ScratchDir,
 }
 
 impl CallState {
@@ -48,14 +48,9 @@ impl CallState {
         limits: Limits,
         identity: CallIdentity,
         sandbox: Weak<SandboxInner>,
-        scratch_parent: Option<&Path>,
+        scratch: &Arc<ScratchPool>,
     ) -> std::io::Result<Self> {
-        let scratch = match scratch_parent {
-            Some(parent) => tempfile::Builder::new()
-                .prefix("sod-call-")
-                .tempdir_in(parent)?,
-            None => tempfile::Builder::new().prefix("sod-call-").tempdir()?,
-        };
+        let scratch = scratch.take()?;
         let clock = VirtualClock::default();
         // Guest stdout is diagnostics only (a tool's result is its return value): keep a bounded prefix.
         let stdout = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
