@@ -74,7 +74,7 @@ _sessions: dict[str, Session] = {}
 
 #: True while the module is imported at build time. componentize-py pre-initialises on
 #: wasmtime's default wasm stack, which is much smaller than the host's 4 MiB one, so the
-#: warm-up runs with CPython's default recursion limit.
+#: warm-up runs with a lower recursion limit.
 _building = True
 _BUILD_RECURSION_LIMIT = 1000
 

@@ -72,12 +72,16 @@ PACKAGE_EXCLUDES = (
 )
 _EXCLUDED_PARTS = ("tests", "benchmarks")
 
-#: Recursion limit of user code. CPython's default is 1000; recursive solutions written by
-#: models often need a few thousand frames. The host runs guests on a 4 MiB wasm stack,
-#: which was measured to carry a limit of 20 000 (100 000 overflowed it), so 10 000 keeps a
-#: 2x margin for frames that use more native stack (tracebacks, repr of nested data).
-#: ``sys.setrecursionlimit`` is wrapped so user code cannot raise it further.
-RECURSION_LIMIT = 10_000
+#: Recursion limit of user code (CPython's default is 1000). It must turn runaway recursion
+#: into a RecursionError before the host's 4 MiB wasm stack overflows, which traps and kills
+#: the instance (and with it a session's state). Pure-Python calls barely use the wasm stack
+#: (20 000 levels fit), but every level that re-enters the interpreter through C does:
+#: ``functools.cache``/``lru_cache`` recursion, the worst common case, was measured to trap
+#: at about 2 180 levels (~1.9 KiB of wasm stack per level), and each such level also counts
+#: as at least one Python frame. 1500 keeps a ~30% margin below that. Scale it with the
+#: host's ``max_wasm_stack`` (about 1500 per 4 MiB). ``sys.setrecursionlimit`` is wrapped so
+#: user code cannot raise it further.
+RECURSION_LIMIT = 1500
 
 #: Packages that are deliberately absent, with the reason given to the model on import.
 _NO_NATIVE = (
