@@ -34,6 +34,13 @@ struct SandboxBench {
     /// Thread counts to measure throughput with.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     threads: Vec<usize>,
+    /// A shell-free command run as a subprocess per call for comparison (the usual alternative to a
+    /// sandbox call); empty to skip.
+    #[arg(long, default_value = "python3 -c print((2**64+17)*3//7)")]
+    baseline: String,
+    /// Subprocess calls for the baseline.
+    #[arg(long, default_value_t = 100)]
+    baseline_calls: usize,
 }
 
 pub(super) fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
@@ -82,6 +89,29 @@ fn timed_calls(
     Ok(samples)
 }
 
+/// Times `command` (program then arguments, split on the first two spaces so a Python snippet stays whole)
+/// run as a subprocess `calls` times.
+fn subprocess_baseline(command: &str, calls: usize) -> anyhow::Result<Option<Percentiles>> {
+    let mut parts = command.splitn(3, ' ');
+    let Some(program) = parts.next().filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let args: Vec<&str> = parts.collect();
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls.max(1) {
+        let start = Instant::now();
+        let output = std::process::Command::new(program).args(&args).output()?;
+        samples.push(start.elapsed());
+        if !output.status.success() {
+            anyhow::bail!(
+                "baseline {command:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    Ok(Some(percentiles(&mut samples)))
+}
+
 fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
     if bench.calls == 0 {
         return Err(usage("--calls must be at least 1"));
@@ -114,6 +144,17 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
         "| mean latency | {:.1} µs |",
         latency.mean.as_secs_f64() * 1e6
     );
+    if let Some(baseline) = subprocess_baseline(&bench.baseline, bench.baseline_calls)? {
+        println!(
+            "| baseline `{}` per call, median | {:.1} µs |",
+            bench.baseline,
+            baseline.median.as_secs_f64() * 1e6
+        );
+        println!(
+            "| baseline p99 | {:.1} µs |",
+            baseline.p99.as_secs_f64() * 1e6
+        );
+    }
     for &threads in &bench.threads {
         let threads = threads.max(1);
         let per_thread = bench.calls;
