@@ -139,6 +139,15 @@ fn errors_are_readable_tracebacks() {
 }
 
 #[test]
+fn exits_end_the_code_quietly() {
+    assert_eq!(ok("print(1)\nimport sys\nsys.exit()\nprint(2)"), "1\n");
+    assert_eq!(ok("print(1)\nexit(0)"), "1\n");
+    assert_eq!(ok("import sys\nsys.exit(2)"), "SystemExit: 2\n");
+    // os._exit would end the instance with a trap under WASI; here it is a plain exit.
+    assert_eq!(ok("import os\nprint(3)\nos._exit(0)"), "3\n");
+}
+
+#[test]
 fn invalid_arguments_are_tool_errors() {
     for arguments in [
         json!({}),
@@ -272,6 +281,10 @@ fn no_network_processes_or_threads() {
             "RuntimeError: can't start new thread",
         ),
         ("import os\nos.system('ls')", "AttributeError"),
+        (
+            "import os\nos.abort()",
+            "RuntimeError: os.abort() is not available",
+        ),
     ] {
         let output = ok(code);
         assert!(output.contains(expected), "{code}: {output}");
