@@ -24,6 +24,7 @@ import contextlib
 import gc
 import importlib
 import importlib.machinery
+import os
 import pkgutil
 import sys
 import types
@@ -220,6 +221,24 @@ class _NotPreloaded:
 _real_setrecursionlimit = sys.setrecursionlimit
 
 
+def _exit_without_trap(status: int = 0) -> None:
+    """Stands in for ``os._exit``, which under WASI ends (traps) the whole instance."""
+    raise SystemExit(status)
+
+
+_exit_without_trap.__name__ = "_exit"
+_exit_without_trap.__qualname__ = "_exit"
+
+
+def _abort_without_trap() -> None:
+    """Stands in for ``os.abort``, which under WASI traps the whole instance."""
+    raise RuntimeError("os.abort() is not available in this sandbox")
+
+
+_abort_without_trap.__name__ = "abort"
+_abort_without_trap.__qualname__ = "abort"
+
+
 def _clamped_setrecursionlimit(limit: int) -> None:
     """Like ``sys.setrecursionlimit``, but never above the sandbox's cap."""
     _real_setrecursionlimit(min(int(limit), RECURSION_LIMIT))
@@ -243,6 +262,8 @@ def lock_down() -> None:
     * Empties ``sys.path`` and removes the path-based finder: the build's source directories
       do not exist at run time.
     * Installs the explaining finders and clamps the recursion limit.
+    * Makes ``os._exit`` raise ``SystemExit`` and ``os.abort`` raise ``RuntimeError``: the
+      real ones end the instance with a trap (a crash, and a lost session).
     * Collects garbage and freezes the heap, so collections at run time skip the snapshot.
     """
     for name in list(sys.modules):
@@ -259,5 +280,7 @@ def lock_down() -> None:
     ]
     sys.setrecursionlimit = _clamped_setrecursionlimit
     apply_recursion_limit()
+    os._exit = _exit_without_trap
+    os.abort = _abort_without_trap
     gc.collect()
     gc.freeze()
