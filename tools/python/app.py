@@ -5,9 +5,10 @@ is chosen, run and rendered, and :mod:`preload` for what is importable and what 
 
 Sessions: without ``session`` every call runs in a fresh global namespace. With a session id
 the namespace (variables, functions, imports) persists across calls carrying the same id.
-The host keeps one component instance alive per session id and discards it when the
-trajectory ends; the guest keeps one namespace per id, so several ids sharing an instance
-would still not see each other's variables.
+For state to persist the instance must persist too: the caller passes the same id to the
+host as well (``sod_sandbox::CallOptions::session``), which then keeps the instance alive
+between calls instead of starting a fresh one. The guest keeps one namespace per id, so
+several ids sharing an instance still do not see each other's variables.
 
 This module is imported by componentize-py at build time: the imports, the warm-up calls in
 :func:`_warm_up` (which also force sympy's lazy imports) and :func:`preload.lock_down` all
@@ -67,6 +68,7 @@ class Session:
         self.sources: dict[str, str] = {}
 
     def next_filename(self) -> str:
+        """Name of the session's next cell in tracebacks: ``<cell 1>``, ``<cell 2>``, ..."""
         return f"<cell {len(self.sources) + 1}>"
 
 
