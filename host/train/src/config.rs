@@ -1,0 +1,473 @@
+//! The run configuration: `run.toml`, command-line overrides (`--set key=value`) and validation.
+//!
+//! ```toml
+//! student = "models/qwen3-0.6b"        # Hugging Face model directory (trained)
+//! teacher = "models/qwen3-8b"          # optional; needed by sod and opd
+//! dataset = "data/math.jsonl"          # JSONL rows: {"id", "question" | "prompt", "answer"}
+//! out_dir = "runs/sod-math"
+//! tools = ["calculator"]
+//! steps = 200
+//! prompts_per_step = 8
+//! samples_per_prompt = 4
+//!
+//! [loss]
+//! name = "sod"                         # sod | opd | grpo | a path to a plugin library
+//! settings = { delta = 0.3 }
+//! ```
+//!
+//! Relative paths are relative to the directory of the config file. Every other field has a default (see
+//! [`RunConfig`]). Unknown fields are errors, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// How trajectories are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// The final answer (last `\boxed{}`, else "answer is X", else the last number) equals the reference answer,
+    /// as a string or as an exact rational (see [`crate::reward`]).
+    Math,
+}
+
+/// Which loss plugin computes the advantages, and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// A plugin name (`sod`, `opd`, `grpo`, looked up in the plugin directory) or a path to a plugin library.
+    pub name: String,
+    /// Settings handed to the plugin as key/value strings; the plugin rejects unknown keys.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            name: "sod".to_string(),
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+impl LossConfig {
+    /// The settings as the plugin ABI takes them: strings as they are, numbers and booleans in TOML syntax.
+    pub fn settings_pairs(&self) -> Vec<(String, String)> {
+        self.settings
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (key.clone(), text)
+            })
+            .collect()
+    }
+}
+
+/// Limits of every tool call made during rollouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolLimitsConfig {
+    /// Fuel (about one unit per wasm instruction): the deterministic time limit.
+    pub fuel: u64,
+    /// Bytes of linear memory a call may use.
+    pub memory_bytes: u64,
+    /// Bytes of tool output kept; the rest is cut and marked.
+    pub output_bytes: u64,
+}
+
+impl Default for ToolLimitsConfig {
+    fn default() -> Self {
+        ToolLimitsConfig {
+            fuel: 2_000_000_000,
+            memory_bytes: 256 << 20,
+            output_bytes: 8 << 10,
+        }
+    }
+}
+
+/// A training run, as read from `run.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Hugging Face directory of the student (the model trained).
+    pub student: PathBuf,
+    /// Hugging Face directory of the teacher; must share the student's tokenizer.
+    #[serde(default)]
+    pub teacher: Option<PathBuf>,
+    /// JSONL dataset (see [`crate::dataset`]).
+    pub dataset: PathBuf,
+    /// Where metrics (`metrics.jsonl`) and checkpoints (`checkpoints/step-N/`) go.
+    pub out_dir: PathBuf,
+    /// Names of the tools offered to the model (`<tools_dir>/<name>.wasm`).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// System prompt put before the tool schemas; none by default.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// How trajectories are scored.
+    #[serde(default = "defaults::reward")]
+    pub reward: RewardKind,
+    /// The loss plugin and its settings.
+    #[serde(default)]
+    pub loss: LossConfig,
+    /// Optimiser steps to train for.
+    pub steps: u64,
+    /// Prompts sampled per optimiser step.
+    #[serde(default = "defaults::prompts_per_step")]
+    pub prompts_per_step: usize,
+    /// Trajectories per prompt (the GRPO group size).
+    #[serde(default = "defaults::samples_per_prompt")]
+    pub samples_per_prompt: usize,
+    /// Trajectories per forward/backward pass; gradients are accumulated over micro-batches.
+    #[serde(default = "defaults::micro_batch")]
+    pub micro_batch: usize,
+    /// Peak learning rate of AdamW.
+    #[serde(default = "defaults::learning_rate")]
+    pub learning_rate: f64,
+    /// Steps of linear warm-up from `learning_rate / warmup_steps` to `learning_rate`.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Decoupled AdamW weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    #[serde(default = "defaults::max_grad_norm")]
+    pub max_grad_norm: f64,
+    /// AdamW beta1.
+    #[serde(default = "defaults::beta1")]
+    pub adam_beta1: f64,
+    /// AdamW beta2.
+    #[serde(default = "defaults::beta2")]
+    pub adam_beta2: f64,
+    /// AdamW epsilon.
+    #[serde(default = "defaults::adam_eps")]
+    pub adam_eps: f64,
+    /// PPO clip below 1: ratios under `1 - clip_low` stop pushing down.
+    #[serde(default = "defaults::clip_low")]
+    pub clip_low: f64,
+    /// PPO clip above 1: ratios over `1 + clip_high` stop pushing up.
+    #[serde(default = "defaults::clip_high")]
+    pub clip_high: f64,
+    /// Sampling temperature of rollouts.
+    #[serde(default = "defaults::one")]
+    pub temperature: f64,
+    /// Nucleus sampling threshold of rollouts.
+    #[serde(default = "defaults::one")]
+    pub top_p: f64,
+    /// Most assistant turns per trajectory.
+    #[serde(default = "defaults::max_turns")]
+    pub max_turns: usize,
+    /// Most tokens generated per assistant turn.
+    #[serde(default = "defaults::max_new_tokens_per_turn")]
+    pub max_new_tokens_per_turn: usize,
+    /// Most tokens of a whole trajectory (prompt, turns and tool responses).
+    #[serde(default = "defaults::max_total_tokens")]
+    pub max_total_tokens: usize,
+    /// Limits of each tool call.
+    #[serde(default)]
+    pub tool_limits: ToolLimitsConfig,
+    /// Run seed: data order, sampling and tool randomness derive from it.
+    #[serde(default)]
+    pub seed: u64,
+    /// Save a checkpoint every this many steps (0: only at the end). The last step is always saved.
+    #[serde(default = "defaults::checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+mod defaults {
+    use super::RewardKind;
+
+    pub fn reward() -> RewardKind {
+        RewardKind::Math
+    }
+    pub fn prompts_per_step() -> usize {
+        8
+    }
+    pub fn samples_per_prompt() -> usize {
+        4
+    }
+    pub fn micro_batch() -> usize {
+        4
+    }
+    pub fn learning_rate() -> f64 {
+        1e-6
+    }
+    pub fn max_grad_norm() -> f64 {
+        1.0
+    }
+    pub fn beta1() -> f64 {
+        0.9
+    }
+    pub fn beta2() -> f64 {
+        0.999
+    }
+    pub fn adam_eps() -> f64 {
+        1e-8
+    }
+    pub fn clip_low() -> f64 {
+        0.2
+    }
+    pub fn clip_high() -> f64 {
+        0.28
+    }
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn max_turns() -> usize {
+        4
+    }
+    pub fn max_new_tokens_per_turn() -> usize {
+        512
+    }
+    pub fn max_total_tokens() -> usize {
+        4096
+    }
+    pub fn checkpoint_every() -> u64 {
+        50
+    }
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `overrides` (`key=value`, dotted keys for tables: `loss.settings.delta=0.3`; the
+    /// value is TOML, or a plain string when it does not parse as TOML), resolves relative paths against the
+    /// file's directory and validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(TrainError::io("reading", path))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Self::from_toml_str(&text, overrides, base)
+    }
+
+    /// Like [`Self::load`] with the text of the file; relative paths are resolved against `base`.
+    pub fn from_toml_str(text: &str, overrides: &[String], base: &Path) -> Result<Self> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| TrainError::Config(e.to_string()))?;
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let mut config: RunConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config(e.to_string()))?;
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.student);
+        resolve(&mut self.dataset);
+        resolve(&mut self.out_dir);
+        if let Some(t) = &mut self.teacher {
+            resolve(t);
+        }
+        // A loss given as a relative path (not a bare plugin name) is a file next to the config too.
+        if self.loss.name.contains('/') && Path::new(&self.loss.name).is_relative() {
+            self.loss.name = base.join(&self.loss.name).display().to_string();
+        }
+    }
+
+    /// Checks every value's range; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |field: &str, problem: String| Err(TrainError::Config(format!("{field}: {problem}")));
+        let positive_count = [
+            ("steps", self.steps as usize),
+            ("prompts_per_step", self.prompts_per_step),
+            ("samples_per_prompt", self.samples_per_prompt),
+            ("micro_batch", self.micro_batch),
+            ("max_turns", self.max_turns),
+            ("max_new_tokens_per_turn", self.max_new_tokens_per_turn),
+        ];
+        for (field, value) in positive_count {
+            if value == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if self.max_total_tokens <= self.max_new_tokens_per_turn {
+            return bad(
+                "max_total_tokens",
+                format!(
+                    "{} must exceed max_new_tokens_per_turn = {} (the prompt needs room too)",
+                    self.max_total_tokens, self.max_new_tokens_per_turn
+                ),
+            );
+        }
+        let finite_positive = [
+            ("learning_rate", self.learning_rate),
+            ("max_grad_norm", self.max_grad_norm),
+            ("clip_high", self.clip_high),
+            ("adam_eps", self.adam_eps),
+        ];
+        for (field, value) in finite_positive {
+            if !(value.is_finite() && value > 0.0) {
+                return bad(field, format!("{value} must be a positive number"));
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                format!("{} must be >= 0", self.weight_decay),
+            );
+        }
+        if !(self.clip_low > 0.0 && self.clip_low < 1.0) {
+            return bad("clip_low", format!("{} must be in (0, 1)", self.clip_low));
+        }
+        for (field, beta) in [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+        ] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(field, format!("{beta} must be in [0, 1)"));
+            }
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(
+                "temperature",
+                format!(
+                    "{} must be positive: on-policy training needs the sampling distribution's log-probs",
+                    self.temperature
+                ),
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", format!("{} must be in (0, 1]", self.top_p));
+        }
+        if self.tool_limits.fuel == 0 || self.tool_limits.memory_bytes == 0 {
+            return bad(
+                "tool_limits",
+                "fuel and memory_bytes must be positive".into(),
+            );
+        }
+        for (i, name) in self.tools.iter().enumerate() {
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return bad(
+                    &format!("tools[{i}]"),
+                    format!("{name:?} is not a tool name"),
+                );
+            }
+            if self.tools[..i].contains(name) {
+                return bad(&format!("tools[{i}]"), format!("{name:?} is listed twice"));
+            }
+        }
+        if self.loss.name.is_empty() {
+            return bad("loss.name", "must name a plugin or a plugin file".into());
+        }
+        Ok(())
+    }
+
+    /// The config as TOML (paths as resolved), for the record kept beside the metrics.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Sets `key=value` in `table`; dotted keys create or enter sub-tables.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let (key, raw) = item.split_once('=').ok_or_else(|| {
+        TrainError::Config(format!("override {item:?} is not of the form key=value"))
+    })?;
+    let key = key.trim();
+    let raw = raw.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(TrainError::Config(format!(
+            "override key {key:?} is not a dotted name"
+        )));
+    }
+    // Parse the value as a TOML value by wrapping it; a bare word (a path, a name) stays a string.
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, parents) = parts.split_last().expect("split of a non-empty key");
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| {
+            TrainError::Config(format!("override {key:?}: {part:?} is not a table"))
+        })?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        student = "s"
+        dataset = "d.jsonl"
+        out_dir = "out"
+        steps = 3
+    "#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = RunConfig::from_toml_str(MINIMAL, &[], Path::new("/runs")).unwrap();
+        assert_eq!(c.student, PathBuf::from("/runs/s"));
+        assert_eq!(c.loss.name, "sod");
+        assert_eq!((c.clip_low, c.clip_high), (0.2, 0.28));
+        assert_eq!(c.samples_per_prompt, 4);
+    }
+
+    #[test]
+    fn overrides_set_nested_and_typed_values() {
+        let c = RunConfig::from_toml_str(
+            MINIMAL,
+            &[
+                "loss.name=grpo".into(),
+                "loss.settings.delta=0.3".into(),
+                "steps=7".into(),
+                "teacher=/models/t".into(),
+            ],
+            Path::new("/runs"),
+        )
+        .unwrap();
+        assert_eq!(c.loss.name, "grpo");
+        assert_eq!(c.steps, 7);
+        assert_eq!(c.teacher, Some(PathBuf::from("/models/t")));
+        assert_eq!(
+            c.loss.settings_pairs(),
+            vec![("delta".to_string(), "0.3".to_string())]
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let err = |extra: &[&str]| {
+            let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            RunConfig::from_toml_str(MINIMAL, &overrides, Path::new("."))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&["clip_low=1.5"]).contains("clip_low"));
+        assert!(err(&["samples_per_prompt=0"]).contains("samples_per_prompt"));
+        assert!(
+            err(&["max_total_tokens=10", "max_new_tokens_per_turn=16"])
+                .contains("max_total_tokens")
+        );
+        assert!(err(&["tools=[\"a b\"]"]).contains("tools[0]"));
+        assert!(err(&["stepz=1"]).contains("stepz"));
+        assert!(err(&["steps"]).contains("key=value"));
+    }
+}

@@ -1,0 +1,452 @@
+//! Rollouts: the student talks with the tools until it gives a final answer.
+//!
+//! A trajectory starts from the chat template's rendering of the prompt (with the tools' function schemas in the
+//! system prompt) and alternates:
+//! 1. one assistant turn, generated for all still-active trajectories in one batch, stopping at `<|im_end|>`/eos;
+//! 2. the turn's Hermes `<tool_call>` blocks, run in the sandbox (the calls of different trajectories in
+//!    parallel); a malformed call is answered with the parser's error message, an unknown tool with the list of
+//!    known ones: the model learns from its mistakes, nothing crashes;
+//! 3. the tool responses, rendered by the chat template as a continuation of the conversation (followed by the
+//!    next assistant header) and appended with mask 0: the student did not generate them.
+//!
+//! A turn without tool calls ends the trajectory. A turn cut by the token budget, or tool calls after the last
+//! allowed turn, end it as truncated. A tool call that ends in an infrastructure fault ends it flagged, so the
+//! loss drops it instead of blaming the model.
+//!
+//! Randomness: each trajectory samples with its own [`Sampler`] seeded by `(seed, prompt id, sample index)`, and
+//! each tool call is seeded by its call key `"{prompt_id}/{sample}/{turn}/{k}"`, so a trajectory does not depend
+//! on which others share its batch.
+
+use std::collections::BTreeMap;
+
+use sod_model::{
+    ChatMessage, ChatTokenizer, FinishReason, Generation, Qwen3, Sampler, SamplingParams,
+};
+use sod_sandbox::{CallOptions, Limits, OutcomeKind, Sandbox, Tool};
+
+use crate::error::{Result, TrainError};
+
+/// What generates assistant turns: the student model, or a scripted stand-in in tests.
+pub trait Policy {
+    /// Generates one turn for each prompt (see [`Qwen3::generate_batch`]).
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        samplers: &mut [Sampler],
+    ) -> sod_model::Result<Vec<Generation>>;
+}
+
+impl Policy for Qwen3 {
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        samplers: &mut [Sampler],
+    ) -> sod_model::Result<Vec<Generation>> {
+        self.generate_batch(prompts, max_new_tokens, stop_tokens, samplers)
+    }
+}
+
+/// Budgets and sampling of rollouts.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutSettings {
+    /// Most assistant turns per trajectory.
+    pub max_turns: usize,
+    /// Most tokens per assistant turn.
+    pub max_new_tokens_per_turn: usize,
+    /// Most tokens per trajectory, prompt included.
+    pub max_total_tokens: usize,
+    /// Temperature and top-p.
+    pub sampling: SamplingParams,
+    /// Run seed for sampling.
+    pub seed: u64,
+}
+
+/// One trajectory to roll out.
+#[derive(Debug, Clone)]
+pub struct RolloutRequest {
+    /// The prompt's id (seeds sampling and names tool calls).
+    pub prompt_id: String,
+    /// Which sample of the prompt this is (seeds sampling; distinct across epochs).
+    pub sample_index: u64,
+    /// Group id handed to the loss (trajectories of one prompt share it).
+    pub group: u32,
+    /// The conversation so far (system and user messages).
+    pub messages: Vec<ChatMessage>,
+}
+
+/// A finished trajectory: the token sequence and what happened along it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trajectory {
+    /// The prompt's id.
+    pub prompt_id: String,
+    /// The sample index.
+    pub sample_index: u64,
+    /// Group id.
+    pub group: u32,
+    /// Every token: the prompt, then the response (turns and tool responses).
+    pub tokens: Vec<u32>,
+    /// Number of prompt tokens at the start of `tokens`.
+    pub prompt_len: usize,
+    /// One per response token: 1 where the student generated it, 0 for tool responses and chat-template glue.
+    pub mask: Vec<u8>,
+    /// One per response token: the student's log-prob when sampling (behaviour policy), 0 where the mask is 0.
+    pub behaviour_logprobs: Vec<f32>,
+    /// Text of the last assistant turn (the one scored).
+    pub final_text: String,
+    /// Assistant turns generated.
+    pub turns: usize,
+    /// `<tool_call>` blocks written.
+    pub tool_calls: usize,
+    /// Tool calls that parsed, named a known tool and were accepted by it.
+    pub valid_tool_calls: usize,
+    /// Ended by a budget rather than by a final answer.
+    pub truncated: bool,
+    /// A tool call hit a sandbox failure: drop the trajectory, do not blame the model.
+    pub infra_fault: bool,
+    /// Outcome reward (set by the trainer after scoring).
+    pub reward: f32,
+}
+
+impl Trajectory {
+    /// The response part of `tokens` (everything after the prompt).
+    pub fn response_tokens(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    /// Number of tokens the student generated.
+    pub fn generated_tokens(&self) -> usize {
+        self.mask.iter().filter(|&&m| m == 1).count()
+    }
+}
+
+/// The tools offered to the model and how they are called.
+#[derive(Clone)]
+pub struct ToolBox {
+    sandbox: Sandbox,
+    tools: BTreeMap<String, Tool>,
+    schemas: Vec<serde_json::Value>,
+    limits: Limits,
+}
+
+/// The responses to one assistant turn's tool calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResponses {
+    /// One response text per `<tool_call>` block, in order.
+    pub responses: Vec<String>,
+    /// `<tool_call>` blocks in the turn.
+    pub calls: usize,
+    /// Calls that parsed, named a known tool and whose arguments the tool accepted.
+    pub valid_calls: usize,
+    /// Some call failed in the sandbox itself.
+    pub infra_fault: bool,
+}
+
+impl ToolBox {
+    /// Loads the named tools from the sandbox (`<tools_dir>/<name>.wasm`); every call runs under `limits`.
+    pub fn new(sandbox: Sandbox, names: &[String], limits: Limits) -> Result<Self> {
+        let mut tools = BTreeMap::new();
+        let mut schemas = Vec::new();
+        for name in names {
+            let tool = sandbox.tool(name)?;
+            schemas.push(tool.descriptor().function_schema());
+            tools.insert(name.clone(), tool);
+        }
+        Ok(ToolBox {
+            sandbox,
+            tools,
+            schemas,
+            limits,
+        })
+    }
+
+    /// OpenAI-style function schemas, in the configured order, for the chat template.
+    pub fn schemas(&self) -> &[serde_json::Value] {
+        &self.schemas
+    }
+
+    /// Runs the tool calls of one assistant turn (`turn_text`, as decoded) and returns the response to each.
+    /// `call_key_prefix` (`"{prompt_id}/{sample}/{turn}"`) plus the call's index seeds each call.
+    pub fn respond(&self, turn_text: &str, call_key_prefix: &str) -> ToolResponses {
+        let calls = sod_model::parse_tool_calls(answer_part(turn_text));
+        let mut out = ToolResponses {
+            responses: Vec::with_capacity(calls.len()),
+            calls: calls.len(),
+            valid_calls: 0,
+            infra_fault: false,
+        };
+        for (k, call) in calls.into_iter().enumerate() {
+            let call = match call {
+                Ok(call) => call,
+                Err(error) => {
+                    out.responses.push(error.to_string());
+                    continue;
+                }
+            };
+            let Some(tool) = self.tools.get(&call.name) else {
+                let known: Vec<&str> = self.tools.keys().map(String::as_str).collect();
+                out.responses.push(format!(
+                    "error: there is no tool named {:?}; the tools are: {}.",
+                    call.name,
+                    if known.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+                continue;
+            };
+            let options = CallOptions {
+                limits: Some(self.limits),
+                seed: None,
+                call_key: Some(format!("{call_key_prefix}/{k}")),
+                session: None,
+            };
+            let outcome = self
+                .sandbox
+                .call(tool, &call.arguments.to_string(), &options);
+            if outcome.kind == OutcomeKind::InfraFault {
+                out.infra_fault = true;
+            }
+            let rejected = outcome.kind == OutcomeKind::ToolError
+                && outcome.error_code.as_deref() == Some("invalid_arguments");
+            if !rejected && outcome.kind != OutcomeKind::InfraFault {
+                out.valid_calls += 1;
+            }
+            out.responses.push(outcome.model_text());
+        }
+        out
+    }
+}
+
+/// The part of an assistant turn after its reasoning (`</think>`), where tool calls and answers live.
+fn answer_part(text: &str) -> &str {
+    text.rfind("</think>")
+        .map_or(text, |i| &text[i + "</think>".len()..])
+}
+
+/// A trajectory under construction.
+struct Live {
+    traj: Trajectory,
+    history: Vec<ChatMessage>,
+    sampler: Sampler,
+    done: bool,
+}
+
+/// Rolls out every request to the end (see the module docs). Trajectories come back in request order.
+pub fn rollout(
+    policy: &dyn Policy,
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &RolloutSettings,
+    requests: &[RolloutRequest],
+) -> Result<Vec<Trajectory>> {
+    let stop = tokenizer.stop_token_ids();
+    if stop.is_empty() {
+        return Err(TrainError::Config(
+            "the student's tokenizer has no stop token (eos, <|im_end|> or <|endoftext|>)".into(),
+        ));
+    }
+    let mut live = Vec::with_capacity(requests.len());
+    for request in requests {
+        let prompt = tokenizer.encode_chat(&request.messages, toolbox.schemas(), true)?;
+        if prompt.len() + 1 >= settings.max_total_tokens {
+            return Err(TrainError::Config(format!(
+                "prompt {:?} has {} tokens, leaving no room under max_total_tokens = {}",
+                request.prompt_id,
+                prompt.len(),
+                settings.max_total_tokens
+            )));
+        }
+        live.push(Live {
+            traj: Trajectory {
+                prompt_id: request.prompt_id.clone(),
+                sample_index: request.sample_index,
+                group: request.group,
+                prompt_len: prompt.len(),
+                tokens: prompt,
+                mask: Vec::new(),
+                behaviour_logprobs: Vec::new(),
+                final_text: String::new(),
+                turns: 0,
+                tool_calls: 0,
+                valid_tool_calls: 0,
+                truncated: false,
+                infra_fault: false,
+                reward: 0.0,
+            },
+            history: request.messages.clone(),
+            sampler: Sampler::new(
+                settings.sampling,
+                settings.seed,
+                &request.prompt_id,
+                request.sample_index,
+            )?,
+            done: false,
+        });
+    }
+
+    for turn in 0..settings.max_turns {
+        generate_turn(policy, tokenizer, &stop, settings, &mut live)?;
+        // Decode the turn, decide who goes on, and run the tool calls of those who do (in parallel).
+        let mut pending: Vec<(usize, String)> = Vec::new();
+        for (i, l) in live.iter_mut().enumerate() {
+            if l.done || l.traj.turns != turn + 1 {
+                continue;
+            }
+            let text = l.traj.final_text.clone();
+            let has_calls = !sod_model::parse_tool_calls(answer_part(&text)).is_empty();
+            if l.traj.truncated || !has_calls {
+                l.done = true;
+            } else if turn + 1 == settings.max_turns {
+                // It asked for tools but may not continue: no final answer.
+                l.traj.truncated = true;
+                l.traj.tool_calls += sod_model::parse_tool_calls(answer_part(&text)).len();
+                l.done = true;
+            } else {
+                pending.push((i, text));
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        let responses: Vec<ToolResponses> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pending
+                .iter()
+                .map(|(i, text)| {
+                    let t = &live[*i].traj;
+                    let prefix = format!("{}/{}/{}", t.prompt_id, t.sample_index, turn);
+                    scope.spawn(move || toolbox.respond(text, &prefix))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for ((i, text), result) in pending.into_iter().zip(responses) {
+            append_tool_responses(tokenizer, toolbox, settings, &mut live[i], &text, result)?;
+        }
+    }
+    Ok(live.into_iter().map(|l| l.traj).collect())
+}
+
+/// Generates one turn for every active trajectory. Trajectories are batched by their remaining token budget, so
+/// that each one's budget is its own whatever else is in the batch.
+fn generate_turn(
+    policy: &dyn Policy,
+    tokenizer: &ChatTokenizer,
+    stop: &[u32],
+    settings: &RolloutSettings,
+    live: &mut [Live],
+) -> Result<()> {
+    let mut by_budget: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, l) in live.iter().enumerate() {
+        if !l.done {
+            let room = settings
+                .max_total_tokens
+                .saturating_sub(l.traj.tokens.len());
+            by_budget
+                .entry(room.min(settings.max_new_tokens_per_turn))
+                .or_default()
+                .push(i);
+        }
+    }
+    for (budget, members) in by_budget {
+        if budget == 0 {
+            for &i in &members {
+                live[i].traj.truncated = true;
+                live[i].done = true;
+            }
+            continue;
+        }
+        let prompts: Vec<Vec<u32>> = members
+            .iter()
+            .map(|&i| live[i].traj.tokens.clone())
+            .collect();
+        let mut samplers: Vec<Sampler> = members.iter().map(|&i| live[i].sampler.clone()).collect();
+        let generations = policy.generate(&prompts, budget, stop, &mut samplers)?;
+        if generations.len() != members.len() {
+            return Err(TrainError::Config(format!(
+                "the policy returned {} generations for {} prompts",
+                generations.len(),
+                members.len()
+            )));
+        }
+        for ((&i, generation), sampler) in members.iter().zip(generations).zip(samplers) {
+            let l = &mut live[i];
+            l.sampler = sampler;
+            if generation.tokens.len() != generation.logprobs.len() {
+                return Err(TrainError::Config(
+                    "the policy returned a different number of tokens and log-probs".into(),
+                ));
+            }
+            l.traj.turns += 1;
+            l.traj.tokens.extend_from_slice(&generation.tokens);
+            l.traj
+                .mask
+                .extend(std::iter::repeat_n(1u8, generation.tokens.len()));
+            l.traj
+                .behaviour_logprobs
+                .extend_from_slice(&generation.logprobs);
+            // A turn cut by a budget has no end-of-turn token: the conversation cannot go on.
+            if generation.finish == FinishReason::Length {
+                l.traj.truncated = true;
+            }
+            l.traj.final_text = tokenizer.decode(&generation.tokens, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a turn's tool calls, appends the rendered tool responses (mask 0) and the next assistant header, and
+/// ends the trajectory when a call hit a sandbox fault or the token budget is spent.
+fn append_tool_responses(
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &RolloutSettings,
+    live: &mut Live,
+    turn_text: &str,
+    result: ToolResponses,
+) -> Result<()> {
+    let traj = &mut live.traj;
+    traj.tool_calls += result.calls;
+    traj.valid_tool_calls += result.valid_calls;
+    if result.infra_fault {
+        traj.infra_fault = true;
+        live.done = true;
+        return Ok(());
+    }
+    let (assistant, _) = ChatMessage::from_assistant_output(turn_text);
+    live.history.push(assistant);
+    let tool_messages: Vec<ChatMessage> = result
+        .responses
+        .into_iter()
+        .map(ChatMessage::tool)
+        .collect();
+    let continuation =
+        tokenizer.render_continuation(&live.history, &tool_messages, toolbox.schemas(), true)?;
+    live.history.extend(tool_messages);
+    let ids = tokenizer.encode(&continuation)?;
+    traj.tokens.extend_from_slice(&ids);
+    traj.mask.extend(std::iter::repeat_n(0u8, ids.len()));
+    traj.behaviour_logprobs
+        .extend(std::iter::repeat_n(0.0f32, ids.len()));
+    if traj.tokens.len() >= settings.max_total_tokens {
+        // No room for another turn: cut the tool responses to the budget and stop.
+        let excess = traj.tokens.len() - settings.max_total_tokens;
+        let keep = traj.tokens.len() - excess;
+        traj.tokens.truncate(keep);
+        traj.mask.truncate(keep - traj.prompt_len);
+        traj.behaviour_logprobs.truncate(keep - traj.prompt_len);
+        traj.truncated = true;
+        live.done = true;
+    }
+    Ok(())
+}

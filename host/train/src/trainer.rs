@@ -1,0 +1,439 @@
+//! The training loop: dataset -> rollout -> reward -> teacher -> advantage -> update -> checkpoint.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use sod_loss::{ConfiguredLoss, DataSource, LossPlugin, RunShape};
+use sod_model::{ChatMessage, ChatTokenizer, Role, SamplingParams, TrainableModel, load_model_dir};
+use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+
+use crate::advantage::{build_batch, compute_advantages};
+use crate::checkpoint::{self, TrainerState};
+use crate::config::RunConfig;
+use crate::dataset::Dataset;
+use crate::error::{Result, TrainError};
+use crate::metrics::{MetricsWriter, StepMetrics, Timing};
+use crate::reward::{Reward, reward_for};
+use crate::rollout::{RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
+use crate::teacher::{Teacher, response_logprobs};
+use crate::update::{
+    AdamW, AdamWConfig, Params, PpoClip, clip_grad_norm, learning_rate, ppo_gradients,
+};
+
+/// Where the trainer finds what the config does not name, and how it runs.
+#[derive(Debug, Clone)]
+pub struct TrainerOptions {
+    /// Device for the student and the teacher.
+    pub device: Device,
+    /// Directory of the loss plugins (for plugin names; a plugin path in the config is used as is).
+    pub plugin_dir: PathBuf,
+    /// Directory of the tool components (`<name>.wasm`).
+    pub tools_dir: PathBuf,
+    /// Compile cache of the sandbox; `None` uses the default cache directory.
+    pub sandbox_cache_dir: Option<PathBuf>,
+    /// Continue from the latest checkpoint in `out_dir` instead of starting fresh.
+    pub resume: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// The result of [`Trainer::run`].
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Steps completed by the run, including those before a resume.
+    pub step: u64,
+    /// Metrics of the last step run by this process, if it ran any.
+    pub last: Option<StepMetrics>,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    config: RunConfig,
+    options: TrainerOptions,
+    student: TrainableModel,
+    tokenizer: ChatTokenizer,
+    teacher: Option<Teacher>,
+    loss: ConfiguredLoss,
+    toolbox: ToolBox,
+    dataset: Dataset,
+    reward: Box<dyn Reward>,
+    params: Params,
+    optimizer: AdamW,
+    metrics: MetricsWriter,
+    step: u64,
+    data_cursor: u64,
+}
+
+/// Name of the metrics file in `out_dir`.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+impl Trainer {
+    /// Sets up a run: checks the loss against the run's shape first (so a mismatched run fails before any model is
+    /// loaded), then loads the dataset, the tools, the student (from the latest checkpoint when resuming), the
+    /// teacher and the optimiser state.
+    pub fn new(config: RunConfig, options: TrainerOptions) -> Result<Self> {
+        config.validate()?;
+        let plugin = LossPlugin::load(&config.loss.name, &options.plugin_dir)?;
+        let loss = plugin.configure(&config.loss.settings_pairs())?;
+        loss.check_run(&RunShape {
+            has_teacher: config.teacher.is_some(),
+            data: DataSource::OnPolicy,
+            group_size: u32::try_from(config.samples_per_prompt).unwrap_or(u32::MAX),
+        })?;
+
+        let resume_from = if options.resume {
+            let found = checkpoint::latest(&config.out_dir)?;
+            Some(found.ok_or_else(|| {
+                TrainError::Resume(format!(
+                    "no complete checkpoint in {}; start without --resume",
+                    checkpoint::checkpoints_dir(&config.out_dir).display()
+                ))
+            })?)
+        } else {
+            let metrics = config.out_dir.join(METRICS_FILE);
+            if metrics.exists() || checkpoint::checkpoints_dir(&config.out_dir).exists() {
+                return Err(TrainError::Config(format!(
+                    "out_dir {} already holds a run; pass --resume to continue it or choose another out_dir",
+                    config.out_dir.display()
+                )));
+            }
+            None
+        };
+
+        let dataset = Dataset::load_jsonl(&config.dataset)?;
+        let mut sandbox_config = SandboxConfig {
+            tools_dir: Some(options.tools_dir.clone()),
+            seed: config.seed,
+            ..SandboxConfig::default()
+        };
+        if let Some(cache) = &options.sandbox_cache_dir {
+            sandbox_config.cache_dir = Some(cache.clone());
+        }
+        let limits = Limits {
+            fuel: config.tool_limits.fuel,
+            memory_bytes: config.tool_limits.memory_bytes,
+            output_bytes: config.tool_limits.output_bytes,
+            ..Limits::default()
+        };
+        sandbox_config.max_memory_bytes = sandbox_config.max_memory_bytes.max(limits.memory_bytes);
+        let toolbox = ToolBox::new(Sandbox::new(sandbox_config)?, &config.tools, limits)?;
+
+        let tokenizer = ChatTokenizer::from_dir(&config.student)?;
+        let model_dir = resume_from
+            .as_ref()
+            .map_or(config.student.clone(), |(_, dir)| dir.clone());
+        let student = load_model_dir(&model_dir, &options.device)?;
+        let teacher = match &config.teacher {
+            Some(dir) => Some(Teacher::load(
+                dir,
+                &options.device,
+                &student.model,
+                &tokenizer,
+            )?),
+            None => None,
+        };
+        let params = Params::from_varmap(&student.varmap)?;
+        let mut optimizer = AdamW::new(
+            AdamWConfig {
+                beta1: config.adam_beta1,
+                beta2: config.adam_beta2,
+                eps: config.adam_eps,
+                weight_decay: config.weight_decay,
+            },
+            &params,
+        )?;
+        let (step, data_cursor) = match &resume_from {
+            Some((_, dir)) => {
+                let state = checkpoint::load_state(dir, &params, &mut optimizer, &options.device)?;
+                (state.step, state.data_cursor)
+            }
+            None => (0, 0),
+        };
+        std::fs::create_dir_all(&config.out_dir)
+            .map_err(TrainError::io("creating", &config.out_dir))?;
+        if resume_from.is_none() {
+            let record = config.out_dir.join("run.toml");
+            std::fs::write(&record, config.to_toml_string())
+                .map_err(TrainError::io("writing", &record))?;
+        }
+        let metrics = MetricsWriter::open(
+            &config.out_dir.join(METRICS_FILE),
+            resume_from.as_ref().map(|(s, _)| *s),
+        )?;
+        Ok(Trainer {
+            reward: reward_for(config.reward),
+            config,
+            options,
+            student,
+            tokenizer,
+            teacher,
+            loss,
+            toolbox,
+            dataset,
+            params,
+            optimizer,
+            metrics,
+            step,
+            data_cursor,
+        })
+    }
+
+    /// Steps completed so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The student being trained.
+    pub fn student(&self) -> &TrainableModel {
+        &self.student
+    }
+
+    /// Trains until `config.steps`, checkpointing every `checkpoint_every` steps and at the end.
+    pub fn run(&mut self) -> Result<RunSummary> {
+        let bar = if self.options.progress {
+            let bar = indicatif::ProgressBar::new(self.config.steps);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_position(self.step);
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut summary = RunSummary {
+            step: self.step,
+            last: None,
+            checkpoint: None,
+        };
+        while self.step < self.config.steps {
+            let metrics = self.train_step()?;
+            bar.set_position(self.step);
+            bar.set_message(format!(
+                "reward {:.3}  acc {:.3}  {:.0} tok/s",
+                metrics.reward_mean, metrics.accuracy, metrics.timing.tokens_per_s
+            ));
+            let every = self.config.checkpoint_every;
+            if (every > 0 && self.step % every == 0) || self.step == self.config.steps {
+                summary.checkpoint = Some(self.save_checkpoint()?);
+            }
+            summary.last = Some(metrics);
+        }
+        bar.finish_and_clear();
+        summary.step = self.step;
+        Ok(summary)
+    }
+
+    /// Writes `out_dir/checkpoints/step-N/` for the current step.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        checkpoint::save(
+            &self.config.out_dir,
+            &self.student.config,
+            &self.student.varmap,
+            &self.config.student,
+            &self.params,
+            &self.optimizer,
+            &TrainerState {
+                step: self.step,
+                optimizer_steps: self.optimizer.t,
+                data_cursor: self.data_cursor,
+                config: self.config.to_toml_string(),
+            },
+        )
+    }
+
+    /// The rollout requests of the next step: `prompts_per_step` prompts in the data order, each
+    /// `samples_per_prompt` times.
+    fn next_requests(&self) -> Vec<(RolloutRequest, usize)> {
+        let group_size = self.config.samples_per_prompt;
+        let scheduled = self.dataset.take(
+            self.config.seed,
+            self.data_cursor,
+            self.config.prompts_per_step,
+        );
+        let mut requests = Vec::with_capacity(scheduled.len() * group_size);
+        for (group, s) in scheduled.iter().enumerate() {
+            let mut messages = s.example.messages.clone();
+            if let Some(system) = &self.config.system_prompt
+                && messages.first().is_none_or(|m| m.role != Role::System)
+            {
+                messages.insert(0, ChatMessage::system(system.clone()));
+            }
+            let example_index = self
+                .dataset
+                .examples()
+                .iter()
+                .position(|e| e.id == s.example.id)
+                .unwrap_or(0);
+            for sample in 0..group_size {
+                requests.push((
+                    RolloutRequest {
+                        prompt_id: s.example.id.clone(),
+                        sample_index: s.epoch * group_size as u64 + sample as u64,
+                        group: group as u32,
+                        messages: messages.clone(),
+                    },
+                    example_index,
+                ));
+            }
+        }
+        requests
+    }
+
+    /// One optimiser step: roll out, score, compute log-probs and advantages, update, and log the metrics line.
+    pub fn train_step(&mut self) -> Result<StepMetrics> {
+        let started = Instant::now();
+        let lr = learning_rate(
+            self.config.learning_rate,
+            self.config.warmup_steps,
+            self.step,
+        );
+        let requests = self.next_requests();
+        let settings = RolloutSettings {
+            max_turns: self.config.max_turns,
+            max_new_tokens_per_turn: self.config.max_new_tokens_per_turn,
+            max_total_tokens: self.config.max_total_tokens,
+            sampling: SamplingParams {
+                temperature: self.config.temperature,
+                top_p: self.config.top_p,
+            },
+            seed: self.config.seed,
+        };
+        let just_requests: Vec<RolloutRequest> = requests.iter().map(|(r, _)| r.clone()).collect();
+        let mut trajectories = rollout(
+            &self.student.model,
+            &self.tokenizer,
+            &self.toolbox,
+            &settings,
+            &just_requests,
+        )?;
+        let rollout_seconds = started.elapsed().as_secs_f64();
+
+        // Reward: only a finished answer can be right.
+        for (traj, (_, example_index)) in trajectories.iter_mut().zip(&requests) {
+            let example = &self.dataset.examples()[*example_index];
+            traj.reward = if traj.truncated || traj.infra_fault {
+                0.0
+            } else {
+                self.reward.score(&traj.final_text, example)
+            };
+        }
+
+        let update_started = Instant::now();
+        let micro = self.config.micro_batch;
+        let current = response_logprobs(&self.student.model, &trajectories, micro)?;
+        let teacher = match &self.teacher {
+            Some(t) => Some(t.logprobs(&trajectories, micro)?),
+            None => None,
+        };
+        let batch = build_batch(&trajectories, &current, teacher.as_deref())?;
+        let advantages = compute_advantages(&mut self.loss, &batch)?;
+        let clip = PpoClip {
+            low: self.config.clip_low,
+            high: self.config.clip_high,
+        };
+        let (mut grads, surrogate) = ppo_gradients(
+            &self.student.model,
+            &self.params,
+            &trajectories,
+            &advantages.per_trajectory,
+            clip,
+            micro,
+        )?;
+        let norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
+        if !norm.is_finite() || !surrogate.loss.is_finite() {
+            return Err(TrainError::Diverged {
+                step: self.step + 1,
+                what: format!("gradient norm {norm}, loss {}", surrogate.loss),
+            });
+        }
+        self.optimizer.step(&self.params, &grads, lr)?;
+        self.step += 1;
+        self.data_cursor += self.config.prompts_per_step as u64;
+
+        let metrics = self.step_metrics(
+            &trajectories,
+            &current,
+            teacher.as_deref(),
+            lr,
+            norm,
+            surrogate,
+            advantages.metrics,
+            Timing {
+                step_seconds: started.elapsed().as_secs_f64(),
+                rollout_seconds,
+                update_seconds: update_started.elapsed().as_secs_f64(),
+                tokens_per_s: 0.0,
+            },
+        );
+        self.metrics.write(&metrics)?;
+        Ok(metrics)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step_metrics(
+        &self,
+        trajectories: &[Trajectory],
+        current: &[Vec<f32>],
+        teacher: Option<&[Vec<f32>]>,
+        lr: f64,
+        grad_norm: f64,
+        surrogate: crate::update::SurrogateStats,
+        plugin: Vec<(String, f64)>,
+        mut timing: Timing,
+    ) -> StepMetrics {
+        let n = trajectories.len().max(1) as f64;
+        let tokens: usize = trajectories.iter().map(|t| t.tokens.len()).sum();
+        let kl_teacher = teacher.map(|teacher| {
+            let (mut sum, mut count) = (0f64, 0usize);
+            for (i, traj) in trajectories.iter().enumerate() {
+                for (j, &m) in traj.mask.iter().enumerate() {
+                    if m == 1 {
+                        sum += f64::from(current[i][j] - teacher[i][j]);
+                        count += 1;
+                    }
+                }
+            }
+            if count == 0 { 0.0 } else { sum / count as f64 }
+        });
+        timing.tokens_per_s = if timing.step_seconds > 0.0 {
+            tokens as f64 / timing.step_seconds
+        } else {
+            0.0
+        };
+        StepMetrics {
+            step: self.step,
+            lr,
+            reward_mean: trajectories
+                .iter()
+                .map(|t| f64::from(t.reward))
+                .sum::<f64>()
+                / n,
+            accuracy: trajectories
+                .iter()
+                .filter(|t| self.reward.is_correct(t.reward))
+                .count() as f64
+                / n,
+            kl_teacher,
+            loss: surrogate.loss,
+            ppo_clip_fraction: surrogate.clip_fraction,
+            ppo_approx_kl: surrogate.approx_kl,
+            grad_norm,
+            trajectories: trajectories.len(),
+            tokens,
+            generated_tokens: trajectories.iter().map(Trajectory::generated_tokens).sum(),
+            turns_mean: trajectories.iter().map(|t| t.turns as f64).sum::<f64>() / n,
+            tool_calls: trajectories.iter().map(|t| t.tool_calls).sum(),
+            valid_tool_calls: trajectories.iter().map(|t| t.valid_tool_calls).sum(),
+            truncated_fraction: trajectories.iter().filter(|t| t.truncated).count() as f64 / n,
+            infra_faults: trajectories.iter().filter(|t| t.infra_fault).count(),
+            plugin: plugin.into_iter().collect(),
+            timing,
+        }
+    }
+}
