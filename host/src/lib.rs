@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod locate;
+pub mod serve;
 
 pub use sod_loss as loss;
 pub use sod_sandbox as sandbox;

@@ -16,6 +16,7 @@ use std::time::Instant;
 /// Guest crates built for wasm32-wasip2: (cargo package, artifact name, destination subdirectory).
 const GUESTS: &[(&str, &str, &str)] = &[
     ("sod-tool-calculator", "calculator", "tools"),
+    ("sod-tool-judge", "judge", "tools"),
     ("word-count-tool", "word-count", "tools"),
     ("sod-test-tool-hostile", "hostile", "test-tools"),
 ];
@@ -149,6 +150,10 @@ fn copy_if_changed(source: &Path, dest: &Path) -> Result {
 }
 
 fn test(extra: &[String]) -> Result {
+    // The Python tool's guest-side logic, natively (fast, and precise about which helper broke).
+    run(Command::new("python3")
+        .current_dir(workspace_root())
+        .args(["-m", "unittest", "discover", "-s", "tools/python/tests", "-t", "."]))?;
     // Build every native crate first: the tests load the plugin cdylibs and run the `sod` binary.
     run(cargo().args(["build", "--workspace"]))?;
     run(cargo().args(["test", "--workspace"]).args(extra))

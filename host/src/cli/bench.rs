@@ -41,6 +41,18 @@ struct SandboxBench {
     /// Subprocess calls for the baseline.
     #[arg(long, default_value_t = 100)]
     baseline_calls: usize,
+    /// Fuel limit per call (default: the sandbox default).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Memory limit per call in MiB.
+    #[arg(long, value_name = "M")]
+    memory_mb: Option<u64>,
+    /// Bytes of each linear memory kept resident between instances (default: the sandbox default).
+    #[arg(long, value_name = "BYTES")]
+    keep_resident: Option<usize>,
+    /// Warm-up calls before measuring.
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
 }
 
 pub(super) fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
@@ -75,12 +87,12 @@ fn timed_calls(
     tool: &Tool,
     arguments: &str,
     calls: usize,
+    options: &CallOptions,
 ) -> anyhow::Result<Vec<Duration>> {
-    let options = CallOptions::default();
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let start = Instant::now();
-        let outcome = sandbox.call(tool, arguments, &options);
+        let outcome = sandbox.call(tool, arguments, options);
         samples.push(start.elapsed());
         if outcome.kind != OutcomeKind::Ok {
             anyhow::bail!("benchmark call did not succeed: {}", outcome.to_json());
@@ -120,9 +132,20 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
     let tool = sandbox
         .tool(&bench.tool)
         .map_err(|e| usage(e.to_string()))?;
+    let mut limits = sod_sandbox::Limits::default();
+    if let Some(fuel) = bench.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(mb) = bench.memory_mb {
+        limits.memory_bytes = mb.saturating_mul(1 << 20);
+    }
+    let options = CallOptions {
+        limits: Some(limits),
+        ..CallOptions::default()
+    };
     // Warm-up: page in the compiled code and the pooling allocator's slots.
-    timed_calls(&sandbox, &tool, &bench.arguments, bench.calls.min(200))?;
-    let mut samples = timed_calls(&sandbox, &tool, &bench.arguments, bench.calls)?;
+    timed_calls(&sandbox, &tool, &bench.arguments, bench.warmup, &options)?;
+    let mut samples = timed_calls(&sandbox, &tool, &bench.arguments, bench.calls, &options)?;
     let latency = percentiles(&mut samples);
     println!(
         "### Fresh-instance call: `{}` {}",
@@ -161,7 +184,11 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
         let start = Instant::now();
         let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
-                .map(|_| scope.spawn(|| timed_calls(&sandbox, &tool, &bench.arguments, per_thread)))
+                .map(|_| {
+                    scope.spawn(|| {
+                        timed_calls(&sandbox, &tool, &bench.arguments, per_thread, &options)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()

@@ -5,6 +5,7 @@
 
 mod bench;
 mod loss;
+mod serve;
 mod tools;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
     Loss(loss::LossArgs),
     /// Measure speed (results are meant for docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// Serve the sandbox over HTTP (SandboxFusion's /run_code, /v1/tools); `serve bench` load-tests it.
+    Serve(serve::ServeArgs),
 }
 
 /// An error that is the user's to fix: printed without a backtrace, exit code 2.
@@ -60,6 +63,7 @@ pub fn run() -> ExitCode {
         Command::Tool(args) => tools::call(&cli, args),
         Command::Loss(args) => loss::run(args),
         Command::Bench(args) => bench::run(&cli, args),
+        Command::Serve(args) => serve::run(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

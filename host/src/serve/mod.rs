@@ -1,0 +1,495 @@
+//! `sod serve`: the sandbox over HTTP.
+//!
+//! Routes:
+//! - `POST /run_code`: SandboxFusion's API for python (see [`run_code`] for the shapes and the mapping of
+//!   outcomes onto SandboxFusion's statuses);
+//! - `POST /v1/tools/{name}/call`: one tool call; the body is a [`ToolCallRequest`], the answer the same
+//!   JSON [`sod_sandbox::Outcome`] that `sod tool call` prints (HTTP 200 for every outcome);
+//! - `GET /v1/tools`: the loaded tools (name, version, description, artifact, parameters);
+//! - `GET /healthz`: `{"status": "ok", ...}` with the worker and queue counts.
+//!
+//! Time limits given in seconds become fuel at the fixed rate [`sod_sandbox::Limits::FUEL_PER_SECOND`],
+//! so a request gets the same verdict under any load. At most [`ServeConfig::workers`] calls run at once
+//! and [`ServeConfig::queue`] more wait; beyond that the server answers 503 with `Retry-After` (see
+//! [`admission`]). Bodies over [`ServeConfig::max_body_bytes`] get 413. Shutdown is graceful: the
+//! listener closes, waiting requests get 503, running calls finish and their answers are sent. Every
+//! request is logged as one structured `tracing` event (the CLI prints them as JSON lines).
+
+pub mod admission;
+pub mod bench;
+pub mod run_code;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use sod_sandbox::{CallOptions, Limits, Outcome, Sandbox};
+use tokio::sync::watch;
+
+use admission::{Admission, Rejection, Timing};
+use run_code::{PlanError, RunCodePolicy, RunCodeRequest, RunCodeResponse};
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Calls that run at once (each on its own thread; one per core is the sweet spot).
+    pub workers: usize,
+    /// Requests that may wait for a worker; beyond `workers + queue` the answer is 503.
+    pub queue: usize,
+    /// Largest request body in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Seconds a refused client is told to wait (`Retry-After`).
+    pub retry_after_secs: u64,
+    /// Limits of `POST /run_code`.
+    pub run_code: RunCodePolicy,
+    /// The tool that runs `POST /run_code`.
+    pub python_tool: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue: 128,
+            max_body_bytes: 2 << 20,
+            retry_after_secs: 1,
+            run_code: RunCodePolicy::default(),
+            python_tool: "python".to_string(),
+        }
+    }
+}
+
+/// Errors of starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Any other I/O failure (runtime, thread, listener).
+    #[error("server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server thread panicked.
+    #[error("the server thread panicked")]
+    Panicked,
+}
+
+/// The body of `POST /v1/tools/{name}/call`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallRequest {
+    /// The tool's arguments, a JSON object.
+    pub arguments: serde_json::Value,
+    /// Time limit in seconds of compute (turned into fuel at the fixed rate); exclusive with `fuel`.
+    #[serde(default)]
+    pub time_limit_secs: Option<f64>,
+    /// Fuel limit; exclusive with `time_limit_secs`. Default: the sandbox's.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Memory limit in MiB. Default: the sandbox's.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Output limit in bytes. Default: the sandbox's.
+    #[serde(default)]
+    pub output_bytes: Option<u64>,
+    /// Seed of the call's randomness. Default: the server's run seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Call key for seeding. Default: derived from the tool and the arguments.
+    #[serde(default)]
+    pub call_key: Option<String>,
+    /// Keeps the tool's instance across calls with the same id.
+    #[serde(default)]
+    pub session: Option<String>,
+}
+
+/// Shared state of the handlers.
+struct AppState {
+    sandbox: Sandbox,
+    config: ServeConfig,
+    admission: Arc<Admission>,
+    shutdown: watch::Receiver<bool>,
+    next_id: AtomicU64,
+}
+
+/// An error answer: `{"detail": message}` (FastAPI's shape, which SandboxFusion clients know).
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "detail": message.into() }))).into_response()
+}
+
+fn rejected(state: &AppState, rejection: &Rejection) -> Response {
+    match rejection {
+        Rejection::Overloaded { .. } | Rejection::ShuttingDown => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, rejection.to_string());
+            let headers = response.headers_mut();
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(state.config.retry_after_secs),
+            );
+            if matches!(rejection, Rejection::ShuttingDown) {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+        Rejection::Panicked(_) => error(StatusCode::INTERNAL_SERVER_ERROR, rejection.to_string()),
+    }
+}
+
+fn log_call(id: u64, route: &str, tool: &str, outcome: &Outcome, timing: &Timing) {
+    tracing::info!(
+        request_id = id,
+        route,
+        tool,
+        outcome = outcome.kind.as_str(),
+        fuel_used = outcome.fuel_used,
+        queue_ms = timing.queued.as_secs_f64() * 1e3,
+        run_ms = timing.run.as_secs_f64() * 1e3,
+        "call"
+    );
+}
+
+async fn run_code_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let request: RunCodeRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid run_code request: {err}"),
+            );
+        }
+    };
+    let plan = match run_code::plan(&request, &state.config.run_code) {
+        Ok(plan) => plan,
+        Err(PlanError::UnsupportedLanguage(language)) => {
+            let message = PlanError::UnsupportedLanguage(language).to_string();
+            return axum::Json(RunCodeResponse::sandbox_error(message)).into_response();
+        }
+        Err(PlanError::Invalid(message)) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, message);
+        }
+    };
+    let tool = match state.sandbox.tool(&state.config.python_tool) {
+        Ok(tool) => tool,
+        Err(err) => {
+            let message = format!("the python tool is not available: {err}");
+            return axum::Json(RunCodeResponse::sandbox_error(message)).into_response();
+        }
+    };
+    let sandbox = state.sandbox.clone();
+    let options = CallOptions {
+        limits: Some(plan.limits),
+        ..CallOptions::default()
+    };
+    let call_tool = tool.clone();
+    let result = state
+        .admission
+        .run(state.shutdown.clone(), move || {
+            sandbox.call(&call_tool, &plan.arguments, &options)
+        })
+        .await;
+    match result {
+        Ok((outcome, timing)) => {
+            log_call(id, "/run_code", tool.name(), &outcome, &timing);
+            axum::Json(run_code::response(&outcome)).into_response()
+        }
+        Err(rejection) => rejected(&state, &rejection),
+    }
+}
+
+fn tool_call_limits(request: &ToolCallRequest, policy: &RunCodePolicy) -> Result<Limits, String> {
+    let mut limits = Limits::default();
+    match (request.time_limit_secs, request.fuel) {
+        (Some(_), Some(_)) => return Err("give time_limit_secs or fuel, not both".to_string()),
+        (Some(seconds), None) => {
+            if !seconds.is_finite() || seconds <= 0.0 {
+                return Err(format!("time_limit_secs must be positive, not {seconds}"));
+            }
+            if seconds > policy.max_run_timeout_secs {
+                return Err(format!(
+                    "time_limit_secs {seconds} exceeds the server's maximum of {}",
+                    policy.max_run_timeout_secs
+                ));
+            }
+            limits.fuel = Limits::fuel_for_seconds(seconds);
+            limits.wall_ms = run_code::wall_backstop_ms(seconds);
+        }
+        (None, Some(fuel)) => {
+            let max = Limits::fuel_for_seconds(policy.max_run_timeout_secs);
+            if fuel > max {
+                return Err(format!("fuel {fuel} exceeds the server's maximum of {max}"));
+            }
+            limits.fuel = fuel;
+            limits.wall_ms = run_code::wall_backstop_ms(run_code::virtual_seconds(fuel));
+        }
+        (None, None) => {}
+    }
+    if let Some(mb) = request.memory_mb {
+        let bytes = mb.saturating_mul(1 << 20);
+        if bytes > policy.max_memory_bytes {
+            return Err(format!(
+                "memory_mb {mb} exceeds the server's maximum of {} MiB",
+                policy.max_memory_bytes >> 20
+            ));
+        }
+        limits.memory_bytes = bytes;
+    }
+    if let Some(bytes) = request.output_bytes {
+        limits.output_bytes = bytes;
+    }
+    Ok(limits)
+}
+
+async fn tool_call_handler(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let request: ToolCallRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid tool call request: {err}"),
+            );
+        }
+    };
+    if !request.arguments.is_object() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "arguments must be a JSON object",
+        );
+    }
+    let limits = match tool_call_limits(&request, &state.config.run_code) {
+        Ok(limits) => limits,
+        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, message),
+    };
+    let tool = match state.sandbox.tool(&name) {
+        Ok(tool) => tool,
+        Err(err) => return error(StatusCode::NOT_FOUND, err.to_string()),
+    };
+    let arguments = request.arguments.to_string();
+    let options = CallOptions {
+        limits: Some(limits),
+        seed: request.seed,
+        call_key: request.call_key,
+        session: request.session,
+    };
+    let sandbox = state.sandbox.clone();
+    let call_tool = tool.clone();
+    let result = state
+        .admission
+        .run(state.shutdown.clone(), move || {
+            sandbox.call(&call_tool, &arguments, &options)
+        })
+        .await;
+    match result {
+        Ok((outcome, timing)) => {
+            log_call(id, "/v1/tools/call", tool.name(), &outcome, &timing);
+            axum::Json(outcome).into_response()
+        }
+        Err(rejection) => rejected(&state, &rejection),
+    }
+}
+
+async fn tools_handler(State(state): State<Arc<AppState>>) -> Response {
+    let rows: Vec<serde_json::Value> = state
+        .sandbox
+        .tools()
+        .iter()
+        .map(|tool| {
+            let d = tool.descriptor();
+            json!({
+                "name": d.name,
+                "version": d.version,
+                "description": d.description,
+                "artifact": tool.artifact_hash(),
+                "parameters": d.parameters,
+            })
+        })
+        .collect();
+    axum::Json(rows).into_response()
+}
+
+async fn healthz_handler(State(state): State<Arc<AppState>>) -> Response {
+    let load = state.admission.load();
+    let stopping = *state.shutdown.borrow();
+    let status = if stopping { "stopping" } else { "ok" };
+    let code = if stopping {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        axum::Json(json!({
+            "status": status,
+            "workers": load.workers,
+            "queue": load.queue,
+            "running": load.running,
+            "queued": load.queued,
+            "tools": state.sandbox.tool_names(),
+        })),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// Logs every request: method, path, status, latency.
+async fn access_log(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        method = %method,
+        path,
+        status = response.status().as_u16(),
+        latency_ms = start.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    response
+}
+
+/// The server's routes over `sandbox`. Waiting requests are refused once `shutdown` turns true.
+fn router(sandbox: Sandbox, config: ServeConfig, shutdown: watch::Receiver<bool>) -> Router {
+    let admission = Admission::new(config.workers, config.queue);
+    let max_body = config.max_body_bytes;
+    let state = Arc::new(AppState {
+        sandbox,
+        config,
+        admission,
+        shutdown,
+        next_id: AtomicU64::new(1),
+    });
+    Router::new()
+        .route("/run_code", post(run_code_handler))
+        .route("/v1/tools", get(tools_handler))
+        .route("/v1/tools/{name}/call", post(tool_call_handler))
+        .route("/healthz", get(healthz_handler))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` completes, then shuts down gracefully: stops accepting,
+/// refuses waiting requests, lets running calls finish and sends their answers.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sandbox: Sandbox,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = router(sandbox, config, stop_rx);
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing running calls");
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds `addr` without a runtime, so that the caller learns about a taken port at once.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// A server running on its own thread and runtime: for tests and the load test. Dropping it shuts
+/// it down gracefully.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and serves `sandbox` on a background thread.
+    pub fn start(
+        sandbox: Sandbox,
+        config: ServeConfig,
+        addr: SocketAddr,
+    ) -> Result<Self, ServeError> {
+        let listener = bind(addr)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sod-serve")
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sod-serve-main".to_string())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    serve(listener, sandbox, config, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                })
+            })?;
+        Ok(Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shuts down gracefully and waits until every running call has been answered.
+    pub fn shutdown(mut self) -> Result<(), ServeError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| ServeError::Panicked)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(err) = self.stop_and_join() {
+            tracing::warn!("server shutdown failed: {err}");
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! SandboxFusion's `POST /run_code` on top of the python tool.
+//!
+//! The request and response shapes are SandboxFusion's (`RunCodeRequest`, `RunCodeResponse`,
+//! `CommandRunResult`). Only `language: "python"` runs; any other language is answered with status
+//! `SandboxError` and a message naming the supported one.
+//!
+//! The python tool returns stdout and the traceback as one text. To separate stdout, stderr and the
+//! return code, the request's program runs inside a wrapper (`run_code.py`, the tool's `code`): it
+//! writes the request's `files`, gives the program a fresh `__main__` namespace, `sys.stdin` over the
+//! request's `stdin` and private stdout/stderr buffers, runs it, maps `SystemExit` and uncaught
+//! exceptions to the return code CPython would exit with, reads `fetch_files`, and only then writes one
+//! line: [`RESULT_MARKER`] and a JSON object. The program's prints never reach the tool's output, so it
+//! cannot forge that line by printing; code that deliberately reaches into the interpreter can only
+//! change its own response, because every request runs in a fresh instance.
+//!
+//! Time: `run_timeout` seconds become fuel at the fixed rate [`Limits::FUEL_PER_SECOND`], so a request
+//! gets the same verdict under any load. `execution_time` is virtual: `fuel_used / FUEL_PER_SECOND`
+//! (wrapper included, a fraction of a millisecond), not wall-clock time.
+//!
+//! Outcome kinds map onto SandboxFusion's statuses as follows (top-level status, run status, return
+//! code):
+//!
+//! | sandbox outcome | status | run_result.status | return_code |
+//! |---|---|---|---|
+//! | `ok` | `Success` if the code is 0, else `Failed` | `Finished` | the program's |
+//! | `memory_limit`, program survived (`MemoryError`) | `Failed` | `Finished` | the program's (1) |
+//! | `memory_limit`, instance killed | `Failed` | `Finished` | -9 (like an OOM kill) |
+//! | `time_limit` | `Failed` | `TimeLimitExceeded` | none |
+//! | `crashed` by `os._exit(n)` | by `n` | `Finished` | `n` |
+//! | `crashed` (trap) | `Failed` | `Finished` | -11 (like a segfault) |
+//! | `tool_error`, `output_truncated`, `infra_fault`, unreadable result | `SandboxError` | `Error` | none |
+//!
+//! Limits of this adapter: stdout and stderr are kept up to [`RESULT_BUDGET_BYTES`] together (the
+//! python tool's output cap); beyond it they are cut and `message` says so. A time limit loses the
+//! output written before it (the instance is stopped, its buffers are never printed).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sod_sandbox::{Limits, Outcome, OutcomeKind};
+
+/// Prefix of the wrapper's one output line.
+pub const RESULT_MARKER: &str = "SOD-RUN-CODE-RESULT:";
+
+/// Most bytes of the wrapper's JSON result. The python tool keeps 48 KiB of stdout
+/// (`sod_runner.OUTPUT_LIMIT_BYTES`); the marker and the newline must fit too, with room to spare.
+pub const RESULT_BUDGET_BYTES: usize = 48 * 1024 - 512;
+
+/// The wrapper, with `@…@` placeholders filled by [`wrapper_code`].
+const WRAPPER: &str = include_str!("run_code.py");
+
+/// SandboxFusion's default `compile_timeout` and `run_timeout`, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 10.0;
+
+/// The one language this server runs.
+pub const SUPPORTED_LANGUAGE: &str = "python";
+
+/// Return code reported when the instance was stopped for memory (what a process killed by the
+/// kernel's OOM killer reports to SandboxFusion: `-SIGKILL`).
+pub const MEMORY_KILL_RETURN_CODE: i32 = -9;
+
+/// Return code reported when the interpreter itself trapped (what a segfaulting process reports:
+/// `-SIGSEGV`).
+pub const CRASH_RETURN_CODE: i32 = -11;
+
+fn default_timeout() -> f64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+fn default_memory() -> i64 {
+    -1
+}
+
+/// SandboxFusion's `RunCodeRequest`. Unknown fields are ignored, as SandboxFusion does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCodeRequest {
+    /// The program.
+    pub code: String,
+    /// The language; only `python` runs here.
+    pub language: String,
+    /// Ignored: python has no compile step.
+    #[serde(default = "default_timeout")]
+    pub compile_timeout: f64,
+    /// Time limit in seconds of compute, turned into fuel at [`Limits::FUEL_PER_SECOND`].
+    #[serde(default = "default_timeout")]
+    pub run_timeout: f64,
+    /// Memory limit in MiB; zero or negative means the server's default.
+    #[serde(default = "default_memory", rename = "memory_limit_MB")]
+    pub memory_limit_mb: i64,
+    /// Text given to the program as its standard input.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Files written into the working directory before the run: path to base64 content (`null`
+    /// entries are skipped).
+    #[serde(default)]
+    pub files: BTreeMap<String, Option<String>>,
+    /// Paths read after the run and returned base64-encoded in the response's `files`.
+    #[serde(default)]
+    pub fetch_files: Vec<String>,
+}
+
+/// SandboxFusion's `RunStatus`: how the whole request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Every command finished with return code 0.
+    Success,
+    /// A command timed out or returned a non-zero code.
+    Failed,
+    /// The sandbox could not run the request.
+    SandboxError,
+}
+
+/// SandboxFusion's `CommandRunStatus`: how one command went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandRunStatus {
+    /// The command ran to its end (whatever its return code).
+    Finished,
+    /// The sandbox failed to run the command.
+    Error,
+    /// The command hit its time limit.
+    TimeLimitExceeded,
+}
+
+/// SandboxFusion's `CommandRunResult`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRunResult {
+    /// How the command ended.
+    pub status: CommandRunStatus,
+    /// Virtual seconds of compute: fuel used divided by [`Limits::FUEL_PER_SECOND`].
+    pub execution_time: Option<f64>,
+    /// The exit status; `None` when the command did not finish.
+    pub return_code: Option<i32>,
+    /// What the program wrote to stdout.
+    pub stdout: Option<String>,
+    /// What the program wrote to stderr, including the traceback of an uncaught exception.
+    pub stderr: Option<String>,
+}
+
+/// SandboxFusion's `RunCodeResponse`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCodeResponse {
+    /// How the request went.
+    pub status: RunStatus,
+    /// Why the sandbox failed, or notes about cut output; empty otherwise.
+    pub message: String,
+    /// Always `None`: python has no compile step.
+    pub compile_result: Option<CommandRunResult>,
+    /// The run; `None` when the request could not be run at all.
+    pub run_result: Option<CommandRunResult>,
+    /// Always `None` (SandboxFusion names its Kubernetes pod here).
+    pub executor_pod_name: Option<String>,
+    /// The fetched files: path to base64 content.
+    pub files: BTreeMap<String, String>,
+}
+
+impl RunCodeResponse {
+    /// A response for a request the sandbox could not run.
+    pub fn sandbox_error(message: impl Into<String>) -> Self {
+        RunCodeResponse {
+            status: RunStatus::SandboxError,
+            message: message.into(),
+            compile_result: None,
+            run_result: None,
+            executor_pod_name: None,
+            files: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the server allows a request to ask for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunCodePolicy {
+    /// Memory limit of a request that names none.
+    pub default_memory_bytes: u64,
+    /// Largest memory limit a request gets; larger requests are clamped to it.
+    pub max_memory_bytes: u64,
+    /// Longest `run_timeout` a request gets, in seconds; longer requests are clamped to it.
+    pub max_run_timeout_secs: f64,
+    /// Bytes of tool output kept (must exceed the wrapper's result line).
+    pub output_bytes: u64,
+}
+
+impl Default for RunCodePolicy {
+    fn default() -> Self {
+        RunCodePolicy {
+            default_memory_bytes: Limits::default().memory_bytes,
+            max_memory_bytes: 4 << 30,
+            max_run_timeout_secs: 60.0,
+            output_bytes: Limits::default().output_bytes,
+        }
+    }
+}
+
+/// Why a request is not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// A language other than python: answered `SandboxError`, as the request is well-formed.
+    #[error("language {0:?} is not supported by this server; supported: \"python\"")]
+    UnsupportedLanguage(String),
+    /// A field out of range: answered HTTP 422.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A request turned into a python tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCodePlan {
+    /// The python tool's JSON arguments.
+    pub arguments: String,
+    /// The call's limits.
+    pub limits: Limits,
+}
+
+/// The payload the wrapper decodes: field order is fixed, so the arguments (and the call key derived
+/// from them) are a pure function of the request.
+#[derive(Serialize)]
+struct WrapperRequest<'a> {
+    code: &'a str,
+    stdin: &'a str,
+    files: &'a BTreeMap<String, Option<String>>,
+    fetch_files: &'a [String],
+}
+
+/// The python source that runs `request` (see the module documentation).
+pub fn wrapper_code(request: &RunCodeRequest) -> String {
+    let payload = WrapperRequest {
+        code: &request.code,
+        stdin: request.stdin.as_deref().unwrap_or(""),
+        files: &request.files,
+        fetch_files: &request.fetch_files,
+    };
+    // Serialising strings and maps of strings cannot fail.
+    let json = serde_json::to_vec(&payload).unwrap_or_default();
+    WRAPPER
+        .replace("@RESULT_MARKER@", RESULT_MARKER)
+        .replace("@RESULT_BUDGET@", &RESULT_BUDGET_BYTES.to_string())
+        .replace("@STREAM_CAP@", &RESULT_BUDGET_BYTES.to_string())
+        .replace("@REQUEST@", &base64_encode(&json))
+}
+
+/// Standard base64 with padding (the wrapper decodes it with `base64.b64decode`).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Turns a request into a python tool call under `policy`.
+pub fn plan(request: &RunCodeRequest, policy: &RunCodePolicy) -> Result<RunCodePlan, PlanError> {
+    if request.language != SUPPORTED_LANGUAGE {
+        return Err(PlanError::UnsupportedLanguage(request.language.clone()));
+    }
+    if !request.run_timeout.is_finite() || request.run_timeout <= 0.0 {
+        return Err(PlanError::Invalid(format!(
+            "run_timeout must be a positive number of seconds, not {}",
+            request.run_timeout
+        )));
+    }
+    let seconds = request.run_timeout.min(policy.max_run_timeout_secs);
+    let memory_bytes = match u64::try_from(request.memory_limit_mb) {
+        Ok(mb) if mb > 0 => mb.saturating_mul(1 << 20).min(policy.max_memory_bytes),
+        _ => policy.default_memory_bytes,
+    };
+    let arguments = serde_json::json!({ "code": wrapper_code(request) }).to_string();
+    Ok(RunCodePlan {
+        arguments,
+        limits: Limits {
+            fuel: Limits::fuel_for_seconds(seconds),
+            memory_bytes,
+            output_bytes: policy.output_bytes,
+            wall_ms: wall_backstop_ms(seconds),
+        },
+    })
+}
+
+/// The wall-clock backstop of a call with `seconds` of fuel: generous, since fuel is the real limit
+/// and the backstop only guards against a stalled machine (an `infra_fault`, never a verdict).
+pub fn wall_backstop_ms(seconds: f64) -> u64 {
+    let scaled = (seconds * 10_000.0).ceil();
+    let scaled = if scaled.is_finite() && scaled > 0.0 {
+        scaled.min(u64::MAX as f64 / 2.0) as u64
+    } else {
+        0
+    };
+    Limits::default().wall_ms.saturating_add(scaled)
+}
+
+/// Virtual seconds of compute of `fuel`.
+pub fn virtual_seconds(fuel: u64) -> f64 {
+    fuel as f64 / Limits::FUEL_PER_SECOND as f64
+}
+
+/// What the wrapper prints.
+#[derive(Debug, Deserialize)]
+struct WrapperResult {
+    #[serde(default)]
+    setup_error: Option<String>,
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+    #[serde(default)]
+    return_code: i32,
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+    #[serde(default)]
+    notes: Vec<String>,
+}
+
+fn parse_wrapper_output(output: &str) -> Result<WrapperResult, String> {
+    let line = output
+        .strip_prefix(RESULT_MARKER)
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .filter(|json| !json.contains('\n'))
+        .ok_or_else(|| {
+            let head: String = output.chars().take(500).collect();
+            format!("the run_code wrapper printed no result; tool output: {head:?}")
+        })?;
+    serde_json::from_str(line).map_err(|e| format!("the run_code wrapper's result is invalid: {e}"))
+}
+
+fn finished(fuel_used: u64, return_code: i32, stdout: String, stderr: String) -> CommandRunResult {
+    CommandRunResult {
+        status: CommandRunStatus::Finished,
+        execution_time: Some(virtual_seconds(fuel_used)),
+        return_code: Some(return_code),
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+    }
+}
+
+fn with_run(status: RunStatus, message: String, run: CommandRunResult) -> RunCodeResponse {
+    RunCodeResponse {
+        status,
+        message,
+        compile_result: None,
+        run_result: Some(run),
+        executor_pod_name: None,
+        files: BTreeMap::new(),
+    }
+}
+
+fn by_return_code(code: i32) -> RunStatus {
+    if code == 0 {
+        RunStatus::Success
+    } else {
+        RunStatus::Failed
+    }
+}
+
+fn sandbox_error_run(outcome: &Outcome, message: String) -> RunCodeResponse {
+    let run = CommandRunResult {
+        status: CommandRunStatus::Error,
+        execution_time: Some(virtual_seconds(outcome.fuel_used)),
+        return_code: None,
+        stdout: None,
+        stderr: Some(message.clone()),
+    };
+    with_run(RunStatus::SandboxError, message, run)
+}
+
+/// The exit status of a `crashed` outcome caused by the guest exiting (`os._exit(n)`), if it was one.
+fn exit_status(message: &str) -> Option<i32> {
+    let rest = message.strip_prefix("the tool exited with status ")?;
+    let digits: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().ok()
+}
+
+/// Maps the outcome of a planned call onto SandboxFusion's response (see the module documentation).
+pub fn response(outcome: &Outcome) -> RunCodeResponse {
+    let message = outcome.message.clone().unwrap_or_default();
+    match outcome.kind {
+        OutcomeKind::Ok | OutcomeKind::MemoryLimit if !outcome.output.is_empty() => {
+            match parse_wrapper_output(&outcome.output) {
+                Ok(result) => {
+                    if let Some(error) = result.setup_error {
+                        return sandbox_error_run(outcome, error);
+                    }
+                    let status = by_return_code(result.return_code);
+                    let run = finished(
+                        outcome.fuel_used,
+                        result.return_code,
+                        result.stdout,
+                        result.stderr,
+                    );
+                    let mut response = with_run(status, result.notes.join("; "), run);
+                    response.files = result.files;
+                    response
+                }
+                Err(error) => sandbox_error_run(outcome, error),
+            }
+        }
+        OutcomeKind::Ok => {
+            sandbox_error_run(outcome, "the run_code wrapper printed nothing".to_string())
+        }
+        OutcomeKind::MemoryLimit => {
+            let stderr = format!("MemoryError: {message}\n");
+            let run = finished(
+                outcome.fuel_used,
+                MEMORY_KILL_RETURN_CODE,
+                String::new(),
+                stderr,
+            );
+            with_run(RunStatus::Failed, String::new(), run)
+        }
+        OutcomeKind::TimeLimit => {
+            let run = CommandRunResult {
+                status: CommandRunStatus::TimeLimitExceeded,
+                execution_time: Some(virtual_seconds(outcome.fuel_used)),
+                return_code: None,
+                stdout: Some(String::new()),
+                stderr: Some(String::new()),
+            };
+            with_run(RunStatus::Failed, String::new(), run)
+        }
+        OutcomeKind::Crashed => {
+            let (code, stderr) = match exit_status(&message) {
+                Some(code) => (code & 0xFF, String::new()),
+                None => (CRASH_RETURN_CODE, format!("{message}\n")),
+            };
+            let run = finished(outcome.fuel_used, code, String::new(), stderr);
+            with_run(by_return_code(code), String::new(), run)
+        }
+        OutcomeKind::ToolError | OutcomeKind::OutputTruncated | OutcomeKind::InfraFault => {
+            sandbox_error_run(
+                outcome,
+                format!(
+                    "the sandbox could not run the code ({}): {message}",
+                    outcome.kind
+                ),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(code: &str) -> RunCodeRequest {
+        serde_json::from_value(serde_json::json!({"code": code, "language": "python"}))
+            .expect("minimal request")
+    }
+
+    fn outcome(kind: OutcomeKind, output: &str, message: Option<&str>) -> Outcome {
+        Outcome {
+            kind,
+            output: output.to_string(),
+            message: message.map(str::to_string),
+            error_code: None,
+            fuel_used: Limits::FUEL_PER_SECOND / 4,
+            tool: "python".to_string(),
+            artifact: "sha256:0".to_string(),
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn wrapper_cannot_look_like_a_fenced_block() {
+        assert!(
+            !WRAPPER.contains('`'),
+            "the tool runs only the first ``` block of its code"
+        );
+        let code = wrapper_code(&request("print('```python\\nprint(1)\\n```')"));
+        assert!(!code.contains('`'));
+        assert!(!code.contains('@'), "every placeholder is filled");
+    }
+
+    #[test]
+    fn defaults_follow_sandboxfusion() {
+        let request = request("print(1)");
+        assert_eq!(request.run_timeout, 10.0);
+        assert_eq!(request.memory_limit_mb, -1);
+        let plan = plan(&request, &RunCodePolicy::default()).expect("plan");
+        assert_eq!(plan.limits.fuel, 10 * Limits::FUEL_PER_SECOND);
+        assert_eq!(plan.limits.memory_bytes, Limits::default().memory_bytes);
+    }
+
+    #[test]
+    fn limits_are_clamped_and_deterministic() {
+        let mut request = request("print(1)");
+        request.run_timeout = 1e9;
+        request.memory_limit_mb = 1 << 40;
+        let policy = RunCodePolicy::default();
+        let first = plan(&request, &policy).expect("plan");
+        assert_eq!(first.limits.fuel, 60 * Limits::FUEL_PER_SECOND);
+        assert_eq!(first.limits.memory_bytes, policy.max_memory_bytes);
+        assert_eq!(first, plan(&request, &policy).expect("plan"));
+    }
+
+    #[test]
+    fn bad_language_and_timeout_are_rejected() {
+        let mut cpp = request("int main() {}");
+        cpp.language = "cpp".to_string();
+        assert_eq!(
+            plan(&cpp, &RunCodePolicy::default()),
+            Err(PlanError::UnsupportedLanguage("cpp".to_string()))
+        );
+        let mut zero = request("print(1)");
+        zero.run_timeout = 0.0;
+        assert!(matches!(
+            plan(&zero, &RunCodePolicy::default()),
+            Err(PlanError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn outcomes_map_to_sandboxfusion_statuses() {
+        let ok = format!(
+            "{RESULT_MARKER}{}\n",
+            r#"{"stdout":"2\n","stderr":"","return_code":0,"files":{},"notes":[]}"#
+        );
+        let response = response(&outcome(OutcomeKind::Ok, &ok, None));
+        assert_eq!(response.status, RunStatus::Success);
+        let run = response.run_result.expect("run");
+        assert_eq!(run.status, CommandRunStatus::Finished);
+        assert_eq!(run.stdout.as_deref(), Some("2\n"));
+        assert_eq!(run.execution_time, Some(0.25));
+
+        let failed = ok.replace("\"return_code\":0", "\"return_code\":3");
+        let response = super::response(&outcome(OutcomeKind::Ok, &failed, None));
+        assert_eq!(response.status, RunStatus::Failed);
+
+        let tle = super::response(&outcome(OutcomeKind::TimeLimit, "", Some("fuel")));
+        assert_eq!(tle.status, RunStatus::Failed);
+        let run = tle.run_result.expect("run");
+        assert_eq!(run.status, CommandRunStatus::TimeLimitExceeded);
+        assert_eq!(run.return_code, None);
+
+        let exit = super::response(&outcome(
+            OutcomeKind::Crashed,
+            "",
+            Some("the tool exited with status 3"),
+        ));
+        assert_eq!(exit.run_result.expect("run").return_code, Some(3));
+
+        let trap = super::response(&outcome(OutcomeKind::Crashed, "", Some("wasm trap")));
+        assert_eq!(trap.status, RunStatus::Failed);
+        assert_eq!(
+            trap.run_result.expect("run").return_code,
+            Some(CRASH_RETURN_CODE)
+        );
+
+        let oom = super::response(&outcome(OutcomeKind::MemoryLimit, "", Some("memory")));
+        assert_eq!(
+            oom.run_result.expect("run").return_code,
+            Some(MEMORY_KILL_RETURN_CODE)
+        );
+
+        for kind in [OutcomeKind::InfraFault, OutcomeKind::ToolError] {
+            let error = super::response(&outcome(kind, "", Some("boom")));
+            assert_eq!(error.status, RunStatus::SandboxError);
+            assert_eq!(
+                error.run_result.expect("run").status,
+                CommandRunStatus::Error
+            );
+        }
+    }
+
+    #[test]
+    fn forged_or_missing_result_lines_are_sandbox_errors() {
+        for output in [
+            "hello\n",
+            "SOD-RUN-CODE-RESULT:{not json}\n",
+            "SOD-RUN-CODE-RESULT:{}\nSOD-RUN-CODE-RESULT:{}\n",
+        ] {
+            let response = response(&outcome(OutcomeKind::Ok, output, None));
+            assert_eq!(response.status, RunStatus::SandboxError, "{output:?}");
+        }
+    }
+}

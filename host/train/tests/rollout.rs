@@ -1,0 +1,186 @@
+//! Rollouts with the real calculator: scripted tool-using turns, malformed calls, determinism, and exact gradient
+//! accumulation over micro-batches.
+
+mod support;
+
+use std::cell::RefCell;
+
+use candle_core::Device;
+use sod_model::{ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams, load_model_dir};
+use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, rollout};
+use sod_train::update::{Params, PpoClip, grad_norm, ppo_gradients};
+use support::{Fixture, target_dir, tools_dir};
+
+fn toolbox() -> ToolBox {
+    let sandbox = Sandbox::new(SandboxConfig {
+        tools_dir: Some(tools_dir()),
+        cache_dir: Some(target_dir().join("test-cache")),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    ToolBox::new(sandbox, &["calculator".to_string()], Limits::default()).expect("calculator")
+}
+
+fn settings() -> RolloutSettings {
+    RolloutSettings {
+        max_turns: 3,
+        max_new_tokens_per_turn: 16,
+        max_total_tokens: 1024,
+        sampling: SamplingParams { temperature: 1.0, top_p: 1.0 },
+        seed: 5,
+    }
+}
+
+fn request(id: &str, sample: u64) -> RolloutRequest {
+    RolloutRequest {
+        prompt_id: id.to_string(),
+        sample_index: sample,
+        group: 0,
+        messages: vec![ChatMessage::user(format!("What is 6 * 7? ({id})"))],
+    }
+}
+
+/// Plays fixed assistant turns, one per call, whatever the prompt.
+struct Scripted {
+    tokenizer: ChatTokenizer,
+    turns: RefCell<Vec<&'static str>>,
+}
+
+impl Policy for Scripted {
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        _max_new_tokens: usize,
+        _stop: &[u32],
+        _samplers: &mut [Sampler],
+    ) -> sod_model::Result<Vec<Generation>> {
+        let text = self.turns.borrow_mut().remove(0);
+        let tokens = self.tokenizer.encode(text)?;
+        Ok(prompts
+            .iter()
+            .map(|_| Generation {
+                logprobs: vec![-0.5; tokens.len()],
+                sampling_logprobs: vec![-0.5; tokens.len()],
+                tokens: tokens.clone(),
+                finish: FinishReason::Stop,
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn tool_calls_run_and_their_responses_are_masked() {
+    let fx = Fixture::new();
+    let tokenizer = ChatTokenizer::from_dir(&fx.path().join("student")).unwrap();
+    let policy = Scripted {
+        tokenizer: tokenizer.clone(),
+        turns: RefCell::new(vec![
+            "<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}</tool_call><|im_end|>",
+            "The answer is \\boxed{42}.<|im_end|>",
+        ]),
+    };
+    let trajs = rollout(&policy, &tokenizer, &toolbox(), &settings(), &[request("q", 0)]).unwrap();
+    let t = &trajs[0];
+    assert_eq!((t.turns, t.tool_calls, t.valid_tool_calls), (2, 1, 1));
+    assert!(!t.truncated && !t.infra_fault);
+    assert!(t.final_text.contains("\\boxed{42}"));
+    assert_eq!(t.mask.len(), t.response_tokens().len());
+    assert_eq!(t.behaviour_logprobs.len(), t.mask.len());
+    // The tokens the student did not generate are exactly the tool response and the next assistant header.
+    let unmasked: Vec<u32> = t
+        .response_tokens()
+        .iter()
+        .zip(&t.mask)
+        .filter(|(_, m)| **m == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let tool_text = tokenizer.decode(&unmasked, false).unwrap();
+    assert!(tool_text.contains("<tool_response>\n42\n</tool_response>"), "{tool_text:?}");
+    assert!(tool_text.ends_with("<|im_start|>assistant\n"), "{tool_text:?}");
+    assert!(t.behaviour_logprobs.iter().zip(&t.mask).all(|(&lp, &m)| (m == 1) == (lp != 0.0)));
+    assert_eq!(sod_train::reward::math_reward(&t.final_text, "42"), 1.0);
+}
+
+#[test]
+fn malformed_and_unknown_calls_are_answered_not_fatal() {
+    let tb = toolbox();
+    let turn = "<think>hm</think><tool_call>{\"name\": \"calculator\", \"arguments\": </tool_call>\
+                <tool_call>{\"name\": \"shell\", \"arguments\": {}}</tool_call>\
+                <tool_call>{\"name\": \"calculator\", \"arguments\": {\"expr\": \"1\"}}</tool_call>\
+                <tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2^10\"}}</tool_call>";
+    let r = tb.respond(turn, "p/0/0");
+    assert_eq!(r.calls, 4);
+    assert_eq!(r.valid_calls, 1, "{r:?}");
+    assert!(!r.infra_fault);
+    assert!(r.responses[0].starts_with("error: "), "{:?}", r.responses[0]);
+    assert!(r.responses[1].contains("no tool named \"shell\"") && r.responses[1].contains("calculator"));
+    assert!(r.responses[2].starts_with("Error: "), "{:?}", r.responses[2]);
+    assert_eq!(r.responses[3].trim(), "1024");
+
+    // Through a rollout: a malformed call gets the parser's message as the tool response, and the
+    // tool-calling last turn (max_turns reached) is marked truncated.
+    let fx = Fixture::new();
+    let tokenizer = ChatTokenizer::from_dir(&fx.path().join("student")).unwrap();
+    let policy = Scripted {
+        tokenizer: tokenizer.clone(),
+        turns: RefCell::new(vec!["<tool_call>{oops</tool_call><|im_end|>", "<tool_call>{\"name\": \"calculator\"}</tool_call><|im_end|>"]),
+    };
+    let short = RolloutSettings { max_turns: 2, ..settings() };
+    let t = &rollout(&policy, &tokenizer, &tb, &short, &[request("q", 0)]).unwrap()[0];
+    let text = tokenizer.decode(t.response_tokens(), false).unwrap();
+    assert!(text.contains("<tool_response>\nerror: "), "{text}");
+    assert!(t.truncated);
+    assert_eq!((t.tool_calls, t.valid_tool_calls), (2, 0));
+}
+
+#[test]
+fn rollouts_are_seeded_per_trajectory_not_per_batch() {
+    let fx = Fixture::new();
+    let dir = fx.path().join("student");
+    let tokenizer = ChatTokenizer::from_dir(&dir).unwrap();
+    let model = load_model_dir(&dir, &Device::Cpu).unwrap();
+    let tb = toolbox();
+    let requests = [request("a", 0), request("a", 1), request("b", 0)];
+    let all = rollout(&model.model, &tokenizer, &tb, &settings(), &requests).unwrap();
+    let again = rollout(&model.model, &tokenizer, &tb, &settings(), &requests).unwrap();
+    assert_eq!(all, again);
+    // Alone, or in another order, each trajectory is the same.
+    let alone = rollout(&model.model, &tokenizer, &tb, &settings(), &requests[2..]).unwrap();
+    assert_eq!(alone[0].tokens, all[2].tokens);
+    let reversed: Vec<RolloutRequest> = requests.iter().rev().cloned().collect();
+    let rev = rollout(&model.model, &tokenizer, &tb, &settings(), &reversed).unwrap();
+    assert_eq!(rev[0].tokens, all[2].tokens);
+    assert_eq!(rev[2].tokens, all[0].tokens);
+    // Different samples of one prompt differ.
+    assert_ne!(all[0].tokens, all[1].tokens);
+}
+
+#[test]
+fn micro_batches_accumulate_to_the_full_batch_gradient() {
+    let fx = Fixture::new();
+    let dir = fx.path().join("student");
+    let tokenizer = ChatTokenizer::from_dir(&dir).unwrap();
+    let model = load_model_dir(&dir, &Device::Cpu).unwrap();
+    let requests = [request("a", 0), request("a", 1), request("b", 0), request("c", 3)];
+    let trajs = rollout(&model.model, &tokenizer, &toolbox(), &settings(), &requests).unwrap();
+    // Advantages of both signs, varying per token, so that some tokens are clipped on either side.
+    let advantages: Vec<Vec<f32>> = trajs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (0..t.mask.len()).map(|j| ((i + j) as f32 * 0.7).sin()).collect())
+        .collect();
+    let params = Params::from_varmap(&model.varmap).unwrap();
+    let clip = PpoClip { low: 0.2, high: 0.28 };
+    let (whole, s_whole) = ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 4).unwrap();
+    let (parts, s_parts) = ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 1).unwrap();
+    assert!(grad_norm(&whole).unwrap() > 0.0);
+    assert!((s_whole.loss - s_parts.loss).abs() < 1e-6, "{s_whole:?} vs {s_parts:?}");
+    assert_eq!(s_whole.tokens, s_parts.tokens);
+    for (a, b) in whole.iter().zip(&parts) {
+        let diff = (a - b).unwrap().abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap();
+        let diff = diff.to_scalar::<f32>().unwrap();
+        let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-4 * scale.max(1e-3), "gradient differs by {diff} (scale {scale})");
+    }
+}
