@@ -6,7 +6,9 @@ mod support;
 use std::cell::RefCell;
 
 use candle_core::Device;
-use sod_model::{ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams, load_model_dir};
+use sod_model::{
+    ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams, load_model_dir,
+};
 use sod_sandbox::{Limits, Sandbox, SandboxConfig};
 use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, rollout};
 use sod_train::update::{Params, PpoClip, grad_norm, ppo_gradients};
@@ -27,7 +29,10 @@ fn settings() -> RolloutSettings {
         max_turns: 3,
         max_new_tokens_per_turn: 16,
         max_total_tokens: 1024,
-        sampling: SamplingParams { temperature: 1.0, top_p: 1.0 },
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+        },
         seed: 5,
     }
 }
@@ -74,13 +79,20 @@ fn tool_calls_run_and_their_responses_are_masked() {
     let fx = Fixture::new();
     let tokenizer = ChatTokenizer::from_dir(&fx.path().join("student")).unwrap();
     let policy = Scripted {
-        tokenizer: tokenizer.clone(),
+        tokenizer: ChatTokenizer::from_dir(&fx.path().join("student")).unwrap(),
         turns: RefCell::new(vec![
             "<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}</tool_call><|im_end|>",
             "The answer is \\boxed{42}.<|im_end|>",
         ]),
     };
-    let trajs = rollout(&policy, &tokenizer, &toolbox(), &settings(), &[request("q", 0)]).unwrap();
+    let trajs = rollout(
+        &policy,
+        &tokenizer,
+        &toolbox(),
+        &settings(),
+        &[request("q", 0)],
+    )
+    .unwrap();
     let t = &trajs[0];
     assert_eq!((t.turns, t.tool_calls, t.valid_tool_calls), (2, 1, 1));
     assert!(!t.truncated && !t.infra_fault);
@@ -96,9 +108,20 @@ fn tool_calls_run_and_their_responses_are_masked() {
         .map(|(id, _)| *id)
         .collect();
     let tool_text = tokenizer.decode(&unmasked, false).unwrap();
-    assert!(tool_text.contains("<tool_response>\n42\n</tool_response>"), "{tool_text:?}");
-    assert!(tool_text.ends_with("<|im_start|>assistant\n"), "{tool_text:?}");
-    assert!(t.behaviour_logprobs.iter().zip(&t.mask).all(|(&lp, &m)| (m == 1) == (lp != 0.0)));
+    assert!(
+        tool_text.contains("<tool_response>\n42\n</tool_response>"),
+        "{tool_text:?}"
+    );
+    assert!(
+        tool_text.ends_with("<|im_start|>assistant\n"),
+        "{tool_text:?}"
+    );
+    assert!(
+        t.behaviour_logprobs
+            .iter()
+            .zip(&t.mask)
+            .all(|(&lp, &m)| (m == 1) == (lp != 0.0))
+    );
     assert_eq!(sod_train::reward::math_reward(&t.final_text, "42"), 1.0);
 }
 
@@ -113,9 +136,19 @@ fn malformed_and_unknown_calls_are_answered_not_fatal() {
     assert_eq!(r.calls, 4);
     assert_eq!(r.valid_calls, 1, "{r:?}");
     assert!(!r.infra_fault);
-    assert!(r.responses[0].starts_with("error: "), "{:?}", r.responses[0]);
-    assert!(r.responses[1].contains("no tool named \"shell\"") && r.responses[1].contains("calculator"));
-    assert!(r.responses[2].starts_with("Error: "), "{:?}", r.responses[2]);
+    assert!(
+        r.responses[0].starts_with("error: "),
+        "{:?}",
+        r.responses[0]
+    );
+    assert!(
+        r.responses[1].contains("no tool named \"shell\"") && r.responses[1].contains("calculator")
+    );
+    assert!(
+        r.responses[2].starts_with("Error: "),
+        "{:?}",
+        r.responses[2]
+    );
     assert_eq!(r.responses[3].trim(), "1024");
 
     // Through a rollout: a malformed call gets the parser's message as the tool response, and the
@@ -123,10 +156,16 @@ fn malformed_and_unknown_calls_are_answered_not_fatal() {
     let fx = Fixture::new();
     let tokenizer = ChatTokenizer::from_dir(&fx.path().join("student")).unwrap();
     let policy = Scripted {
-        tokenizer: tokenizer.clone(),
-        turns: RefCell::new(vec!["<tool_call>{oops</tool_call><|im_end|>", "<tool_call>{\"name\": \"calculator\"}</tool_call><|im_end|>"]),
+        tokenizer: ChatTokenizer::from_dir(&fx.path().join("student")).unwrap(),
+        turns: RefCell::new(vec![
+            "<tool_call>{oops</tool_call><|im_end|>",
+            "<tool_call>{\"name\": \"calculator\"}</tool_call><|im_end|>",
+        ]),
     };
-    let short = RolloutSettings { max_turns: 2, ..settings() };
+    let short = RolloutSettings {
+        max_turns: 2,
+        ..settings()
+    };
     let t = &rollout(&policy, &tokenizer, &tb, &short, &[request("q", 0)]).unwrap()[0];
     let text = tokenizer.decode(t.response_tokens(), false).unwrap();
     assert!(text.contains("<tool_response>\nerror: "), "{text}");
@@ -162,25 +201,62 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
     let dir = fx.path().join("student");
     let tokenizer = ChatTokenizer::from_dir(&dir).unwrap();
     let model = load_model_dir(&dir, &Device::Cpu).unwrap();
-    let requests = [request("a", 0), request("a", 1), request("b", 0), request("c", 3)];
+    let requests = [
+        request("a", 0),
+        request("a", 1),
+        request("b", 0),
+        request("c", 3),
+    ];
     let trajs = rollout(&model.model, &tokenizer, &toolbox(), &settings(), &requests).unwrap();
     // Advantages of both signs, varying per token, so that some tokens are clipped on either side.
     let advantages: Vec<Vec<f32>> = trajs
         .iter()
         .enumerate()
-        .map(|(i, t)| (0..t.mask.len()).map(|j| ((i + j) as f32 * 0.7).sin()).collect())
+        .map(|(i, t)| {
+            (0..t.mask.len())
+                .map(|j| ((i + j) as f32 * 0.7).sin())
+                .collect()
+        })
         .collect();
     let params = Params::from_varmap(&model.varmap).unwrap();
-    let clip = PpoClip { low: 0.2, high: 0.28 };
-    let (whole, s_whole) = ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 4).unwrap();
-    let (parts, s_parts) = ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 1).unwrap();
+    let clip = PpoClip {
+        low: 0.2,
+        high: 0.28,
+    };
+    let (whole, s_whole) =
+        ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 4).unwrap();
+    let (parts, s_parts) =
+        ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 1).unwrap();
     assert!(grad_norm(&whole).unwrap() > 0.0);
-    assert!((s_whole.loss - s_parts.loss).abs() < 1e-6, "{s_whole:?} vs {s_parts:?}");
+    assert!(
+        (s_whole.loss - s_parts.loss).abs() < 1e-6,
+        "{s_whole:?} vs {s_parts:?}"
+    );
     assert_eq!(s_whole.tokens, s_parts.tokens);
     for (a, b) in whole.iter().zip(&parts) {
-        let diff = (a - b).unwrap().abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_keepdim(0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
         let diff = diff.to_scalar::<f32>().unwrap();
-        let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff <= 1e-4 * scale.max(1e-3), "gradient differs by {diff} (scale {scale})");
+        let scale = a
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff <= 1e-4 * scale.max(1e-3),
+            "gradient differs by {diff} (scale {scale})"
+        );
     }
 }

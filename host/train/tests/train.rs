@@ -27,15 +27,26 @@ fn sod_run_with_teacher_trains_logs_and_checkpoints() {
     assert_eq!(summary.step, 3);
 
     let lines = std::fs::read_to_string(config.out_dir.join(METRICS_FILE)).unwrap();
-    let rows: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 3);
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["step"], i as u64 + 1);
         assert_eq!(row["trajectories"], 4);
-        assert!(row["kl_teacher"].as_f64().expect("kl with a teacher").is_finite());
+        assert!(
+            row["kl_teacher"]
+                .as_f64()
+                .expect("kl with a teacher")
+                .is_finite()
+        );
         assert!(row["grad_norm"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["generated_tokens"].as_u64().unwrap() > 0);
-        assert!(!row["plugin"].as_object().unwrap().is_empty(), "the sod plugin reports metrics: {row}");
+        assert!(
+            !row["plugin"].as_object().unwrap().is_empty(),
+            "the sod plugin reports metrics: {row}"
+        );
         assert!(row["timing"]["tokens_per_s"].as_f64().unwrap() > 0.0);
     }
     // Warm-up of one step: the first step runs at the peak already (lr * 1/1).
@@ -54,7 +65,10 @@ fn sod_run_with_teacher_trains_logs_and_checkpoints() {
     assert!(moved, "training changed no weight");
 
     // A second fresh run into the same directory is refused rather than mixed with the first.
-    let err = Trainer::new(config, options(false)).err().expect("refused").to_string();
+    let err = Trainer::new(config, options(false))
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("--resume"), "{err}");
 }
 
@@ -63,10 +77,16 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let fx = Fixture::new();
     // Uninterrupted: 4 steps.
     let whole = fx.config("whole", &["steps=4"]);
-    Trainer::new(whole.clone(), options(false)).unwrap().run().unwrap();
+    Trainer::new(whole.clone(), options(false))
+        .unwrap()
+        .run()
+        .unwrap();
     // Interrupted after 2 steps, then resumed to 4.
     let first = fx.config("split", &["steps=2"]);
-    Trainer::new(first.clone(), options(false)).unwrap().run().unwrap();
+    Trainer::new(first.clone(), options(false))
+        .unwrap()
+        .run()
+        .unwrap();
     let resumed_config = fx.config("split", &["steps=4"]);
     let mut resumed = Trainer::new(resumed_config.clone(), options(true)).unwrap();
     assert_eq!(resumed.step(), 2);
@@ -101,21 +121,48 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
 fn mismatched_runs_are_refused_with_the_plugins_reason() {
     let fx = Fixture::new();
     let no_teacher = fx.config("a", &[]);
-    let no_teacher = sod_train::RunConfig { teacher: None, ..no_teacher };
-    let err = Trainer::new(no_teacher, options(false)).err().expect("sod without teacher").to_string();
+    let no_teacher = sod_train::RunConfig {
+        teacher: None,
+        ..no_teacher
+    };
+    let err = Trainer::new(no_teacher, options(false))
+        .err()
+        .expect("sod without teacher")
+        .to_string();
     assert!(err.contains("teacher"), "{err}");
 
-    let single = fx.config("b", &["loss.name=grpo", "loss.settings={}", "samples_per_prompt=1"]);
-    let err = Trainer::new(single, options(false)).err().expect("grpo with groups of 1").to_string();
-    assert!(err.contains("group"), "{err}");
+    let single = fx.config(
+        "b",
+        &["loss.name=grpo", "loss.settings={}", "samples_per_prompt=1"],
+    );
+    let err = Trainer::new(single, options(false))
+        .err()
+        .expect("grpo with groups of 1")
+        .to_string();
+    assert!(err.contains("at least 2 samples per prompt"), "{err}");
 
-    let err = Trainer::new(fx.config("c", &[]), options(true)).err().expect("nothing to resume").to_string();
+    let err = Trainer::new(fx.config("c", &[]), options(true))
+        .err()
+        .expect("nothing to resume")
+        .to_string();
     assert!(err.contains("no complete checkpoint"), "{err}");
 
     // A teacher with another tokenizer cannot be paired with the student.
     let other = fx.path().join("other");
-    sod_model::write_tiny_model_dir(&other, &support::tiny_config(), &["entirely different text 123"], 3).unwrap();
-    let mismatched = sod_train::RunConfig { teacher: Some(other), ..fx.config("d", &[]) };
-    let err = Trainer::new(mismatched, options(false)).err().expect("other tokenizer").to_string();
+    sod_model::write_tiny_model_dir(
+        &other,
+        &support::tiny_config(),
+        &["entirely different text 123"],
+        3,
+    )
+    .unwrap();
+    let mismatched = sod_train::RunConfig {
+        teacher: Some(other),
+        ..fx.config("d", &[])
+    };
+    let err = Trainer::new(mismatched, options(false))
+        .err()
+        .expect("other tokenizer")
+        .to_string();
     assert!(err.contains("teacher and student do not match"), "{err}");
 }

@@ -62,7 +62,27 @@ pub const CORPUS: &[&str] = &[
 
 /// The tiny model config of the tests.
 pub fn tiny_config() -> Qwen3Config {
-    Qwen3Config::tiny(400, 32, 2)
+    Qwen3Config::tiny(1000, 32, 2)
+}
+
+/// The system prompt with the calculator's function schema, as the chat template renders it: training the tokenizer on it keeps the tiny
+/// models' prompts short (the test suite's CPU time is mostly forward passes over the prompt).
+pub fn tool_prompt_text() -> String {
+    let sandbox = sod_sandbox::Sandbox::new(sod_sandbox::SandboxConfig {
+        tools_dir: Some(tools_dir()),
+        cache_dir: Some(target_dir().join("test-cache")),
+        ..sod_sandbox::SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let tool = sandbox.tool("calculator").expect("calculator");
+    sod_model::ChatTemplate::builtin()
+        .render(
+            &[sod_model::ChatMessage::system("Use the calculator.")],
+            &[tool.descriptor().function_schema()],
+            true,
+            &serde_json::Map::new(),
+        )
+        .expect("rendered system prompt")
 }
 
 /// A run directory: student, teacher (same tokenizer, other weights), a two-prompt dataset.
@@ -75,8 +95,13 @@ impl Fixture {
     /// Writes the models and the dataset.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        write_tiny_model_dir(&dir.path().join("student"), &tiny_config(), CORPUS, 1).expect("student");
-        write_tiny_model_dir(&dir.path().join("teacher"), &tiny_config(), CORPUS, 2).expect("teacher");
+        let schema = tool_prompt_text();
+        let mut corpus: Vec<&str> = CORPUS.to_vec();
+        corpus.push(&schema);
+        write_tiny_model_dir(&dir.path().join("student"), &tiny_config(), &corpus, 1)
+            .expect("student");
+        write_tiny_model_dir(&dir.path().join("teacher"), &tiny_config(), &corpus, 2)
+            .expect("teacher");
         std::fs::write(
             dir.path().join("data.jsonl"),
             "{\"id\": \"mul\", \"question\": \"What is 6 * 7?\", \"answer\": \"42\"}\n\
