@@ -2,7 +2,8 @@
 //!
 //! This crate is the `sod` binary's library: command-line commands over the crates that do the work:
 //! - [`sod_sandbox`]: the deterministic WebAssembly sandbox that runs tools;
-//! - [`sod_loss`]: loss plugins behind a versioned C ABI.
+//! - [`sod_loss`]: loss plugins behind a versioned C ABI;
+//! - [`sod_train`]: the trainer (rollouts with tools, rewards, loss plugins, PPO update, checkpoints).
 
 pub mod cli;
 pub mod locate;
@@ -10,3 +11,4 @@ pub mod serve;
 
 pub use sod_loss as loss;
 pub use sod_sandbox as sandbox;
+pub use sod_train as train;

@@ -7,6 +7,7 @@ mod bench;
 mod loss;
 mod serve;
 mod tools;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the sandbox over HTTP (SandboxFusion's /run_code, /v1/tools); `serve bench` load-tests it.
     Serve(serve::ServeArgs),
+    /// Train a student with tools and a loss plugin (sod, opd, grpo) from a run config (run.toml).
+    Train(train::TrainArgs),
 }
 
 /// An error that is the user's to fix: printed without a backtrace, exit code 2.
@@ -64,6 +67,7 @@ pub fn run() -> ExitCode {
         Command::Loss(args) => loss::run(args),
         Command::Bench(args) => bench::run(&cli, args),
         Command::Serve(args) => serve::run(&cli, args),
+        Command::Train(args) => train::run(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ pub enum TrainError {
     #[error("invalid run config: {0}")]
     Config(String),
     /// A file could not be read or written.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done ("reading", "writing", ...).
         action: &'static str,
