@@ -6,6 +6,7 @@
 //! - [`sod_train`]: the trainer (rollouts with tools, rewards, loss plugins, PPO update, checkpoints).
 
 pub mod cli;
+pub mod demo;
 pub mod locate;
 pub mod serve;
 
