@@ -38,7 +38,7 @@ use sod_sandbox::{CallOptions, Limits, Outcome, Sandbox};
 use tokio::sync::watch;
 
 use admission::{Admission, Rejection, Timing};
-use run_code::{PlanError, RunCodePolicy, RunCodeRequest, RunCodeResponse};
+use run_code::{PlanError, RunCodePolicy, RunCodeRequest, RunCodeResponse, RunCodeWrapper};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +84,7 @@ pub enum ServeError {
     /// Any other I/O failure (runtime, thread, listener).
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The server thread panicked.
+    /// The server thread (or the wrapper's preparation) panicked.
     #[error("the server thread panicked")]
     Panicked,
 }
@@ -125,6 +125,7 @@ struct AppState {
     admission: Arc<Admission>,
     shutdown: watch::Receiver<bool>,
     next_id: AtomicU64,
+    wrapper: RunCodeWrapper,
 }
 
 /// An error answer: `{"detail": message}` (FastAPI's shape, which SandboxFusion clients know).
@@ -174,7 +175,7 @@ async fn run_code_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
             );
         }
     };
-    let plan = match run_code::plan(&request, &state.config.run_code) {
+    let plan = match run_code::plan(&request, &state.config.run_code, &state.wrapper) {
         Ok(plan) => plan,
         Err(PlanError::UnsupportedLanguage(language)) => {
             let message = PlanError::UnsupportedLanguage(language).to_string();
@@ -371,7 +372,12 @@ async fn access_log(request: Request, next: Next) -> Response {
 }
 
 /// The server's routes over `sandbox`. Waiting requests are refused once `shutdown` turns true.
-fn router(sandbox: Sandbox, config: ServeConfig, shutdown: watch::Receiver<bool>) -> Router {
+fn router(
+    sandbox: Sandbox,
+    config: ServeConfig,
+    wrapper: RunCodeWrapper,
+    shutdown: watch::Receiver<bool>,
+) -> Router {
     let admission = Admission::new(config.workers, config.queue);
     let max_body = config.max_body_bytes;
     let state = Arc::new(AppState {
@@ -380,6 +386,7 @@ fn router(sandbox: Sandbox, config: ServeConfig, shutdown: watch::Receiver<bool>
         admission,
         shutdown,
         next_id: AtomicU64::new(1),
+        wrapper,
     });
     Router::new()
         .route("/run_code", post(run_code_handler))
@@ -394,16 +401,27 @@ fn router(sandbox: Sandbox, config: ServeConfig, shutdown: watch::Receiver<bool>
 
 /// Serves on `listener` until `shutdown` completes, then shuts down gracefully: stops accepting,
 /// refuses waiting requests, lets running calls finish and sends their answers.
+///
+/// Before accepting, the `/run_code` wrapper is compiled once inside the python tool (a fraction of a
+/// second; see [`RunCodeWrapper::prepare`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sandbox: Sandbox,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let wrapper = {
+        let sandbox = sandbox.clone();
+        let tool = config.python_tool.clone();
+        tokio::task::spawn_blocking(move || RunCodeWrapper::prepare(&sandbox, &tool))
+            .await
+            .map_err(|_| ServeError::Panicked)?
+    };
+    let precompiled = matches!(wrapper, RunCodeWrapper::Compiled(_));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = router(sandbox, config, stop_rx);
+    let app = router(sandbox, config, wrapper, stop_rx);
     let addr = listener.local_addr()?;
-    tracing::info!(addr = %addr, "listening");
+    tracing::info!(addr = %addr, precompiled_wrapper = precompiled, "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

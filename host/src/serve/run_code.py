@@ -4,8 +4,10 @@ def _sod_run_code():
     # __main__ namespace, its own stdin/stdout/stderr, and the return code CPython would
     # exit with. The user's streams go to private buffers; only this function writes to the
     # tool's output, once, after the program ended: one line, RESULT_MARKER + JSON.
-    # The request is the base64 of a JSON object, so no text of the request can look like a
-    # fenced code block to the tool. No backticks may appear in this file for the same reason.
+    # The request is the global _sod_request, the base64 of a JSON object, so no text of the
+    # request can look like a fenced code block to the tool. No backticks may appear in this
+    # file for the same reason. The server compiles this file once, in the tool itself, and
+    # sends the marshalled code object with every request (compiling it costs ~5x running it).
     import base64, builtins, io, json, linecache, os, sys, traceback
 
     marker = "@RESULT_MARKER@"
@@ -17,7 +19,7 @@ def _sod_run_code():
     emit = sys.stdout.write
     dumps, b64encode, b64decode = json.dumps, base64.b64encode, base64.b64decode
     saved = sys.stdin, sys.stdout, sys.stderr, sys.argv
-    request = json.loads(b64decode("@REQUEST@").decode("utf-8"))
+    request = json.loads(b64decode(_sod_request).decode("utf-8"))
 
     def finish(result):
         text = dumps(result, ensure_ascii=False, separators=(",", ":"))

@@ -46,8 +46,11 @@ pub const RESULT_MARKER: &str = "SOD-RUN-CODE-RESULT:";
 /// (`sod_runner.OUTPUT_LIMIT_BYTES`); the marker and the newline must fit too, with room to spare.
 pub const RESULT_BUDGET_BYTES: usize = 48 * 1024 - 512;
 
-/// The wrapper, with `@…@` placeholders filled by [`wrapper_code`].
+/// The wrapper's source, with `@…@` placeholders filled by [`wrapper_source`].
 const WRAPPER: &str = include_str!("run_code.py");
+
+/// Name of the wrapper's code object in tracebacks of the wrapper itself.
+const WRAPPER_FILENAME: &str = "<sod-run-code>";
 
 /// SandboxFusion's default `compile_timeout` and `run_timeout`, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 10.0;
@@ -221,21 +224,84 @@ struct WrapperRequest<'a> {
     fetch_files: &'a [String],
 }
 
-/// The python source that runs `request` (see the module documentation).
-pub fn wrapper_code(request: &RunCodeRequest) -> String {
-    let payload = WrapperRequest {
-        code: &request.code,
-        stdin: request.stdin.as_deref().unwrap_or(""),
-        files: &request.files,
-        fetch_files: &request.fetch_files,
-    };
-    // Serialising strings and maps of strings cannot fail.
-    let json = serde_json::to_vec(&payload).unwrap_or_default();
+/// The wrapper's python source with its constants filled in.
+pub fn wrapper_source() -> String {
     WRAPPER
         .replace("@RESULT_MARKER@", RESULT_MARKER)
         .replace("@RESULT_BUDGET@", &RESULT_BUDGET_BYTES.to_string())
         .replace("@STREAM_CAP@", &RESULT_BUDGET_BYTES.to_string())
-        .replace("@REQUEST@", &base64_encode(&json))
+}
+
+/// How the wrapper travels with each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunCodeWrapper {
+    /// The base64 of the wrapper's code object, marshalled by the python tool itself at start-up:
+    /// each request only unmarshals it (about 5 million fuel less than compiling the source).
+    Compiled(String),
+    /// The base64 of the wrapper's source, compiled by every request (the fallback).
+    Source(String),
+}
+
+impl RunCodeWrapper {
+    /// The wrapper as source: works with any python tool.
+    pub fn source() -> Self {
+        RunCodeWrapper::Source(base64_encode(wrapper_source().as_bytes()))
+    }
+
+    /// Compiles the wrapper inside the python tool and returns its marshalled code object; falls back
+    /// to [`RunCodeWrapper::source`] (with a warning) if the tool cannot. Marshal data is specific to
+    /// the interpreter, which is why the tool that runs the requests produces it.
+    pub fn prepare(sandbox: &sod_sandbox::Sandbox, python_tool: &str) -> Self {
+        let source = base64_encode(wrapper_source().as_bytes());
+        let code = format!(
+            "import base64, marshal\n\
+             _source = base64.b64decode(\"{source}\").decode()\n\
+             _code = compile(_source, \"{WRAPPER_FILENAME}\", \"exec\", dont_inherit=True)\n\
+             print(base64.b64encode(marshal.dumps(_code)).decode())\n"
+        );
+        let arguments = serde_json::json!({ "code": code }).to_string();
+        let outcome = sandbox
+            .tool(python_tool)
+            .map(|tool| sandbox.call(&tool, &arguments, &sod_sandbox::CallOptions::default()));
+        match outcome {
+            Ok(outcome) if outcome.is_ok() => {
+                let blob = outcome.output.trim_end();
+                let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+                if !blob.is_empty() && blob.chars().all(base64) {
+                    return RunCodeWrapper::Compiled(blob.to_string());
+                }
+                tracing::warn!(output = %outcome.output, "cannot precompile the run_code wrapper");
+            }
+            Ok(outcome) => {
+                tracing::warn!(outcome = %outcome.to_json(), "cannot precompile the run_code wrapper");
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot precompile the run_code wrapper"),
+        }
+        Self::source()
+    }
+
+    /// The python tool's `code` that runs `request`. It ends with `pass`: a final bare expression would
+    /// make the tool compile it a second time to print its value.
+    pub fn tool_code(&self, request: &RunCodeRequest) -> String {
+        let payload = WrapperRequest {
+            code: &request.code,
+            stdin: request.stdin.as_deref().unwrap_or(""),
+            files: &request.files,
+            fetch_files: &request.fetch_files,
+        };
+        // Serialising strings and maps of strings cannot fail.
+        let json = serde_json::to_vec(&payload).unwrap_or_default();
+        let payload = base64_encode(&json);
+        let load = match self {
+            RunCodeWrapper::Compiled(blob) => {
+                format!("exec(marshal.loads(base64.b64decode(\"{blob}\")))")
+            }
+            RunCodeWrapper::Source(source) => format!(
+                "exec(compile(base64.b64decode(\"{source}\").decode(), \"{WRAPPER_FILENAME}\", \"exec\", dont_inherit=True))"
+            ),
+        };
+        format!("_sod_request = \"{payload}\"\nimport base64, marshal\n{load}\npass\n")
+    }
 }
 
 /// Standard base64 with padding (the wrapper decodes it with `base64.b64decode`).
@@ -261,7 +327,11 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 /// Turns a request into a python tool call under `policy`.
-pub fn plan(request: &RunCodeRequest, policy: &RunCodePolicy) -> Result<RunCodePlan, PlanError> {
+pub fn plan(
+    request: &RunCodeRequest,
+    policy: &RunCodePolicy,
+    wrapper: &RunCodeWrapper,
+) -> Result<RunCodePlan, PlanError> {
     if request.language != SUPPORTED_LANGUAGE {
         return Err(PlanError::UnsupportedLanguage(request.language.clone()));
     }
@@ -276,7 +346,7 @@ pub fn plan(request: &RunCodeRequest, policy: &RunCodePolicy) -> Result<RunCodeP
         Ok(mb) if mb > 0 => mb.saturating_mul(1 << 20).min(policy.max_memory_bytes),
         _ => policy.default_memory_bytes,
     };
-    let arguments = serde_json::json!({ "code": wrapper_code(request) }).to_string();
+    let arguments = serde_json::json!({ "code": wrapper.tool_code(request) }).to_string();
     Ok(RunCodePlan {
         arguments,
         limits: Limits {
@@ -494,9 +564,19 @@ mod tests {
             !WRAPPER.contains('`'),
             "the tool runs only the first ``` block of its code"
         );
-        let code = wrapper_code(&request("print('```python\\nprint(1)\\n```')"));
-        assert!(!code.contains('`'));
-        assert!(!code.contains('@'), "every placeholder is filled");
+        assert!(
+            !wrapper_source().contains('@'),
+            "every placeholder is filled"
+        );
+        let request = request("print('```python\\nprint(1)\\n```')");
+        for wrapper in [
+            RunCodeWrapper::source(),
+            RunCodeWrapper::Compiled("YWJj".to_string()),
+        ] {
+            let code = wrapper.tool_code(&request);
+            assert!(!code.contains('`'), "{code}");
+            assert!(code.ends_with("\npass\n"));
+        }
     }
 
     #[test]
@@ -504,7 +584,12 @@ mod tests {
         let request = request("print(1)");
         assert_eq!(request.run_timeout, 10.0);
         assert_eq!(request.memory_limit_mb, -1);
-        let plan = plan(&request, &RunCodePolicy::default()).expect("plan");
+        let plan = plan(
+            &request,
+            &RunCodePolicy::default(),
+            &RunCodeWrapper::source(),
+        )
+        .expect("plan");
         assert_eq!(plan.limits.fuel, 10 * Limits::FUEL_PER_SECOND);
         assert_eq!(plan.limits.memory_bytes, Limits::default().memory_bytes);
     }
@@ -515,10 +600,11 @@ mod tests {
         request.run_timeout = 1e9;
         request.memory_limit_mb = 1 << 40;
         let policy = RunCodePolicy::default();
-        let first = plan(&request, &policy).expect("plan");
+        let wrapper = RunCodeWrapper::source();
+        let first = plan(&request, &policy, &wrapper).expect("plan");
         assert_eq!(first.limits.fuel, 60 * Limits::FUEL_PER_SECOND);
         assert_eq!(first.limits.memory_bytes, policy.max_memory_bytes);
-        assert_eq!(first, plan(&request, &policy).expect("plan"));
+        assert_eq!(first, plan(&request, &policy, &wrapper).expect("plan"));
     }
 
     #[test]
@@ -526,13 +612,13 @@ mod tests {
         let mut cpp = request("int main() {}");
         cpp.language = "cpp".to_string();
         assert_eq!(
-            plan(&cpp, &RunCodePolicy::default()),
+            plan(&cpp, &RunCodePolicy::default(), &RunCodeWrapper::source()),
             Err(PlanError::UnsupportedLanguage("cpp".to_string()))
         );
         let mut zero = request("print(1)");
         zero.run_timeout = 0.0;
         assert!(matches!(
-            plan(&zero, &RunCodePolicy::default()),
+            plan(&zero, &RunCodePolicy::default(), &RunCodeWrapper::source()),
             Err(PlanError::Invalid(_))
         ));
     }
