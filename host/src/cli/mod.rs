@@ -4,6 +4,7 @@
 //! its outcome is printed), 1 when it failed, 2 for usage errors (bad flags, bad JSON, unknown names).
 
 mod bench;
+mod judge;
 mod loss;
 mod serve;
 mod tools;
@@ -35,6 +36,8 @@ enum Command {
     Loss(loss::LossArgs),
     /// Measure speed (results are meant for docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// Score solutions against problems' tests (stdin/stdout cases or test programs).
+    Judge(judge::JudgeArgs),
     /// Serve the sandbox over HTTP (SandboxFusion's /run_code, /v1/tools); `serve bench` load-tests it.
     Serve(serve::ServeArgs),
     /// Train a student with tools and a loss plugin (sod, opd, grpo) from a run config (run.toml).
@@ -66,6 +69,7 @@ pub fn run() -> ExitCode {
         Command::Tool(args) => tools::call(&cli, args),
         Command::Loss(args) => loss::run(args),
         Command::Bench(args) => bench::run(&cli, args),
+        Command::Judge(args) => judge::run(&cli, args),
         Command::Serve(args) => serve::run(&cli, args),
         Command::Train(args) => train::run(&cli, args),
     };

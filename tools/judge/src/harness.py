@@ -7,8 +7,9 @@ harness then writes exactly one line to the tool's output: ``tag`` followed by a
 
     {"status": ..., "detail": ..., "stdout": ..., "stdout_bytes": ..., "stdout_sha256": ...}
 
-``status`` is ``ok``, ``compile_error``, ``runtime_error``, ``assertion_failed`` (program mode: an
-assertion of the test program failed) or ``bad_tests`` (the test program does not compile).
+``status`` is ``ok``, ``compile_error``, ``runtime_error``, ``memory_error`` (a ``MemoryError``:
+an allocation failed), ``assertion_failed`` (program mode: an assertion of the test program failed)
+or ``bad_tests`` (the test program does not compile).
 ``stdout`` is what the candidate printed (stdin mode only), cut to fit the python tool's output cap;
 when it was cut, ``stdout_sha256`` is the SHA-256 of the whole output after :func:`normalize`.
 
@@ -37,6 +38,7 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
     base_exception = BaseException
     system_exit = SystemExit
     assertion_error = AssertionError
+    memory_error = MemoryError
     saved_stdin = sys.stdin
     # Bytes of the JSON-encoded `stdout` field; keeps the record under the tool's 48 KiB stdout cap.
     stdout_field_limit = 32 * 1024
@@ -157,7 +159,9 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
             elif status_code is not None:
                 status, detail = "runtime_error", f"the program exited with status {status_code}\n"
         except base_exception as exc:
-            if (
+            if isinstance(exc, memory_error):
+                status = "memory_error"
+            elif (
                 tests is not None
                 and phase == "tests"
                 and isinstance(exc, assertion_error)

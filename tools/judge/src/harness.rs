@@ -101,6 +101,8 @@ pub enum Status {
     CompileError,
     /// The candidate raised an exception, or exited with a non-zero status.
     RuntimeError,
+    /// The candidate raised `MemoryError`: an allocation failed.
+    MemoryError,
     /// An `assert` of the test program failed.
     AssertionFailed,
     /// The test program does not compile: the problem is broken, not the candidate.

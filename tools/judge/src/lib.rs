@@ -358,6 +358,13 @@ fn verdict_of(
     match record.status {
         Status::CompileError => result(Verdict::CompileError, Some(tail(&record.detail))),
         Status::RuntimeError => result(Verdict::RuntimeError, Some(tail(&record.detail))),
+        Status::MemoryError => {
+            let limit = settings.limits.memory_bytes.unwrap_or_default();
+            result(
+                Verdict::MemoryLimit,
+                Some(format!("memory limit of {limit} bytes reached")),
+            )
+        }
         Status::AssertionFailed => result(Verdict::WrongAnswer, Some(tail(&record.detail))),
         Status::BadTests => result(
             Verdict::InternalError,

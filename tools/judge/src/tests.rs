@@ -277,6 +277,10 @@ fn harness_statuses_map_to_verdicts() {
         Verdict::CompileError
     );
     assert_eq!(
+        status_of("memory_error", "MemoryError").verdict,
+        Verdict::MemoryLimit
+    );
+    assert_eq!(
         status_of("bad_tests", "SyntaxError").verdict,
         Verdict::InternalError
     );
