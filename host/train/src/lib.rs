@@ -12,6 +12,7 @@
 //! 7. [`checkpoint`]: Hugging Face checkpoints plus optimiser state for bit-identical resumption;
 //!
 //! with [`metrics`] (JSONL per step), [`config`] (`run.toml`) and [`trainer`] (the loop tying them together).
+//! [`sft`] is the offline counterpart: supervised fine-tuning on conversations laid out as rollouts lay them out.
 
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod metrics;
 pub mod reward;
 pub mod rollout;
+pub mod sft;
 pub mod teacher;
 pub mod trainer;
 pub mod update;
