@@ -4,6 +4,7 @@
 //! its outcome is printed), 1 when it failed, 2 for usage errors (bad flags, bad JSON, unknown names).
 
 mod bench;
+mod demo;
 mod judge;
 mod loss;
 mod serve;
@@ -42,6 +43,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Train a student with tools and a loss plugin (sod, opd, grpo) from a run config (run.toml).
     Train(train::TrainArgs),
+    /// The main job: build a teacher and a student, train the student with SOD and OPD, report.
+    Demo(demo::DemoArgs),
 }
 
 /// An error that is the user's to fix: printed without a backtrace, exit code 2.
@@ -72,6 +75,7 @@ pub fn run() -> ExitCode {
         Command::Judge(args) => judge::run(&cli, args),
         Command::Serve(args) => serve::run(&cli, args),
         Command::Train(args) => train::run(&cli, args),
+        Command::Demo(args) => demo::run(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,8 @@
 //! The main job's embedded default: a task family in which tools matter and mistakes cascade, small
 //! enough to train a teacher and a student on two CPU cores in minutes.
 
+pub mod gold;
+pub mod pipeline;
+pub mod plot;
+pub mod report;
 pub mod tasks;

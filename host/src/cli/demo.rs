@@ -1,0 +1,94 @@
+//! `sod demo [--out DIR] [--seed S] [--quick]`: the main job. Builds (or reuses from `runs/demo-cache/`) a teacher
+//! and a student trained on gold calculator trajectories, evaluates the student, trains it with OPD and with SOD
+//! from the same start and seed, evaluates again, prints a table and writes a report into the run directory.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{Cli, usage};
+use crate::demo::pipeline::{DemoPaths, DemoSettings, run_demo};
+use crate::demo::report::{table, verdict, write_report};
+
+/// `sod demo ...`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run directory. Default: runs/demo-<unix time>.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seed of the tasks, models, data order and sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A shorter run (about a minute of training instead of several).
+    #[arg(long)]
+    quick: bool,
+    /// Where trained models are cached, by a hash of their settings.
+    #[arg(long, value_name = "DIR", default_value = "runs/demo-cache")]
+    cache: PathBuf,
+    /// Directory of plugin libraries. Default: $SOD_PLUGIN_DIR, else beside the `sod` binary.
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+}
+
+pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
+    let settings = if args.quick {
+        DemoSettings::quick(args.seed)
+    } else {
+        DemoSettings::standard(args.seed)
+    };
+    let out_dir = match &args.out {
+        Some(dir) => dir.clone(),
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from(format!("runs/demo-{now}"))
+        }
+    };
+    if out_dir.join("report.md").exists() {
+        return Err(usage(format!(
+            "{} already holds a demo run; choose another --out",
+            out_dir.display()
+        )));
+    }
+    let tools_dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
+    if !tools_dir.join("calculator.wasm").is_file() {
+        return Err(usage(format!(
+            "{} has no calculator.wasm; build the tools with `cargo xtask build-tools` or pass --tools-dir",
+            tools_dir.display()
+        )));
+    }
+    let plugin_dir = crate::locate::plugin_dir(args.plugin_dir.as_deref())?;
+    for plugin in ["sod", "opd"] {
+        let file = plugin_dir.join(sod_loss::plugin_file_name(plugin));
+        if !file.is_file() {
+            return Err(usage(format!(
+                "loss plugin {} is missing; build the workspace first (`cargo build --workspace`, or run \
+                 `cargo xtask demo`) or pass --plugin-dir",
+                file.display()
+            )));
+        }
+    }
+    let paths = DemoPaths {
+        out_dir: out_dir.clone(),
+        cache_root: args.cache.clone(),
+        tools_dir,
+        plugin_dir,
+    };
+    let started = std::time::Instant::now();
+    let log = |line: &str| eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
+    let outcome = run_demo(&settings, &paths, std::io::stderr().is_terminal(), &log)?;
+    write_report(&outcome, &out_dir)?;
+    println!();
+    print!("{}", table(&outcome));
+    println!();
+    println!("{}", verdict(&outcome));
+    println!(
+        "Report: {} (plots: reward.png, accuracy.png, kl.png); total {:.0} s.",
+        out_dir.join("report.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

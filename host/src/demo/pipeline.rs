@@ -1,0 +1,570 @@
+//! The main job, step by step: gold trajectories with the real calculator, a tokenizer and two models trained by
+//! the project (a teacher, and a smaller student with a short cold start), cached by a hash of their settings;
+//! then the student is evaluated, trained with OPD and with SOD from the same start and seed, and evaluated again.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sod_model::{
+    ChatMessage, ChatTemplate, ChatTokenizer, Qwen3, Qwen3Config, SamplingParams, SaveDtype,
+    load_model_dir, save_checkpoint, write_tiny_model_dir,
+};
+use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, rollout};
+use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
+use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
+
+use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation, tokenizer_corpus};
+use super::tasks::{self, Task};
+
+/// Width and depth of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSize {
+    /// Hidden size (4 attention heads, 2 key/value heads, MLP 3x).
+    pub hidden: usize,
+    /// Decoder layers.
+    pub layers: usize,
+}
+
+/// The on-policy phase (identical for OPD and SOD except the loss).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RlSettings {
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Prompts per step.
+    pub prompts_per_step: usize,
+    /// Trajectories per prompt.
+    pub samples_per_prompt: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Rollout temperature.
+    pub temperature: f64,
+    /// SOD's cap on step weights (`w_k <= 1 + delta`).
+    pub delta: f64,
+}
+
+/// Everything that determines a demo run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DemoSettings {
+    /// Seed of the tasks, the model initialisations, the data orders and the sampling.
+    pub seed: u64,
+    /// Train problems (gold trajectories for SFT, prompts for on-policy training).
+    pub train_tasks: usize,
+    /// Held-out test problems the models are evaluated on.
+    pub test_tasks: usize,
+    /// Tokenizer vocabulary size.
+    pub vocab_size: usize,
+    /// The teacher's size.
+    pub teacher: ModelSize,
+    /// The student's size.
+    pub student: ModelSize,
+    /// The teacher's supervised training.
+    pub teacher_sft: SftConfig,
+    /// The student's supervised cold start.
+    pub student_sft: SftConfig,
+    /// The on-policy phase.
+    pub rl: RlSettings,
+    /// Most tokens per assistant turn (rollouts and evaluation).
+    pub max_new_tokens_per_turn: usize,
+}
+
+fn sft(steps: u64, batch_size: usize, learning_rate: f64, seed: u64) -> SftConfig {
+    SftConfig {
+        steps,
+        batch_size,
+        micro_batch: batch_size.min(8),
+        learning_rate,
+        warmup_steps: (steps / 10).max(1),
+        max_grad_norm: 1.0,
+        weight_decay: 0.0,
+        seed,
+    }
+}
+
+impl DemoSettings {
+    /// The default demo: a few minutes on two CPU cores on the first run.
+    pub fn standard(seed: u64) -> Self {
+        DemoSettings {
+            seed,
+            train_tasks: 512,
+            test_tasks: 64,
+            vocab_size: 640,
+            teacher: ModelSize {
+                hidden: 128,
+                layers: 4,
+            },
+            student: ModelSize {
+                hidden: 64,
+                layers: 2,
+            },
+            teacher_sft: sft(240, 16, 3e-3, seed),
+            student_sft: sft(40, 16, 3e-3, seed),
+            rl: RlSettings {
+                steps: 16,
+                prompts_per_step: 8,
+                samples_per_prompt: 4,
+                learning_rate: 1e-4,
+                temperature: 1.0,
+                delta: 0.2,
+            },
+            max_new_tokens_per_turn: 48,
+        }
+    }
+
+    /// A shorter demo (about a minute): smaller runs, same pipeline.
+    pub fn quick(seed: u64) -> Self {
+        let mut s = Self::standard(seed);
+        s.train_tasks = 256;
+        s.test_tasks = 32;
+        s.teacher_sft = sft(120, 16, 3e-3, seed);
+        s.student_sft = sft(20, 16, 3e-3, seed);
+        s.rl.steps = 6;
+        s.rl.prompts_per_step = 4;
+        s
+    }
+
+    /// The part of the settings the cached models depend on, hashed: the cache directory's name.
+    pub fn model_cache_key(&self) -> String {
+        let key = serde_json::json!({
+            "version": "sod-demo-models-v1",
+            "seed": self.seed,
+            "train_tasks": self.train_tasks,
+            "test_tasks": self.test_tasks,
+            "vocab_size": self.vocab_size,
+            "teacher": self.teacher,
+            "student": self.student,
+            "teacher_sft": self.teacher_sft,
+            "student_sft": self.student_sft,
+        });
+        let digest = Sha256::digest(key.to_string());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Where the demo reads and writes.
+#[derive(Debug, Clone)]
+pub struct DemoPaths {
+    /// The run directory (report, metrics, checkpoints).
+    pub out_dir: PathBuf,
+    /// Root of the model cache (`<cache_root>/<key>/teacher`, `.../student`).
+    pub cache_root: PathBuf,
+    /// Tool components (`calculator.wasm`).
+    pub tools_dir: PathBuf,
+    /// Loss plugins (`sod`, `opd`).
+    pub plugin_dir: PathBuf,
+}
+
+/// Measured behaviour of a model on the test split (greedy decoding, with the calculator).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Problems evaluated.
+    pub problems: usize,
+    /// Fraction answered exactly right.
+    pub accuracy: f64,
+    /// Tool calls that parsed, named the calculator and were accepted, over all tool calls (0 without calls).
+    pub valid_tool_call_fraction: f64,
+    /// Mean tool calls per problem.
+    pub mean_tool_calls: f64,
+    /// Mean assistant turns (steps) per problem.
+    pub mean_steps: f64,
+    /// Fraction of trajectories ended by a budget.
+    pub truncated_fraction: f64,
+}
+
+/// What the cached models' training measured (written once, read on later runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelsRecord {
+    /// The settings' cache key.
+    pub key: String,
+    /// Mean trained tokens per gold conversation.
+    pub mean_gold_tokens: f64,
+    /// Mean prompt tokens.
+    pub mean_prompt_tokens: f64,
+    /// Parameters of the teacher.
+    pub teacher_parameters: usize,
+    /// Parameters of the student.
+    pub student_parameters: usize,
+    /// The teacher's last SFT step.
+    pub teacher_sft_last: Option<SftStepMetrics>,
+    /// The student's last cold-start step.
+    pub student_sft_last: Option<SftStepMetrics>,
+    /// Seconds spent building the models.
+    pub build_seconds: f64,
+}
+
+/// One on-policy run (OPD or SOD) and its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RlRun {
+    /// Loss plugin name.
+    pub loss: String,
+    /// Per-step metrics, as in the run's `metrics.jsonl`.
+    pub steps: Vec<StepMetrics>,
+    /// The trained student on the test split.
+    pub after: Evaluation,
+    /// Seconds of training.
+    pub train_seconds: f64,
+}
+
+/// Everything the demo measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemoOutcome {
+    /// The settings.
+    pub settings: DemoSettings,
+    /// How the models were built, and whether this run built them.
+    pub models: ModelsRecord,
+    /// Whether the models came from the cache.
+    pub models_cached: bool,
+    /// The teacher on the test split.
+    pub teacher: Evaluation,
+    /// The student after its cold start, before on-policy training.
+    pub student_before: Evaluation,
+    /// On-policy runs, OPD first, then SOD.
+    pub runs: Vec<RlRun>,
+}
+
+const RECORD_FILE: &str = "models.json";
+
+/// Builds (or finds in the cache) the teacher and the student; returns the cache directory and the record.
+pub fn prepare_models(
+    settings: &DemoSettings,
+    paths: &DemoPaths,
+    calculator: &Calculator<'_>,
+    log: &dyn Fn(&str),
+) -> anyhow::Result<(PathBuf, ModelsRecord, bool)> {
+    let key = settings.model_cache_key();
+    let dir = paths.cache_root.join(&key);
+    let record_path = dir.join(RECORD_FILE);
+    if record_path.is_file() && dir.join("teacher").is_dir() && dir.join("student").is_dir() {
+        let text = std::fs::read_to_string(&record_path)
+            .with_context(|| format!("reading {}", record_path.display()))?;
+        let record: ModelsRecord = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", record_path.display()))?;
+        log(&format!("models: cached in {}", dir.display()));
+        return Ok((dir, record, true));
+    }
+    let started = Instant::now();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
+    let schemas = vec![calculator.schema()];
+    let conversations: Vec<Vec<ChatMessage>> = train
+        .iter()
+        .map(|task| gold_conversation(calculator, task))
+        .collect::<anyhow::Result<_>>()?;
+    log(&format!(
+        "gold trajectories: {} conversations, every step checked against the real calculator",
+        conversations.len()
+    ));
+    let template = ChatTemplate::builtin();
+    let rendered: Vec<String> = conversations
+        .iter()
+        .map(|c| template.render(c, &schemas, false, &serde_json::Map::new()))
+        .collect::<Result<_, _>>()?;
+    let corpus = tokenizer_corpus(&rendered);
+    let corpus_refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
+
+    let mut built = Vec::new();
+    for (name, size, sft_config) in [
+        ("teacher", settings.teacher, settings.teacher_sft),
+        ("student", settings.student, settings.student_sft),
+    ] {
+        let init = dir.join(format!("{name}-init"));
+        let config = Qwen3Config::tiny(settings.vocab_size, size.hidden, size.layers);
+        write_tiny_model_dir(&init, &config, &corpus_refs, settings.seed)
+            .with_context(|| format!("writing {}", init.display()))?;
+        let tokenizer = ChatTokenizer::from_dir(&init)?;
+        let examples = train
+            .iter()
+            .zip(&conversations)
+            .map(|(task, c)| tokenize_conversation(&tokenizer, &task.id, c, &schemas))
+            .collect::<Result<Vec<_>, _>>()?;
+        let model = load_model_dir(&init, &Device::Cpu)?;
+        let parameters = model.config.num_parameters();
+        log(&format!(
+            "{name}: {parameters} parameters, supervised training for {} steps of {} conversations",
+            sft_config.steps, sft_config.batch_size
+        ));
+        let mut trainer = SftTrainer::new(&model, examples.clone(), sft_config)?;
+        let log_every = (sft_config.steps / 6).max(1);
+        let history = trainer.run(|m| {
+            if m.step % log_every == 0 || m.step == sft_config.steps {
+                log(&format!(
+                    "  {name} sft step {:>4}/{}: loss {:.4}, tokens predicted with p > 1/2: {:.3}",
+                    m.step, sft_config.steps, m.loss, m.confident_fraction
+                ));
+            }
+        })?;
+        let jsonl: String = history
+            .iter()
+            .map(|m| serde_json::to_string(m).map(|s| s + "\n"))
+            .collect::<Result<_, _>>()?;
+        let sft_log = dir.join(format!("{name}-sft.jsonl"));
+        std::fs::write(&sft_log, jsonl)
+            .with_context(|| format!("writing {}", sft_log.display()))?;
+        save_checkpoint(
+            &dir.join(name),
+            &model.config,
+            &model.varmap,
+            SaveDtype::F32,
+            Some(&init),
+        )?;
+        let _ = std::fs::remove_dir_all(&init);
+        built.push((parameters, history.last().copied(), examples));
+    }
+    let examples = &built[0].2;
+    let n = examples.len().max(1) as f64;
+    let record = ModelsRecord {
+        key,
+        mean_gold_tokens: examples
+            .iter()
+            .map(|e| e.trained_tokens() as f64)
+            .sum::<f64>()
+            / n,
+        mean_prompt_tokens: examples.iter().map(|e| e.prompt_len as f64).sum::<f64>() / n,
+        teacher_parameters: built[0].0,
+        student_parameters: built[1].0,
+        teacher_sft_last: built[0].1,
+        student_sft_last: built[1].1,
+        build_seconds: started.elapsed().as_secs_f64(),
+    };
+    // Written last: its presence marks a complete cache entry.
+    std::fs::write(&record_path, serde_json::to_string_pretty(&record)?)
+        .with_context(|| format!("writing {}", record_path.display()))?;
+    Ok((dir, record, false))
+}
+
+fn rollout_settings(settings: &DemoSettings) -> RolloutSettings {
+    RolloutSettings {
+        max_turns: 5,
+        max_new_tokens_per_turn: settings.max_new_tokens_per_turn,
+        max_total_tokens: 1024,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+        },
+        seed: settings.seed,
+    }
+}
+
+/// Greedy evaluation of `model` on `tasks`, calling the calculator through `toolbox`.
+pub fn evaluate(
+    model: &Qwen3,
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &DemoSettings,
+    tasks: &[Task],
+) -> anyhow::Result<Evaluation> {
+    let requests: Vec<RolloutRequest> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| RolloutRequest {
+            prompt_id: task.id.clone(),
+            sample_index: 0,
+            group: i as u32,
+            messages: vec![
+                ChatMessage::system(SYSTEM_PROMPT),
+                ChatMessage::user(task.question.clone()),
+            ],
+        })
+        .collect();
+    let mut trajectories = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(32) {
+        trajectories.extend(rollout(
+            model,
+            tokenizer,
+            toolbox,
+            &rollout_settings(settings),
+            chunk,
+        )?);
+    }
+    let n = tasks.len().max(1) as f64;
+    let correct = tasks
+        .iter()
+        .zip(&trajectories)
+        .filter(|(task, t)| {
+            !t.truncated
+                && !t.infra_fault
+                && sod_train::reward::extract_answer(&t.final_text)
+                    .is_some_and(|answer| tasks::is_correct(task, &answer))
+        })
+        .count();
+    let calls: usize = trajectories.iter().map(|t| t.tool_calls).sum();
+    let valid: usize = trajectories.iter().map(|t| t.valid_tool_calls).sum();
+    Ok(Evaluation {
+        problems: tasks.len(),
+        accuracy: correct as f64 / n,
+        valid_tool_call_fraction: if calls == 0 {
+            0.0
+        } else {
+            valid as f64 / calls as f64
+        },
+        mean_tool_calls: calls as f64 / n,
+        mean_steps: trajectories.iter().map(|t| t.turns as f64).sum::<f64>() / n,
+        truncated_fraction: trajectories.iter().filter(|t| t.truncated).count() as f64 / n,
+    })
+}
+
+/// A TOML basic string (JSON string syntax is a subset for the text written here).
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+/// The run config of the on-policy phase with `loss`.
+fn rl_config(
+    settings: &DemoSettings,
+    models: &Path,
+    dataset: &Path,
+    out_dir: &Path,
+    loss: &str,
+) -> anyhow::Result<RunConfig> {
+    let rl = settings.rl;
+    let loss_settings = if loss == "sod" {
+        format!("{{ delta = {} }}", rl.delta)
+    } else {
+        "{}".to_string()
+    };
+    let text = format!(
+        "student = {student}\nteacher = {teacher}\ndataset = {dataset}\nout_dir = {out}\n\
+         tools = [\"calculator\"]\nsystem_prompt = {system}\nsteps = {steps}\n\
+         prompts_per_step = {pps}\nsamples_per_prompt = {spp}\nmicro_batch = 8\n\
+         learning_rate = {lr:?}\ntemperature = {temp:?}\nmax_turns = 5\n\
+         max_new_tokens_per_turn = {mnt}\nmax_total_tokens = 1024\nseed = {seed}\ncheckpoint_every = 0\n\
+         [loss]\nname = {loss_name}\nsettings = {loss_settings}\n",
+        student = toml_string(&models.join("student").display().to_string()),
+        teacher = toml_string(&models.join("teacher").display().to_string()),
+        dataset = toml_string(&dataset.display().to_string()),
+        out = toml_string(&out_dir.display().to_string()),
+        system = toml_string(SYSTEM_PROMPT),
+        steps = rl.steps,
+        pps = rl.prompts_per_step,
+        spp = rl.samples_per_prompt,
+        lr = rl.learning_rate,
+        temp = rl.temperature,
+        mnt = settings.max_new_tokens_per_turn,
+        seed = settings.seed,
+        loss_name = toml_string(loss),
+    );
+    Ok(RunConfig::from_toml_str(&text, &[], Path::new("."))?)
+}
+
+fn read_metrics(path: &Path) -> anyhow::Result<Vec<StepMetrics>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {}", path.display())))
+        .collect()
+}
+
+/// Runs the whole demo (see the module docs) and returns what it measured. `out_dir` must not hold a run yet.
+pub fn run_demo(
+    settings: &DemoSettings,
+    paths: &DemoPaths,
+    progress: bool,
+    log: &dyn Fn(&str),
+) -> anyhow::Result<DemoOutcome> {
+    if paths.out_dir.join("report.md").exists() {
+        bail!(
+            "{} already holds a demo run; choose another --out",
+            paths.out_dir.display()
+        );
+    }
+    if !paths.tools_dir.join("calculator.wasm").is_file() {
+        bail!(
+            "{} has no calculator.wasm; build the tools with `cargo xtask build-tools` (or run `cargo xtask demo`)",
+            paths.tools_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&paths.out_dir)
+        .with_context(|| format!("creating {}", paths.out_dir.display()))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        tools_dir: Some(paths.tools_dir.clone()),
+        seed: settings.seed,
+        ..SandboxConfig::default()
+    })?;
+    let calculator = Calculator::new(&sandbox)?;
+    let (models, record, cached) = prepare_models(settings, paths, &calculator, log)?;
+
+    let test = tasks::test_tasks(settings.seed, settings.test_tasks);
+    let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
+    let dataset = paths.out_dir.join("train.jsonl");
+    let rows: String = train
+        .iter()
+        .map(|t| tasks::dataset_row(t).to_string() + "\n")
+        .collect();
+    std::fs::write(&dataset, rows).with_context(|| format!("writing {}", dataset.display()))?;
+
+    let toolbox = ToolBox::new(
+        sandbox.clone(),
+        &["calculator".to_string()],
+        Limits::default(),
+    )?;
+    let tokenizer = ChatTokenizer::from_dir(&models.join("student"))?;
+    let teacher_model = load_model_dir(&models.join("teacher"), &Device::Cpu)?;
+    let teacher = evaluate(&teacher_model.model, &tokenizer, &toolbox, settings, &test)?;
+    log(&format!(
+        "teacher on {} test problems: accuracy {:.3}",
+        test.len(),
+        teacher.accuracy
+    ));
+    drop(teacher_model);
+    let student_model = load_model_dir(&models.join("student"), &Device::Cpu)?;
+    let student_before = evaluate(&student_model.model, &tokenizer, &toolbox, settings, &test)?;
+    log(&format!(
+        "student (cold start): accuracy {:.3}",
+        student_before.accuracy
+    ));
+    drop(student_model);
+
+    let mut runs = Vec::new();
+    for loss in ["opd", "sod"] {
+        let out = paths.out_dir.join(loss);
+        let config = rl_config(settings, &models, &dataset, &out, loss)?;
+        let started = Instant::now();
+        log(&format!(
+            "{loss}: {} on-policy steps of {} prompts x {} samples",
+            settings.rl.steps, settings.rl.prompts_per_step, settings.rl.samples_per_prompt
+        ));
+        let mut trainer = Trainer::new(
+            config,
+            TrainerOptions {
+                device: Device::Cpu,
+                plugin_dir: paths.plugin_dir.clone(),
+                tools_dir: paths.tools_dir.clone(),
+                sandbox_cache_dir: None,
+                resume: false,
+                progress,
+            },
+        )?;
+        trainer.run()?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        let after = evaluate(
+            &trainer.student().model,
+            &tokenizer,
+            &toolbox,
+            settings,
+            &test,
+        )?;
+        log(&format!(
+            "{loss}: accuracy after training {:.3}",
+            after.accuracy
+        ));
+        runs.push(RlRun {
+            loss: loss.to_string(),
+            steps: read_metrics(&out.join(sod_train::METRICS_FILE))?,
+            after,
+            train_seconds,
+        });
+    }
+    Ok(DemoOutcome {
+        settings: *settings,
+        models: record,
+        models_cached: cached,
+        teacher,
+        student_before,
+        runs,
+    })
+}
