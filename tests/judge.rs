@@ -165,7 +165,7 @@ fn livecodebench_leap_years_with_fast_io_idioms() {
                 .trim()
                 .parse()
                 .expect("a year");
-            if year % 100 == 0 && year % 400 != 0 {
+            if year.is_multiple_of(100) && !year.is_multiple_of(400) {
                 "wrong_answer"
             } else {
                 "accepted"

@@ -203,9 +203,11 @@ fn read_solutions(
     Ok(solutions)
 }
 
-/// Limits of the judge call for a problem with `tests` tests: the tests' budget plus the judge's
-/// own allowance. The wall-clock backstop is generous: fuel is the real limit.
-fn judge_limits(args: &JudgeArgs, tests: usize) -> Limits {
+/// Limits of the judge call for a problem with `tests` tests and `arguments_len` bytes of
+/// arguments: the tests' budget plus the judge's own allowance. Its memory limit is the tests'
+/// (a child's is clamped to its caller's), raised for large arguments, which the judge holds a
+/// few copies of. The wall-clock backstop is generous: fuel is the real limit.
+fn judge_limits(args: &JudgeArgs, tests: usize, arguments_len: usize) -> Limits {
     let tests_u64 = tests as u64;
     let fuel = args
         .fuel_per_test
@@ -216,7 +218,11 @@ fn judge_limits(args: &JudgeArgs, tests: usize) -> Limits {
     let wall_ms_per_test = seconds_per_test.saturating_mul(20_000).max(60_000);
     Limits {
         fuel,
-        memory_bytes: args.memory_mb.saturating_mul(1 << 20),
+        memory_bytes: args.memory_mb.saturating_mul(1 << 20).max(
+            (arguments_len as u64)
+                .saturating_mul(8)
+                .saturating_add(64 << 20),
+        ),
         output_bytes: REPORT_BYTES,
         wall_ms: wall_ms_per_test
             .saturating_mul(tests_u64)
@@ -383,13 +389,13 @@ pub(super) fn run(cli: &Cli, args: &JudgeArgs) -> anyhow::Result<()> {
                     let Some(problem) = problems.get(&solution.id) else {
                         break;
                     };
+                    let arguments = judge_arguments(args, problem, solution);
                     let options = CallOptions {
-                        limits: Some(judge_limits(args, problem.test_count)),
+                        limits: Some(judge_limits(args, problem.test_count, arguments.len())),
                         seed: Some(args.seed),
                         call_key: Some(format!("judge/{}/{}", solution.id, solution.sample)),
                         session: None,
                     };
-                    let arguments = judge_arguments(args, problem, solution);
                     let outcome = sandbox.call(&judge, &arguments, &options);
                     let row = result_row(solution, problem.test_count, &outcome);
                     let passed = row["verdict"] == "accepted";
@@ -598,12 +604,17 @@ mod tests {
 
     #[test]
     fn the_judge_budget_covers_every_test() {
-        let limits = judge_limits(&args(), 3);
+        let limits = judge_limits(&args(), 3, 1000);
         assert_eq!(
             limits.fuel,
             3 * (10_000_000_000 + JUDGE_FUEL_PER_TEST) + JUDGE_FUEL_BASE
         );
         assert_eq!(limits.memory_bytes, 256 << 20);
+        // Large arguments raise the judge's own memory limit, never below the tests'.
+        assert_eq!(
+            judge_limits(&args(), 1, 100 << 20).memory_bytes,
+            (800 << 20) + (64 << 20)
+        );
         assert!(limits.wall_ms >= 3 * 60_000);
         let arguments: Value = serde_json::from_str(&judge_arguments(
             &JudgeArgs {
