@@ -260,3 +260,38 @@ fn calls_from_many_threads_agree() {
         }
     });
 }
+
+#[test]
+fn a_composed_call_may_load_its_child_tool_lazily() {
+    // Regression: loading the child inside the caller's call used to start a nested async runtime and
+    // abort the host process.
+    let sandbox = Sandbox::new(sod_sandbox::SandboxConfig {
+        tools_dir: Some(sod_tests::target_dir().join("tools")),
+        ..test_config()
+    })
+    .expect("sandbox");
+    let hostile_tool = sandbox
+        .load_tool(&artifact("test-tools/hostile.wasm"))
+        .expect("load");
+    assert!(!sandbox.tool_names().contains(&"calculator".to_string()));
+    let arguments = serde_json::json!({
+        "mode": "call",
+        "text": "calculator",
+        "arguments": r#"{"expression":"6*7"}"#,
+    })
+    .to_string();
+    let outcome = sandbox.call(&hostile_tool, &arguments, &CallOptions::default());
+    assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
+    assert!(outcome.output.ends_with("|42"), "{}", outcome.output);
+    assert!(sandbox.tool_names().contains(&"calculator".to_string()));
+
+    let missing =
+        serde_json::json!({"mode": "call", "text": "no-such-tool", "arguments": "{}"}).to_string();
+    let outcome = sandbox.call(&hostile_tool, &missing, &CallOptions::default());
+    assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
+    assert!(
+        outcome.output.contains("unknown tool"),
+        "{}",
+        outcome.output
+    );
+}

@@ -61,7 +61,7 @@ async fn call_child(
             format!("tools may nest at most {MAX_CALL_DEPTH} calls deep"),
         ));
     }
-    let tool = match sandbox.tool(name) {
+    let tool = match sandbox.tool_async(name).await {
         Ok(tool) => tool,
         Err(err) => return Ok(refusal(WitOutcomeKind::ToolError, err.to_string())),
     };

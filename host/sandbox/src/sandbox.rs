@@ -563,6 +563,12 @@ impl SandboxInner {
 
     /// The tool called `name`: already loaded, or loaded now from the tools directory.
     pub(crate) fn tool(self: &Arc<Self>, name: &str) -> Result<Tool, SandboxError> {
+        wasmtime_wasi::runtime::in_tokio(self.tool_async(name))
+    }
+
+    /// [`SandboxInner::tool`] for async callers: a composing tool's child call runs inside the executor,
+    /// where starting another runtime (as the synchronous path does) would panic.
+    pub(crate) async fn tool_async(self: &Arc<Self>, name: &str) -> Result<Tool, SandboxError> {
         if let Some(tool) = self
             .tools
             .read()
@@ -578,7 +584,7 @@ impl SandboxInner {
         if let Some(dir) = &self.config.tools_dir {
             let path = dir.join(format!("{name}.wasm"));
             if valid_name && path.is_file() {
-                return self.load_tool(&path);
+                return self.load_tool_async(&path).await;
             }
         }
         let mut available: Vec<String> = self
@@ -606,6 +612,11 @@ impl SandboxInner {
     /// Loads (compiling or reading from the cache) the tool at `path`, describes it and registers it by
     /// name so that other tools can call it.
     pub(crate) fn load_tool(self: &Arc<Self>, path: &Path) -> Result<Tool, SandboxError> {
+        wasmtime_wasi::runtime::in_tokio(self.load_tool_async(path))
+    }
+
+    /// [`SandboxInner::load_tool`] for async callers.
+    async fn load_tool_async(self: &Arc<Self>, path: &Path) -> Result<Tool, SandboxError> {
         let bytes = std::fs::read(path).map_err(|source| SandboxError::ReadArtifact {
             path: path.to_path_buf(),
             source,
@@ -626,7 +637,7 @@ impl SandboxInner {
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = CompositeToolPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
-        let descriptor = self.describe(&pre, path)?;
+        let descriptor = self.describe(&pre, path).await?;
         let tool = Tool {
             inner: Arc::new(ToolInner {
                 descriptor,
@@ -649,7 +660,7 @@ impl SandboxInner {
         Ok(tool)
     }
 
-    fn describe(
+    async fn describe(
         self: &Arc<Self>,
         pre: &CompositeToolPre<CallState>,
         path: &Path,
@@ -667,10 +678,11 @@ impl SandboxInner {
         let state = CallState::new(limits, identity, Arc::downgrade(self), &self.scratch)
             .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
         let mut store = self.new_store(state);
-        let raw = wasmtime_wasi::runtime::in_tokio(async {
+        let raw = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_describe(&mut store).await
-        })
+        }
+        .await
         .map_err(|e| fail(format!("{e:#}")))?;
         let parameters: serde_json::Value = serde_json::from_str(&raw.parameters)
             .map_err(|e| fail(format!("parameters is not valid JSON: {e}")))?;
