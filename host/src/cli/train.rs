@@ -40,6 +40,8 @@ fn is_usage(err: &TrainError) -> bool {
         err,
         TrainError::Config(_)
             | TrainError::Dataset { .. }
+            | TrainError::DatasetRow { .. }
+            | TrainError::DatasetFile { .. }
             | TrainError::TeacherMismatch(_)
             | TrainError::Resume(_)
             | TrainError::Device(_)

@@ -3,9 +3,11 @@
 //! ```toml
 //! student = "models/qwen3-0.6b"        # Hugging Face model directory (trained)
 //! teacher = "models/qwen3-8b"          # optional; needed by sod and opd
-//! dataset = "data/math.jsonl"          # JSONL rows: {"id", "question" | "prompt", "answer"}
+//! dataset = "data/math.jsonl"          # JSONL or Parquet (verl layout), see crate::dataset
 //! out_dir = "runs/sod-math"
-//! tools = ["calculator"]
+//! tools = ["calculator", "python"]
+//! stateful_tools = ["python"]          # the default: calls keep state across a trajectory's turns
+//! reward = "math"                      # math | code (the judge tool runs the example's tests)
 //! steps = 200
 //! prompts_per_step = 8
 //! samples_per_prompt = 4
@@ -32,6 +34,34 @@ pub enum RewardKind {
     /// The final answer (last `\boxed{}`, else "answer is X", else the last number) equals the reference answer,
     /// as a string or as an exact rational (see [`crate::reward`]).
     Math,
+    /// The last fenced Python block of the final answer (else the whole answer) is run against the example's tests
+    /// by the `judge` tool (see [`crate::reward::CodeReward`] and [`CodeRewardConfig`]).
+    Code,
+}
+
+/// The tools whose calls keep state across the turns of a trajectory when no list is configured.
+pub const DEFAULT_STATEFUL_TOOLS: &[&str] = &["python"];
+
+/// Settings of the code reward (`reward = "code"`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeRewardConfig {
+    /// Reward the fraction of tests passed instead of 1 for all and 0 otherwise.
+    pub partial_credit: bool,
+    /// Fuel of each test (deterministic time limit; 5e9 is about one second of CPython).
+    pub fuel_per_test: u64,
+    /// Memory of each test in bytes.
+    pub memory_bytes_per_test: u64,
+}
+
+impl Default for CodeRewardConfig {
+    fn default() -> Self {
+        CodeRewardConfig {
+            partial_credit: false,
+            fuel_per_test: 10_000_000_000,
+            memory_bytes_per_test: 256 << 20,
+        }
+    }
 }
 
 /// Which loss plugin computes the advantages, and its settings.
@@ -108,12 +138,19 @@ pub struct RunConfig {
     /// Names of the tools offered to the model (`<tools_dir>/<name>.wasm`).
     #[serde(default)]
     pub tools: Vec<String>,
+    /// Tools whose state lives across a trajectory's turns: their calls run in a sandbox session named after the
+    /// trajectory (see [`crate::rollout::ToolBox`]), released when the trajectory ends. Default `["python"]`.
+    #[serde(default = "defaults::stateful_tools")]
+    pub stateful_tools: Vec<String>,
     /// System prompt put before the tool schemas; none by default.
     #[serde(default)]
     pub system_prompt: Option<String>,
     /// How trajectories are scored.
     #[serde(default = "defaults::reward")]
     pub reward: RewardKind,
+    /// Settings of `reward = "code"`.
+    #[serde(default)]
+    pub code_reward: CodeRewardConfig,
     /// The loss plugin and its settings.
     #[serde(default)]
     pub loss: LossConfig,
@@ -186,6 +223,12 @@ mod defaults {
 
     pub fn reward() -> RewardKind {
         RewardKind::Math
+    }
+    pub fn stateful_tools() -> Vec<String> {
+        super::DEFAULT_STATEFUL_TOOLS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
     pub fn prompts_per_step() -> usize {
         8
@@ -350,20 +393,34 @@ impl RunConfig {
                 "fuel and memory_bytes must be positive".into(),
             );
         }
-        for (i, name) in self.tools.iter().enumerate() {
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !valid {
-                return bad(
-                    &format!("tools[{i}]"),
-                    format!("{name:?} is not a tool name"),
-                );
+        for (field, names) in [
+            ("tools", &self.tools),
+            ("stateful_tools", &self.stateful_tools),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !valid {
+                    return bad(
+                        &format!("{field}[{i}]"),
+                        format!("{name:?} is not a tool name"),
+                    );
+                }
+                if names[..i].contains(name) {
+                    return bad(
+                        &format!("{field}[{i}]"),
+                        format!("{name:?} is listed twice"),
+                    );
+                }
             }
-            if self.tools[..i].contains(name) {
-                return bad(&format!("tools[{i}]"), format!("{name:?} is listed twice"));
-            }
+        }
+        if self.code_reward.fuel_per_test == 0 || self.code_reward.memory_bytes_per_test == 0 {
+            return bad(
+                "code_reward",
+                "fuel_per_test and memory_bytes_per_test must be positive".into(),
+            );
         }
         if self.loss.name.is_empty() {
             return bad("loss.name", "must name a plugin or a plugin file".into());
@@ -428,6 +485,26 @@ mod tests {
         assert_eq!(c.loss.name, "sod");
         assert_eq!((c.clip_low, c.clip_high), (0.2, 0.28));
         assert_eq!(c.samples_per_prompt, 4);
+        assert_eq!(c.stateful_tools, ["python"]);
+        assert_eq!(c.reward, RewardKind::Math);
+        assert!(!c.code_reward.partial_credit);
+    }
+
+    #[test]
+    fn code_reward_and_stateful_tools_are_configurable() {
+        let c = RunConfig::from_toml_str(
+            MINIMAL,
+            &[
+                "reward=\"code\"".into(),
+                "code_reward.partial_credit=true".into(),
+                "stateful_tools=[]".into(),
+            ],
+            Path::new("/runs"),
+        )
+        .unwrap();
+        assert_eq!(c.reward, RewardKind::Code);
+        assert!(c.code_reward.partial_credit);
+        assert!(c.stateful_tools.is_empty());
     }
 
     #[test]
@@ -467,6 +544,9 @@ mod tests {
                 .contains("max_total_tokens")
         );
         assert!(err(&["tools=[\"a b\"]"]).contains("tools[0]"));
+        assert!(err(&["stateful_tools=[\"py\", \"py\"]"]).contains("stateful_tools[1]"));
+        assert!(err(&["code_reward.fuel_per_test=0"]).contains("code_reward"));
+        assert!(err(&["reward=\"judge\""]).contains("reward"));
         assert!(err(&["stepz=1"]).contains("stepz"));
         assert!(err(&["steps"]).contains("key=value"));
     }

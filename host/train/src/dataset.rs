@@ -1,11 +1,25 @@
-//! The prompt dataset: JSONL rows and the seeded order in which the trainer visits them.
+//! The prompt dataset: JSONL or Parquet rows, and the seeded order in which the trainer visits them.
 //!
-//! Each line is a JSON object with
-//! - `id` (string or number; optional, defaults to `line-N`), unique in the file;
-//! - `question` (a string, sent as the user message) or `prompt` (a list of `{"role", "content"}` messages);
-//! - `answer` (string or number): the reference the reward compares against.
+//! A row is a JSON object (a JSONL line, or a Parquet row as [`parquet::record::Row::to_json_value`] gives it)
+//! with
+//! - `id` (string or number; optional, defaults to `line-N` in JSONL, `row-N` in Parquet), unique in the file;
+//! - the prompt: `question` (a string, sent as the user message) or `prompt`: a list of `{"role", "content"}`
+//!   messages, or a string (sent as the user message; HumanEval's function signature and docstring);
+//! - the reference: `answer` (string or number), or `reward_model.ground_truth` (the verl layout; `style` is
+//!   accepted and ignored); both may be given when they agree;
+//! - for code problems (`reward = "code"`): `tests`, a Python test program (HumanEval's `check(entry_point)`,
+//!   MBPP's asserts) or a non-empty list of `{"input", "output"}` stdin/stdout cases, and `entry_point` (a
+//!   string, or null for stdin/stdout problems). A code row needs no answer. When the prompt is a string and
+//!   an entry point is given, the prompt is also the code put before the candidate (see
+//!   [`CodeTests::prefix`]), as HumanEval is judged;
+//! - ignored: `data_source`, `source`, `ability`, `extra_info`.
 //!
-//! Parquet files in the verl layout are not read yet: convert them to JSONL.
+//! Unknown fields are errors, so a misspelt field never silently drops a reference.
+//!
+//! Parquet files (`.parquet`) follow the verl/SOD layout: `prompt` a list of `{role, content}` structs,
+//! `reward_model` a struct `{ground_truth, style}`, optional `data_source`, `ability`, `extra_info`. They are
+//! read with the row API of the `parquet` crate (uncompressed or snappy, the pyarrow default; other codecs are
+//! reported as errors).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -15,6 +29,18 @@ use sod_model::{ChatMessage, Role};
 
 use crate::error::{Result, TrainError};
 
+/// The tests of a code problem, as the `judge` tool takes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeTests {
+    /// A Python test program (a JSON string) or a list of `{"input", "output"}` cases.
+    pub tests: serde_json::Value,
+    /// The function the tests call (HumanEval); `None` for stdin/stdout problems.
+    pub entry_point: Option<String>,
+    /// Code put before the candidate's (HumanEval's prompt: imports, helpers, the signature and docstring):
+    /// the row's prompt when it is a string and the row has an entry point.
+    pub prefix: Option<String>,
+}
+
 /// One prompt with its reference answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
@@ -23,8 +49,10 @@ pub struct Example {
     /// The conversation given to the model (without the tool-bearing system prompt the trainer adds when the
     /// conversation has no system message).
     pub messages: Vec<ChatMessage>,
-    /// The reference answer.
+    /// The reference answer (empty for a code problem without one).
     pub answer: String,
+    /// The tests of a code problem.
+    pub code: Option<CodeTests>,
 }
 
 #[derive(Deserialize)]
@@ -35,11 +63,40 @@ struct Row {
     #[serde(default)]
     question: Option<String>,
     #[serde(default)]
-    prompt: Option<Vec<PromptMessage>>,
-    answer: serde_json::Value,
+    prompt: Option<Prompt>,
+    #[serde(default)]
+    answer: Option<serde_json::Value>,
+    #[serde(default)]
+    reward_model: Option<RewardModel>,
+    #[serde(default)]
+    tests: Option<serde_json::Value>,
+    #[serde(default)]
+    entry_point: Option<String>,
     // Carried by many datasets; not used by the trainer.
     #[serde(default, rename = "data_source")]
     _data_source: Option<serde_json::Value>,
+    #[serde(default, rename = "source")]
+    _source: Option<serde_json::Value>,
+    #[serde(default, rename = "ability")]
+    _ability: Option<serde_json::Value>,
+    #[serde(default, rename = "extra_info")]
+    _extra_info: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    Text(String),
+    Messages(Vec<PromptMessage>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewardModel {
+    #[serde(default)]
+    ground_truth: Option<serde_json::Value>,
+    #[serde(default, rename = "style")]
+    _style: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +112,118 @@ fn scalar_text(value: &serde_json::Value) -> Option<String> {
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// Whether `tests` is a test program or a non-empty list of `{"input", "output"}` string pairs.
+fn check_tests(tests: &serde_json::Value) -> std::result::Result<(), String> {
+    match tests {
+        serde_json::Value::String(program) if !program.trim().is_empty() => Ok(()),
+        serde_json::Value::Array(cases) if !cases.is_empty() => {
+            for (i, case) in cases.iter().enumerate() {
+                let ok = case.as_object().is_some_and(|o| {
+                    o.len() == 2
+                        && o.get("input").is_some_and(serde_json::Value::is_string)
+                        && o.get("output").is_some_and(serde_json::Value::is_string)
+                });
+                if !ok {
+                    return Err(format!(
+                        "`tests[{i}]` must be an object {{\"input\": string, \"output\": string}}"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(
+            "`tests` must be a non-empty test program or a non-empty list of {input, output} cases"
+                .into(),
+        ),
+    }
+}
+
+/// The example of one row; `default_id` names a row without `id`. The error says what is wrong with the row.
+fn parse_row(value: serde_json::Value, default_id: String) -> std::result::Result<Example, String> {
+    let row: Row = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let id = match &row.id {
+        None | Some(serde_json::Value::Null) => default_id,
+        Some(v) => scalar_text(v).ok_or("`id` must be a string or a number")?,
+    };
+    let mut prefix = None;
+    let messages = match (row.question, row.prompt) {
+        (Some(q), None) => vec![ChatMessage::user(q)],
+        (None, Some(Prompt::Text(text))) => {
+            if row.entry_point.as_deref().is_some_and(|e| !e.is_empty()) {
+                prefix = Some(text.clone());
+            }
+            vec![ChatMessage::user(text)]
+        }
+        (None, Some(Prompt::Messages(p))) if !p.is_empty() => p
+            .into_iter()
+            .map(|m| match m.role {
+                Role::System => ChatMessage::system(m.content),
+                Role::User => ChatMessage::user(m.content),
+                Role::Assistant => ChatMessage::assistant(m.content),
+                Role::Tool => ChatMessage::tool(m.content),
+            })
+            .collect(),
+        (None, Some(Prompt::Messages(_))) => return Err("`prompt` has no messages".into()),
+        (Some(_), Some(_)) => return Err("give `question` or `prompt`, not both".into()),
+        (None, None) => return Err("a row needs `question` or `prompt`".into()),
+    };
+    let answer = match &row.answer {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(scalar_text(v).ok_or("`answer` must be a string or a number")?),
+    };
+    let ground_truth = match row
+        .reward_model
+        .as_ref()
+        .and_then(|r| r.ground_truth.as_ref())
+    {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => {
+            Some(scalar_text(v).ok_or("`reward_model.ground_truth` must be a string or a number")?)
+        }
+    };
+    let answer = match (answer, ground_truth) {
+        (Some(a), Some(g)) if a != g => {
+            return Err(format!(
+                "`answer` {a:?} and `reward_model.ground_truth` {g:?} differ"
+            ));
+        }
+        (Some(a), _) | (None, Some(a)) => Some(a),
+        (None, None) => None,
+    };
+    let code = match row.tests {
+        None | Some(serde_json::Value::Null) => {
+            if row.entry_point.is_some() {
+                return Err("`entry_point` is given without `tests`".into());
+            }
+            None
+        }
+        Some(tests) => {
+            check_tests(&tests)?;
+            Some(CodeTests {
+                tests,
+                entry_point: row.entry_point.filter(|e| !e.is_empty()),
+                prefix,
+            })
+        }
+    };
+    let answer = match (answer, &code) {
+        (Some(a), _) => a,
+        (None, Some(_)) => String::new(),
+        (None, None) => {
+            return Err(
+                "a row needs `answer` or `reward_model.ground_truth` (or `tests` for a code problem)"
+                    .into(),
+            );
+        }
+    };
+    Ok(Example {
+        id,
+        messages,
+        answer,
+        code,
+    })
 }
 
 /// The examples of a dataset, in file order.
@@ -73,6 +242,18 @@ pub struct Scheduled<'a> {
 }
 
 impl Dataset {
+    /// Reads a dataset: Parquet when the file name ends in `.parquet`, JSONL otherwise.
+    pub fn load(path: &Path) -> Result<Self> {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+        {
+            Self::load_parquet(path)
+        } else {
+            Self::load_jsonl(path)
+        }
+    }
+
     /// Reads a JSONL file; blank lines are skipped; any malformed row is an error naming its line.
     pub fn load_jsonl(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(TrainError::io("reading", path))?;
@@ -93,45 +274,54 @@ impl Dataset {
                 line: line_no,
                 message,
             };
-            let row: Row = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
-            let id = match &row.id {
-                None => format!("line-{line_no}"),
-                Some(v) => {
-                    scalar_text(v).ok_or_else(|| err("`id` must be a string or a number".into()))?
-                }
-            };
-            if !seen.insert(id.clone()) {
-                return Err(err(format!("id {id:?} appears twice")));
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
+            let example = parse_row(value, format!("line-{line_no}")).map_err(err)?;
+            if !seen.insert(example.id.clone()) {
+                return Err(err(format!("id {:?} appears twice", example.id)));
             }
-            let messages = match (row.question, row.prompt) {
-                (Some(q), None) => vec![ChatMessage::user(q)],
-                (None, Some(p)) if !p.is_empty() => p
-                    .into_iter()
-                    .map(|m| match m.role {
-                        Role::System => ChatMessage::system(m.content),
-                        Role::User => ChatMessage::user(m.content),
-                        Role::Assistant => ChatMessage::assistant(m.content),
-                        Role::Tool => ChatMessage::tool(m.content),
-                    })
-                    .collect(),
-                (None, Some(_)) => return Err(err("`prompt` has no messages".into())),
-                (Some(_), Some(_)) => {
-                    return Err(err("give `question` or `prompt`, not both".into()));
-                }
-                (None, None) => return Err(err("a row needs `question` or `prompt`".into())),
-            };
-            let answer = scalar_text(&row.answer)
-                .ok_or_else(|| err("`answer` must be a string or a number".into()))?;
-            examples.push(Example {
-                id,
-                messages,
-                answer,
-            });
+            examples.push(example);
         }
-        if examples.is_empty() {
-            return Err(TrainError::Dataset {
+        Self::non_empty(examples, path)
+    }
+
+    /// Reads a Parquet file in the verl layout (see the module docs); any malformed row is an error naming its
+    /// row (counting from 0).
+    pub fn load_parquet(path: &Path) -> Result<Self> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let file_err = |message: String| TrainError::DatasetFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = std::fs::File::open(path).map_err(TrainError::io("reading", path))?;
+        let reader = SerializedFileReader::new(file)
+            .map_err(|e| file_err(format!("not a readable Parquet file: {e}")))?;
+        let rows = reader
+            .get_row_iter(None)
+            .map_err(|e| file_err(format!("cannot read the rows: {e}")))?;
+        let mut examples = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, row) in rows.enumerate() {
+            let err = |message: String| TrainError::DatasetRow {
                 path: path.to_path_buf(),
-                line: 0,
+                row: index,
+                message,
+            };
+            let row = row.map_err(|e| err(format!("cannot decode the row: {e}")))?;
+            let example = parse_row(row.to_json_value(), format!("row-{index}")).map_err(err)?;
+            if !seen.insert(example.id.clone()) {
+                return Err(err(format!("id {:?} appears twice", example.id)));
+            }
+            examples.push(example);
+        }
+        Self::non_empty(examples, path)
+    }
+
+    fn non_empty(examples: Vec<Example>, path: &Path) -> Result<Self> {
+        if examples.is_empty() {
+            return Err(TrainError::DatasetFile {
+                path: path.to_path_buf(),
                 message: "the dataset has no rows".into(),
             });
         }
@@ -243,6 +433,7 @@ mod tests {
                 id: i.to_string(),
                 messages: vec![],
                 answer: String::new(),
+                code: None,
             })
             .collect();
         let d = Dataset::from_examples(examples);

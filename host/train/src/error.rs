@@ -29,6 +29,24 @@ pub enum TrainError {
         /// What is wrong.
         message: String,
     },
+    /// A row of a Parquet dataset is malformed.
+    #[error("dataset {path}, row {row} (counting from 0): {message}")]
+    DatasetRow {
+        /// The dataset file.
+        path: PathBuf,
+        /// 0-based row number.
+        row: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A dataset as a whole cannot be used (not Parquet, no rows).
+    #[error("dataset {path}: {message}")]
+    DatasetFile {
+        /// The dataset file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The model layer failed (loading, generation, forward pass, checkpoint).
     #[error(transparent)]
     Model(#[from] sod_model::ModelError),

@@ -4,18 +4,58 @@
 //! normalises both sides ([`normalize_answer`]) and compares them as strings or, when both are numbers, as exact
 //! rationals ([`answers_match`]): `0.5`, `1/2` and `\frac{1}{2}` are the same answer, `0.333` and `1/3` are not.
 //!
-//! Other scorers (a code judge run in the sandbox, say) implement [`Reward`]; the trainer only sees the trait.
+//! The code reward ([`CodeReward`]) takes the last fenced Python block of the final answer ([`extract_code`]) and
+//! has the `judge` tool run it against the example's tests in the sandbox: 1 when every test passes, else 0, or
+//! the fraction of tests passed with partial credit. A judging that fails for reasons that are not the model's
+//! (a sandbox fault, an `internal_error` verdict) is a fault: the trainer flags the trajectory instead of
+//! scoring it.
+//!
+//! Other scorers implement [`Reward`]; the trainer only sees the trait.
 
-use crate::config::RewardKind;
-use crate::dataset::Example;
+use sod_sandbox::{CallOptions, Limits, OutcomeKind, Sandbox, Tool};
+
+use crate::config::{CodeRewardConfig, RewardKind, RunConfig};
+use crate::dataset::{Dataset, Example};
+use crate::error::{Result, TrainError};
+
+/// The reward of one trajectory, or why it could not be scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// The reward; 0 when `fault` is set.
+    pub reward: f32,
+    /// The scorer failed for reasons that are not the model's (infrastructure): drop the trajectory.
+    pub fault: Option<String>,
+}
+
+impl Score {
+    /// A reward.
+    pub fn reward(reward: f32) -> Self {
+        Score {
+            reward,
+            fault: None,
+        }
+    }
+
+    /// A scoring that failed for reasons that are not the model's.
+    pub fn fault(message: impl Into<String>) -> Self {
+        Score {
+            reward: 0.0,
+            fault: Some(message.into()),
+        }
+    }
+}
 
 /// Scores the final assistant text of a trajectory. Implementations must be deterministic.
 pub trait Reward: Send + Sync {
     /// The reward of `response` (the last assistant turn) for `example`; higher is better.
-    fn score(&self, response: &str, example: &Example) -> f32;
+    fn score(&self, response: &str, example: &Example) -> Score;
     /// Whether a reward counts as a correct answer (for the accuracy metric).
     fn is_correct(&self, reward: f32) -> bool {
         reward >= 1.0
+    }
+    /// Checks that every example carries what this scorer needs, before a run starts.
+    fn check_dataset(&self, _dataset: &Dataset) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -24,16 +64,236 @@ pub trait Reward: Send + Sync {
 pub struct MathReward;
 
 impl Reward for MathReward {
-    fn score(&self, response: &str, example: &Example) -> f32 {
-        math_reward(response, &example.answer)
+    fn score(&self, response: &str, example: &Example) -> Score {
+        Score::reward(math_reward(response, &example.answer))
+    }
+
+    fn check_dataset(&self, dataset: &Dataset) -> Result<()> {
+        match dataset.examples().iter().find(|e| e.answer.is_empty()) {
+            Some(e) => Err(TrainError::Config(format!(
+                "reward: example {:?} has no answer for the math reward (a code problem? set reward = \"code\")",
+                e.id
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
-/// The scorer for a configured reward kind.
-pub fn reward_for(kind: RewardKind) -> Box<dyn Reward> {
-    match kind {
+/// The scorer for the configured reward kind; the code reward runs the `judge` tool of `sandbox` (which runs
+/// the `python` tool: both must be in the sandbox's tools directory).
+pub fn reward_for(config: &RunConfig, sandbox: &Sandbox) -> Result<Box<dyn Reward>> {
+    Ok(match config.reward {
         RewardKind::Math => Box::new(MathReward),
+        RewardKind::Code => Box::new(CodeReward::new(sandbox.clone(), config.code_reward)?),
+    })
+}
+
+/// Scores `(response, example)` pairs on up to `threads` threads (at least one); scores come back in input
+/// order and do not depend on the number of threads.
+pub fn score_all(reward: &dyn Reward, items: &[(&str, &Example)], threads: usize) -> Vec<Score> {
+    let threads = threads.clamp(1, items.len().max(1));
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(response, example)| reward.score(response, example))
+                        .collect::<Vec<Score>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Name of the tool that judges code.
+pub const JUDGE_TOOL: &str = "judge";
+/// Fuel the judge itself may spend per test, on top of the tests' own (its measured use is far below).
+const JUDGE_FUEL_PER_TEST: u64 = 200_000_000;
+/// Fuel the judge itself may spend per call, on top of the per-test allowance.
+const JUDGE_FUEL_BASE: u64 = 1_000_000_000;
+/// Output limit of a judge call: its JSON report.
+const REPORT_BYTES: u64 = 4 << 20;
+
+/// Runs the candidate program of a response against the example's tests with the `judge` tool.
+#[derive(Clone)]
+pub struct CodeReward {
+    sandbox: Sandbox,
+    judge: Tool,
+    settings: CodeRewardConfig,
+}
+
+impl CodeReward {
+    /// Loads the `judge` and `python` tools from `sandbox` (so that a missing tool fails the run's setup, not
+    /// its first step).
+    pub fn new(sandbox: Sandbox, settings: CodeRewardConfig) -> Result<Self> {
+        let judge = sandbox.tool(JUDGE_TOOL)?;
+        sandbox.tool("python")?;
+        Ok(CodeReward {
+            sandbox,
+            judge,
+            settings,
+        })
     }
+
+    /// The judge's arguments and limits for `program` against `tests`.
+    fn judge_call(&self, program: &str, tests: &serde_json::Value) -> (String, Limits) {
+        let settings = &self.settings;
+        let arguments = serde_json::json!({
+            "code": program,
+            "tests": tests,
+            "fuel_per_test": settings.fuel_per_test,
+            "memory_bytes_per_test": settings.memory_bytes_per_test,
+            // Without partial credit the first failure decides.
+            "stop_on_first_failure": !settings.partial_credit,
+        })
+        .to_string();
+        let count = match tests {
+            serde_json::Value::Array(cases) => cases.len() as u64,
+            _ => 1,
+        };
+        let seconds_per_test = settings.fuel_per_test / Limits::FUEL_PER_SECOND + 1;
+        let limits = Limits {
+            fuel: settings
+                .fuel_per_test
+                .saturating_add(JUDGE_FUEL_PER_TEST)
+                .saturating_mul(count)
+                .saturating_add(JUDGE_FUEL_BASE),
+            // A child's memory is clamped to its caller's; the judge holds a few copies of its arguments.
+            memory_bytes: settings.memory_bytes_per_test.max(
+                (arguments.len() as u64)
+                    .saturating_mul(8)
+                    .saturating_add(64 << 20),
+            ),
+            output_bytes: REPORT_BYTES,
+            // A generous wall-clock backstop: fuel is the real limit.
+            wall_ms: seconds_per_test
+                .saturating_mul(20_000)
+                .max(60_000)
+                .saturating_mul(count)
+                .saturating_add(60_000),
+        };
+        (arguments, limits)
+    }
+}
+
+/// The candidate program of a response for a problem: [`extract_code`], after the problem's prefix when it has
+/// one (HumanEval: the prompt's imports, helpers and signature; a complete function in the response redefines
+/// the stub, a bare body continues it). `None` when the response has no code.
+pub fn candidate_program(response: &str, tests: &crate::dataset::CodeTests) -> Option<String> {
+    let code = extract_code(response)?;
+    Some(match &tests.prefix {
+        Some(prefix) => format!("{prefix}\n{code}\n"),
+        None => format!("{code}\n"),
+    })
+}
+
+/// The code of a response: after the reasoning (`</think>`), the content of the last complete fenced block
+/// tagged `python`, `py`, `python3` or untagged; without such a block, the whole text. `None` when it is blank.
+pub fn extract_code(response: &str) -> Option<String> {
+    let text = response
+        .rfind("</think>")
+        .map_or(response, |i| &response[i + "</think>".len()..]);
+    let mut last = None;
+    let mut rest = text;
+    while let Some(open) = rest.find("```") {
+        let after = &rest[open + 3..];
+        let Some(line_end) = after.find('\n') else {
+            break;
+        };
+        let tag = after[..line_end].trim().to_ascii_lowercase();
+        let body = &after[line_end + 1..];
+        let Some(close) = body.find("```") else {
+            break;
+        };
+        if matches!(tag.as_str(), "python" | "py" | "python3" | "") {
+            last = Some(&body[..close]);
+        }
+        rest = &body[close + 3..];
+    }
+    let code = last.unwrap_or(text);
+    (!code.trim().is_empty()).then(|| code.trim_end().to_string())
+}
+
+impl Reward for CodeReward {
+    fn score(&self, response: &str, example: &Example) -> Score {
+        let Some(tests) = &example.code else {
+            return Score::fault(format!("example {:?} has no tests", example.id));
+        };
+        let Some(program) = candidate_program(response, tests) else {
+            return Score::reward(0.0);
+        };
+        let (arguments, limits) = self.judge_call(&program, &tests.tests);
+        let options = CallOptions {
+            limits: Some(limits),
+            ..CallOptions::default()
+        };
+        let outcome = self.sandbox.call(&self.judge, &arguments, &options);
+        if outcome.kind != OutcomeKind::Ok {
+            return Score::fault(format!(
+                "the judge failed ({:?}): {}",
+                outcome.kind,
+                outcome.model_text()
+            ));
+        }
+        let report: JudgeReport = match serde_json::from_str(&outcome.output) {
+            Ok(report) => report,
+            Err(e) => return Score::fault(format!("the judge's report does not parse: {e}")),
+        };
+        if let Some(i) = report
+            .tests
+            .iter()
+            .position(|t| t.verdict == "internal_error")
+        {
+            let detail = report.tests[i].detail.as_deref().unwrap_or("");
+            return Score::fault(format!("the judge could not judge test {i}: {detail}"));
+        }
+        if report.total == 0 {
+            return Score::fault("the judge reported no tests");
+        }
+        let reward = if self.settings.partial_credit {
+            report.passed as f32 / report.total as f32
+        } else if report.verdict == "accepted" && report.passed == report.total {
+            1.0
+        } else {
+            0.0
+        };
+        Score::reward(reward)
+    }
+
+    fn check_dataset(&self, dataset: &Dataset) -> Result<()> {
+        match dataset.examples().iter().find(|e| e.code.is_none()) {
+            Some(e) => Err(TrainError::Config(format!(
+                "reward = \"code\": example {:?} has no `tests`",
+                e.id
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The parts of the judge's JSON report the reward reads (the tool's `Report`).
+#[derive(serde::Deserialize)]
+struct JudgeReport {
+    verdict: String,
+    passed: usize,
+    total: usize,
+    tests: Vec<JudgeTest>,
+}
+
+#[derive(serde::Deserialize)]
+struct JudgeTest {
+    verdict: String,
+    #[serde(default)]
+    detail: Option<String>,
 }
 
 /// 1.0 when the answer extracted from `response` matches `reference`, else 0.0.
@@ -425,9 +685,39 @@ mod tests {
             id: "a".into(),
             messages: vec![],
             answer: "10".into(),
+            code: None,
         };
-        let reward = reward_for(RewardKind::Math);
-        assert_eq!(reward.score("5 + 5 = 10", &ex), 1.0);
+        let reward = MathReward;
+        assert_eq!(reward.score("5 + 5 = 10", &ex), Score::reward(1.0));
         assert!(reward.is_correct(1.0) && !reward.is_correct(0.0));
+        let items = [("10", &ex), ("11", &ex), ("<think>10</think>9", &ex)];
+        let rewards: Vec<f32> = score_all(&reward, &items, 2)
+            .into_iter()
+            .map(|s| s.reward)
+            .collect();
+        assert_eq!(rewards, [1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn extracts_the_last_python_block_or_the_whole_answer() {
+        let two = "first\n```python\nx = 1\n```\nthen\n```py\ndef f():\n    return 2\n```\nbye";
+        assert_eq!(extract_code(two).as_deref(), Some("def f():\n    return 2"));
+        // Blocks in other languages are not code to run; an unterminated block is ignored.
+        let other = "```python\na = 1\n```\n```text\nnot code\n```\n```python\nb = 2";
+        assert_eq!(extract_code(other).as_deref(), Some("a = 1"));
+        assert_eq!(
+            extract_code("<think>```python\nwrong\n```</think>def g(): pass").as_deref(),
+            Some("def g(): pass")
+        );
+        assert_eq!(extract_code("   \n"), None);
+        let tests = crate::dataset::CodeTests {
+            tests: serde_json::json!("check(f)"),
+            entry_point: Some("f".into()),
+            prefix: Some("import math\ndef f():\n    \"\"\"doc\"\"\"\n".into()),
+        };
+        assert_eq!(
+            candidate_program("```python\ndef f():\n    return 1\n```", &tests).as_deref(),
+            Some("import math\ndef f():\n    \"\"\"doc\"\"\"\n\ndef f():\n    return 1\n")
+        );
     }
 }

@@ -13,11 +13,19 @@
 //! allowed turn, end it as truncated. A tool call that ends in an infrastructure fault ends it flagged, so the
 //! loss drops it instead of blaming the model.
 //!
+//! Stateful tools (`python` by default, see [`ToolBox::with_stateful_tools`]): a trajectory's calls of such a tool
+//! run in one sandbox session named after the trajectory, [`session_id`] (`"{prompt_id}/{sample}"`), so that
+//! variables defined in one turn are there in the next; trajectories never share a session. The same id is put
+//! into the call's `"session"` argument when the model gave none (the python tool keeps a namespace per
+//! `session` argument, and only keeps it at all when the argument is set); a model that names its own `session`
+//! keeps it, and gets that namespace inside its trajectory's interpreter. Every session of a trajectory is
+//! released when the trajectory ends: final answer, truncation, infrastructure fault, or an error of the rollout.
+//!
 //! Randomness: each trajectory samples with its own [`Sampler`] seeded by `(seed, prompt id, sample index)`, and
 //! each tool call is seeded by its call key `"{prompt_id}/{sample}/{turn}/{k}"`, so a trajectory does not depend
 //! on which others share its batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sod_model::{
     ChatMessage, ChatTokenizer, FinishReason, Generation, Qwen3, Sampler, SamplingParams,
@@ -130,6 +138,24 @@ pub struct ToolBox {
     tools: BTreeMap<String, Tool>,
     schemas: Vec<serde_json::Value>,
     limits: Limits,
+    stateful: BTreeSet<String>,
+}
+
+/// Longest session id used as is; longer ones are hashed (the python tool accepts at most 256 characters).
+const MAX_PLAIN_SESSION_ID: usize = 128;
+
+/// The sandbox session (and python `session` argument) of trajectory `sample` of prompt `prompt_id`:
+/// `"{prompt_id}/{sample}"`, or, when that is longer than 128 characters, a SHA-256 digest of the prompt id
+/// (32 hex digits) followed by `/{sample}`.
+pub fn session_id(prompt_id: &str, sample: u64) -> String {
+    let plain = format!("{prompt_id}/{sample}");
+    if plain.len() <= MAX_PLAIN_SESSION_ID {
+        return plain;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(prompt_id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}/{sample}")
 }
 
 /// The responses to one assistant turn's tool calls.
@@ -146,7 +172,9 @@ pub struct ToolResponses {
 }
 
 impl ToolBox {
-    /// Loads the named tools from the sandbox (`<tools_dir>/<name>.wasm`); every call runs under `limits`.
+    /// Loads the named tools from the sandbox (`<tools_dir>/<name>.wasm`); every call runs under `limits`. The
+    /// stateful tools are [`crate::config::DEFAULT_STATEFUL_TOOLS`] until [`Self::with_stateful_tools`] says
+    /// otherwise.
     pub fn new(sandbox: Sandbox, names: &[String], limits: Limits) -> Result<Self> {
         let mut tools = BTreeMap::new();
         let mut schemas = Vec::new();
@@ -160,7 +188,37 @@ impl ToolBox {
             tools,
             schemas,
             limits,
+            stateful: crate::config::DEFAULT_STATEFUL_TOOLS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         })
+    }
+
+    /// Sets which tools keep state across a trajectory's turns (see the module docs). Names of tools not offered
+    /// are allowed and have no effect, so one list can serve runs with different tools.
+    pub fn with_stateful_tools(mut self, names: &[String]) -> Self {
+        self.stateful = names.iter().cloned().collect();
+        self
+    }
+
+    /// Whether calls of `tool` run in the trajectory's session.
+    pub fn is_stateful(&self, tool: &str) -> bool {
+        self.stateful.contains(tool)
+    }
+
+    /// The sandbox the tools run in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Releases the sessions `session` of every stateful tool offered; returns how many existed.
+    pub fn release_sessions(&self, session: &str) -> usize {
+        self.tools
+            .keys()
+            .filter(|name| self.is_stateful(name))
+            .filter(|name| self.sandbox.release_session(name, session))
+            .count()
     }
 
     /// OpenAI-style function schemas, in the configured order, for the chat template.
@@ -169,8 +227,20 @@ impl ToolBox {
     }
 
     /// Runs the tool calls of one assistant turn (`turn_text`, as decoded) and returns the response to each.
-    /// `call_key_prefix` (`"{prompt_id}/{sample}/{turn}"`) plus the call's index seeds each call.
+    /// `call_key_prefix` (`"{prompt_id}/{sample}/{turn}"`) plus the call's index seeds each call. Every call is
+    /// stateless; see [`Self::respond_in_session`].
     pub fn respond(&self, turn_text: &str, call_key_prefix: &str) -> ToolResponses {
+        self.respond_in_session(turn_text, call_key_prefix, None)
+    }
+
+    /// Like [`Self::respond`], with calls of stateful tools in the sandbox session `session` (when given) and
+    /// `session` as their `"session"` argument unless the model gave one (see the module docs).
+    pub fn respond_in_session(
+        &self,
+        turn_text: &str,
+        call_key_prefix: &str,
+        session: Option<&str>,
+    ) -> ToolResponses {
         let calls = sod_model::parse_tool_calls(answer_part(turn_text));
         let mut out = ToolResponses {
             responses: Vec::with_capacity(calls.len()),
@@ -199,15 +269,20 @@ impl ToolBox {
                 ));
                 continue;
             };
+            let session = session.filter(|_| self.is_stateful(&call.name));
+            let mut arguments = call.arguments;
+            if let (Some(id), Some(object)) = (session, arguments.as_object_mut()) {
+                object
+                    .entry("session")
+                    .or_insert_with(|| serde_json::Value::String(id.to_string()));
+            }
             let options = CallOptions {
                 limits: Some(self.limits),
                 seed: None,
                 call_key: Some(format!("{call_key_prefix}/{k}")),
-                session: None,
+                session: session.map(str::to_string),
             };
-            let outcome = self
-                .sandbox
-                .call(tool, &call.arguments.to_string(), &options);
+            let outcome = self.sandbox.call(tool, &arguments.to_string(), &options);
             if outcome.kind == OutcomeKind::InfraFault {
                 out.infra_fault = true;
             }
@@ -234,6 +309,38 @@ struct Live {
     history: Vec<ChatMessage>,
     sampler: Sampler,
     done: bool,
+    /// The trajectory's session id (see [`session_id`]).
+    session: String,
+    /// Its sessions were released (it is done).
+    released: bool,
+}
+
+/// Releases the sessions of the trajectories not released yet when dropped: the rollout's end, an error or a
+/// panic all leave the sandbox without this rollout's sessions.
+struct SessionGuard<'a> {
+    toolbox: &'a ToolBox,
+    live: Vec<Live>,
+}
+
+/// Releases the sessions of the trajectories that are done, as soon as they are: an interpreter is large.
+fn release_finished(toolbox: &ToolBox, live: &mut [Live]) {
+    for l in live {
+        if l.done && !l.released {
+            toolbox.release_sessions(&l.session);
+            l.released = true;
+        }
+    }
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        for l in &mut self.live {
+            if !l.released {
+                self.toolbox.release_sessions(&l.session);
+                l.released = true;
+            }
+        }
+    }
 }
 
 /// Rolls out every request to the end (see the module docs). Trajectories come back in request order.
@@ -286,11 +393,22 @@ pub fn rollout(
                 request.sample_index,
             )?,
             done: false,
+            session: session_id(&request.prompt_id, request.sample_index),
+            released: false,
         });
     }
+    let mut seen = BTreeSet::new();
+    if let Some(l) = live.iter().find(|l| !seen.insert(l.session.clone())) {
+        return Err(TrainError::Config(format!(
+            "two rollout requests are sample {} of prompt {:?}: they would share tool sessions",
+            l.traj.sample_index, l.traj.prompt_id
+        )));
+    }
+    let mut guard = SessionGuard { toolbox, live };
 
     for turn in 0..settings.max_turns {
-        generate_turn(policy, tokenizer, &stop, settings, &mut live)?;
+        let live = &mut guard.live;
+        generate_turn(policy, tokenizer, &stop, settings, live)?;
         // Decode the turn, decide who goes on, and run the tool calls of those who do (in parallel).
         let mut pending: Vec<(usize, String)> = Vec::new();
         for (i, l) in live.iter_mut().enumerate() {
@@ -313,13 +431,16 @@ pub fn rollout(
         if pending.is_empty() {
             break;
         }
+        release_finished(toolbox, live);
         let responses: Vec<ToolResponses> = std::thread::scope(|scope| {
             let handles: Vec<_> = pending
                 .iter()
                 .map(|(i, text)| {
-                    let t = &live[*i].traj;
+                    let l = &live[*i];
+                    let t = &l.traj;
                     let prefix = format!("{}/{}/{}", t.prompt_id, t.sample_index, turn);
-                    scope.spawn(move || toolbox.respond(text, &prefix))
+                    let session = l.session.as_str();
+                    scope.spawn(move || toolbox.respond_in_session(text, &prefix, Some(session)))
                 })
                 .collect();
             handles
@@ -333,8 +454,16 @@ pub fn rollout(
         for ((i, text), result) in pending.into_iter().zip(responses) {
             append_tool_responses(tokenizer, toolbox, settings, &mut live[i], &text, result)?;
         }
+        release_finished(toolbox, live);
     }
-    Ok(live.into_iter().map(|l| l.traj).collect())
+    for l in &mut guard.live {
+        l.done = true;
+    }
+    release_finished(toolbox, &mut guard.live);
+    Ok(std::mem::take(&mut guard.live)
+        .into_iter()
+        .map(|l| l.traj)
+        .collect())
 }
 
 /// Generates one turn for every active trajectory. Trajectories are batched by their remaining token budget, so

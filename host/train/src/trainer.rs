@@ -14,7 +14,7 @@ use crate::config::RunConfig;
 use crate::dataset::Dataset;
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsWriter, StepMetrics, Timing};
-use crate::reward::{Reward, reward_for};
+use crate::reward::{Reward, reward_for, score_all};
 use crate::rollout::{RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
 use crate::teacher::{Teacher, response_logprobs};
 use crate::update::{
@@ -103,7 +103,7 @@ impl Trainer {
             None
         };
 
-        let dataset = Dataset::load_jsonl(&config.dataset)?;
+        let dataset = Dataset::load(&config.dataset)?;
         let mut sandbox_config = SandboxConfig {
             tools_dir: Some(options.tools_dir.clone()),
             seed: config.seed,
@@ -119,7 +119,10 @@ impl Trainer {
             ..Limits::default()
         };
         sandbox_config.max_memory_bytes = sandbox_config.max_memory_bytes.max(limits.memory_bytes);
-        let toolbox = ToolBox::new(Sandbox::new(sandbox_config)?, &config.tools, limits)?;
+        let toolbox = ToolBox::new(Sandbox::new(sandbox_config)?, &config.tools, limits)?
+            .with_stateful_tools(&config.stateful_tools);
+        let reward = reward_for(&config, toolbox.sandbox())?;
+        reward.check_dataset(&dataset)?;
 
         let tokenizer = ChatTokenizer::from_dir(&config.student)?;
         let model_dir = resume_from
@@ -164,7 +167,7 @@ impl Trainer {
             resume_from.as_ref().map(|(s, _)| *s),
         )?;
         Ok(Trainer {
-            reward: reward_for(config.reward),
+            reward,
             config,
             options,
             student,
@@ -314,14 +317,31 @@ impl Trainer {
         )?;
         let rollout_seconds = started.elapsed().as_secs_f64();
 
-        // Reward: only a finished answer can be right.
-        for (traj, (_, example_index)) in trajectories.iter_mut().zip(&requests) {
-            let example = &self.dataset.examples()[*example_index];
-            traj.reward = if traj.truncated || traj.infra_fault {
-                0.0
-            } else {
-                self.reward.score(&traj.final_text, example)
-            };
+        // Reward: only a finished answer can be right. Scoring may run tools (the code judge): in parallel. A
+        // scorer's infrastructure fault flags the trajectory like a tool's.
+        let to_score: Vec<(usize, (&str, &crate::dataset::Example))> = trajectories
+            .iter()
+            .zip(&requests)
+            .enumerate()
+            .filter(|(_, (traj, _))| !(traj.truncated || traj.infra_fault))
+            .map(|(i, (traj, (_, example_index)))| {
+                let example = &self.dataset.examples()[*example_index];
+                (i, (traj.final_text.as_str(), example))
+            })
+            .collect();
+        let items: Vec<(&str, &crate::dataset::Example)> =
+            to_score.iter().map(|(_, item)| *item).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let scores = score_all(self.reward.as_ref(), &items, threads);
+        let scored: Vec<usize> = to_score.iter().map(|(i, _)| *i).collect();
+        for traj in trajectories.iter_mut() {
+            traj.reward = 0.0;
+        }
+        for (i, score) in scored.into_iter().zip(scores) {
+            trajectories[i].reward = score.reward;
+            if score.fault.is_some() {
+                trajectories[i].infra_fault = true;
+            }
         }
 
         let update_started = Instant::now();
