@@ -408,6 +408,65 @@ mod tests {
     }
 
     #[test]
+    fn parses_code_rows_and_verl_references() {
+        let text = r#"{"id": "HumanEval/9", "source": "HumanEval", "prompt": "def f():\n", "entry_point": "f", "tests": "check(f)"}
+{"id": "io", "prompt": "Add two numbers.", "entry_point": null, "tests": [{"input": "1 2", "output": "3"}]}
+{"prompt": [{"role": "user", "content": "2+2?"}], "reward_model": {"ground_truth": 4, "style": "rule"}, "ability": "math", "extra_info": {"index": 3}}
+{"question": "1+1?", "answer": "2", "reward_model": {"ground_truth": "2"}}"#;
+        let d = Dataset::parse_jsonl(text, Path::new("t.jsonl")).unwrap();
+        let he = &d.examples()[0];
+        let code = he.code.as_ref().unwrap();
+        assert_eq!(he.answer, "");
+        assert_eq!(he.messages[0].content, "def f():\n");
+        assert_eq!(code.entry_point.as_deref(), Some("f"));
+        assert_eq!(code.prefix.as_deref(), Some("def f():\n"));
+        assert_eq!(code.tests, serde_json::json!("check(f)"));
+        let io = d.examples()[1].code.as_ref().unwrap();
+        assert_eq!(
+            (io.entry_point.as_deref(), io.prefix.as_deref()),
+            (None, None)
+        );
+        assert_eq!(d.examples()[2].answer, "4");
+        assert_eq!(d.examples()[2].id, "line-3");
+        assert!(d.examples()[2].code.is_none());
+        assert_eq!(d.examples()[3].answer, "2");
+    }
+
+    #[test]
+    fn bad_code_rows_say_why() {
+        for (text, needle) in [
+            (
+                r#"{"question": "q", "entry_point": "f", "answer": 1}"#,
+                "without `tests`",
+            ),
+            (r#"{"question": "q", "tests": ""}"#, "non-empty"),
+            (r#"{"question": "q", "tests": []}"#, "non-empty"),
+            (
+                r#"{"question": "q", "tests": [{"input": "1"}]}"#,
+                "tests[0]",
+            ),
+            (r#"{"question": "q", "tests": 5}"#, "tests"),
+            (
+                r#"{"question": "q", "answer": 1, "reward_model": {"ground_truth": "2"}}"#,
+                "differ",
+            ),
+            (
+                r#"{"question": "q", "reward_model": {"truth": "2"}}"#,
+                "truth",
+            ),
+            (r#"{"question": "q", "answer": 1, "anwser": 2}"#, "anwser"),
+        ] {
+            let e = Dataset::parse_jsonl(text, Path::new("t.jsonl"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(needle) && e.contains("line 1"),
+                "{e} lacks {needle}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_rows_name_their_line() {
         for (text, needle) in [
             ("{\"answer\": 1}", "question"),
