@@ -6,3 +6,6 @@ pub mod pipeline;
 pub mod plot;
 pub mod report;
 pub mod tasks;
+
+#[cfg(test)]
+mod e2e_tests;

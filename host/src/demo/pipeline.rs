@@ -92,20 +92,20 @@ impl DemoSettings {
             seed,
             train_tasks: 512,
             test_tasks: 64,
-            vocab_size: 640,
+            vocab_size: 1024,
             teacher: ModelSize {
-                hidden: 128,
-                layers: 4,
+                hidden: 96,
+                layers: 3,
             },
             student: ModelSize {
                 hidden: 64,
                 layers: 2,
             },
-            teacher_sft: sft(240, 16, 3e-3, seed),
-            student_sft: sft(40, 16, 3e-3, seed),
+            teacher_sft: sft(300, 8, 3e-3, seed),
+            student_sft: sft(40, 8, 3e-3, seed),
             rl: RlSettings {
-                steps: 16,
-                prompts_per_step: 8,
+                steps: 12,
+                prompts_per_step: 4,
                 samples_per_prompt: 4,
                 learning_rate: 1e-4,
                 temperature: 1.0,
@@ -118,12 +118,12 @@ impl DemoSettings {
     /// A shorter demo (about a minute): smaller runs, same pipeline.
     pub fn quick(seed: u64) -> Self {
         let mut s = Self::standard(seed);
-        s.train_tasks = 256;
+        s.train_tasks = 128;
         s.test_tasks = 32;
-        s.teacher_sft = sft(120, 16, 3e-3, seed);
-        s.student_sft = sft(20, 16, 3e-3, seed);
-        s.rl.steps = 6;
-        s.rl.prompts_per_step = 4;
+        s.teacher_sft = sft(60, 8, 3e-3, seed);
+        s.student_sft = sft(10, 8, 3e-3, seed);
+        s.rl.steps = 4;
+        s.rl.prompts_per_step = 2;
         s
     }
 
@@ -180,10 +180,12 @@ pub struct Evaluation {
 pub struct ModelsRecord {
     /// The settings' cache key.
     pub key: String,
-    /// Mean trained tokens per gold conversation.
-    pub mean_gold_tokens: f64,
-    /// Mean prompt tokens.
-    pub mean_prompt_tokens: f64,
+    /// Gold conversations.
+    pub conversations: usize,
+    /// Trained (assistant) tokens over all gold conversations.
+    pub gold_trained_tokens: usize,
+    /// Prompt tokens over all gold conversations.
+    pub gold_prompt_tokens: usize,
     /// Parameters of the teacher.
     pub teacher_parameters: usize,
     /// Parameters of the student.
@@ -283,17 +285,27 @@ pub fn prepare_models(
             .collect::<Result<Vec<_>, _>>()?;
         let model = load_model_dir(&init, &Device::Cpu)?;
         let parameters = model.config.num_parameters();
+        let count = examples.len().max(1);
         log(&format!(
-            "{name}: {parameters} parameters, supervised training for {} steps of {} conversations",
-            sft_config.steps, sft_config.batch_size
+            "{name}: {parameters} parameters, supervised training for {} steps of {} conversations \
+             ({} tokens per conversation on average, {} of them trained)",
+            sft_config.steps,
+            sft_config.batch_size,
+            examples.iter().map(|e| e.tokens.len()).sum::<usize>() / count,
+            examples.iter().map(|e| e.trained_tokens()).sum::<usize>() / count,
         ));
+        let sft_started = Instant::now();
         let mut trainer = SftTrainer::new(&model, examples.clone(), sft_config)?;
-        let log_every = (sft_config.steps / 6).max(1);
+        let log_every = (sft_config.steps / 8).max(1);
         let history = trainer.run(|m| {
             if m.step % log_every == 0 || m.step == sft_config.steps {
                 log(&format!(
-                    "  {name} sft step {:>4}/{}: loss {:.4}, tokens predicted with p > 1/2: {:.3}",
-                    m.step, sft_config.steps, m.loss, m.confident_fraction
+                    "  {name} sft step {:>4}/{}: loss {:.4}, tokens predicted with p > 1/2: {:.3} ({:.2} s/step)",
+                    m.step,
+                    sft_config.steps,
+                    m.loss,
+                    m.confident_fraction,
+                    sft_started.elapsed().as_secs_f64() / m.step as f64
                 ));
             }
         })?;
@@ -315,15 +327,11 @@ pub fn prepare_models(
         built.push((parameters, history.last().copied(), examples));
     }
     let examples = &built[0].2;
-    let n = examples.len().max(1) as f64;
     let record = ModelsRecord {
         key,
-        mean_gold_tokens: examples
-            .iter()
-            .map(|e| e.trained_tokens() as f64)
-            .sum::<f64>()
-            / n,
-        mean_prompt_tokens: examples.iter().map(|e| e.prompt_len as f64).sum::<f64>() / n,
+        conversations: examples.len(),
+        gold_trained_tokens: examples.iter().map(|e| e.trained_tokens()).sum(),
+        gold_prompt_tokens: examples.iter().map(|e| e.prompt_len).sum(),
         teacher_parameters: built[0].0,
         student_parameters: built[1].0,
         teacher_sft_last: built[0].1,

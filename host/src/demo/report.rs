@@ -200,7 +200,9 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         md,
         "- Gold data: {} train problems solved step by step with the real calculator ({:.0} prompt tokens and \
          {:.0} trained tokens per conversation on average).",
-        s.train_tasks, m.mean_prompt_tokens, m.mean_gold_tokens
+        m.conversations,
+        m.gold_prompt_tokens as f64 / m.conversations.max(1) as f64,
+        m.gold_trained_tokens as f64 / m.conversations.max(1) as f64
     );
     for (name, cfg, last) in [
         ("teacher", s.teacher_sft, m.teacher_sft_last),

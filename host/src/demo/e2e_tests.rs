@@ -1,0 +1,177 @@
+//! The whole demo pipeline at a very small scale, against the real calculator and the real loss plugins: it checks
+//! the structure of what the demo writes and that a second run reuses the cached models and measures the same
+//! numbers. It asserts nothing about which loss wins.
+
+use std::path::{Path, PathBuf};
+
+use super::pipeline::{DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, run_demo};
+use super::report::{table, write_report};
+use sod_train::sft::SftConfig;
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The loss plugins: next to the test binary or one level up (where `cargo build --workspace` puts them).
+fn plugin_dir() -> PathBuf {
+    let exe_dir = sod_loss::default_plugin_dir().expect("test executable directory");
+    let wanted = sod_loss::plugin_file_name("sod");
+    [
+        exe_dir.clone(),
+        exe_dir.parent().map(Path::to_path_buf).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|dir| {
+        dir.join(&wanted).is_file() && dir.join(sod_loss::plugin_file_name("opd")).is_file()
+    })
+    .unwrap_or_else(|| {
+        panic!("{wanted} is not built: run `cargo build --workspace` (or `cargo xtask test`)")
+    })
+}
+
+fn tiny_settings() -> DemoSettings {
+    let sft = SftConfig {
+        steps: 2,
+        batch_size: 2,
+        micro_batch: 2,
+        learning_rate: 1e-3,
+        warmup_steps: 1,
+        max_grad_norm: 1.0,
+        weight_decay: 0.0,
+        seed: 5,
+    };
+    DemoSettings {
+        seed: 5,
+        train_tasks: 6,
+        test_tasks: 3,
+        vocab_size: 400,
+        teacher: ModelSize {
+            hidden: 32,
+            layers: 1,
+        },
+        student: ModelSize {
+            hidden: 16,
+            layers: 1,
+        },
+        teacher_sft: sft,
+        student_sft: SftConfig { steps: 1, ..sft },
+        rl: RlSettings {
+            steps: 1,
+            prompts_per_step: 1,
+            samples_per_prompt: 2,
+            learning_rate: 1e-3,
+            temperature: 1.0,
+            delta: 0.2,
+        },
+        max_new_tokens_per_turn: 12,
+    }
+}
+
+/// The outcome without wall-clock measurements.
+fn reproducible(outcome: &DemoOutcome) -> serde_json::Value {
+    let mut value = serde_json::to_value(outcome).expect("outcome as JSON");
+    value["models_cached"] = serde_json::Value::Null;
+    value["models"]["build_seconds"] = serde_json::Value::Null;
+    for run in value["runs"].as_array_mut().expect("runs") {
+        run["train_seconds"] = serde_json::Value::Null;
+        for step in run["steps"].as_array_mut().expect("steps") {
+            step["timing"] = serde_json::Value::Null;
+        }
+    }
+    value
+}
+
+#[test]
+fn tiny_demo_writes_its_report_and_reuses_cached_models() {
+    let tools_dir = target_dir().join("tools");
+    assert!(
+        tools_dir.join("calculator.wasm").is_file(),
+        "build the tools first: cargo xtask build-tools"
+    );
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let settings = tiny_settings();
+    let paths = |name: &str| DemoPaths {
+        out_dir: scratch.path().join(name),
+        cache_root: scratch.path().join("cache"),
+        tools_dir: tools_dir.clone(),
+        plugin_dir: plugin_dir(),
+    };
+    let first = run_demo(&settings, &paths("first"), false, &|_| {}).expect("first demo run");
+    write_report(&first, &paths("first").out_dir).expect("report");
+    assert!(!first.models_cached);
+    let cache = scratch
+        .path()
+        .join("cache")
+        .join(settings.model_cache_key());
+    for dir in ["teacher", "student"] {
+        assert!(
+            cache.join(dir).join("config.json").is_file(),
+            "{dir} model in the cache"
+        );
+        assert!(
+            cache.join(dir).join("tokenizer.json").is_file(),
+            "{dir} tokenizer in the cache"
+        );
+    }
+    let out = &paths("first").out_dir;
+    for file in [
+        "report.md",
+        "outcome.json",
+        "reward.png",
+        "accuracy.png",
+        "kl.png",
+        "opd/metrics.jsonl",
+        "sod/metrics.jsonl",
+    ] {
+        assert!(out.join(file).is_file(), "{file} is written");
+    }
+    let png = std::fs::read(out.join("kl.png")).expect("kl.png");
+    assert_eq!(&png[..4], b"\x89PNG");
+
+    let text = table(&first);
+    for row in [
+        "teacher",
+        "student (cold start)",
+        "student + OPD",
+        "student + SOD",
+    ] {
+        assert!(text.contains(row), "table row {row}:\n{text}");
+    }
+    let losses: Vec<&str> = first.runs.iter().map(|r| r.loss.as_str()).collect();
+    assert_eq!(losses, ["opd", "sod"]);
+    let evaluations = [
+        first.teacher,
+        first.student_before,
+        first.runs[0].after,
+        first.runs[1].after,
+    ];
+    for e in evaluations {
+        assert_eq!(e.problems, settings.test_tasks);
+        for fraction in [e.accuracy, e.valid_tool_call_fraction, e.truncated_fraction] {
+            assert!((0.0..=1.0).contains(&fraction), "{e:?}");
+        }
+        assert!(e.mean_steps >= 1.0 && e.mean_steps <= 5.0, "{e:?}");
+    }
+    for run in &first.runs {
+        assert_eq!(run.steps.len() as u64, settings.rl.steps);
+        assert!(
+            run.steps.iter().all(|s| s.kl_teacher.is_some()),
+            "both losses use the teacher"
+        );
+    }
+    assert!(
+        first.runs[1].steps[0].plugin.contains_key("mean_last_w"),
+        "SOD reports its step weights"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(report.contains("SOD") && report.contains("OPD") && report.contains("![Mean reward"));
+
+    // Same settings again: the models come from the cache and every measured number is the same.
+    let second = run_demo(&settings, &paths("second"), false, &|_| {}).expect("second demo run");
+    assert!(second.models_cached);
+    assert_eq!(reproducible(&first), reproducible(&second));
+    // A run directory is never overwritten.
+    assert!(run_demo(&settings, &paths("first"), false, &|_| {}).is_err());
+}
