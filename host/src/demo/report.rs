@@ -59,8 +59,8 @@ pub fn table(outcome: &DemoOutcome) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:>9} {:>12} {:>11} {:>11}  {}",
-        "model", "accuracy", "valid calls", "tool calls", "mean steps", "SOD weights"
+        "{:<22} {:>9} {:>12} {:>11} {:>11}  SOD weights",
+        "model", "accuracy", "valid calls", "tool calls", "mean steps"
     );
     for (name, e, weights) in rows(outcome) {
         let _ = writeln!(
