@@ -295,3 +295,19 @@ fn a_composed_call_may_load_its_child_tool_lazily() {
         outcome.output
     );
 }
+
+#[test]
+fn looking_up_tools_from_async_code_needs_no_executor() {
+    // Regression: `sod serve` looks tools up inside HTTP handlers; a lookup must not start a runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sandbox = shared_sandbox();
+        assert_eq!(
+            sandbox.tool("calculator").expect("loaded").name(),
+            "calculator"
+        );
+        assert!(sandbox.tool("no-such-tool").is_err());
+    });
+}

@@ -563,30 +563,48 @@ impl SandboxInner {
 
     /// The tool called `name`: already loaded, or loaded now from the tools directory.
     pub(crate) fn tool(self: &Arc<Self>, name: &str) -> Result<Tool, SandboxError> {
-        wasmtime_wasi::runtime::in_tokio(self.tool_async(name))
+        // A loaded tool or an unknown name needs no executor, so async callers (an HTTP handler) may use
+        // this for tools loaded up front; only loading an artifact runs guest code.
+        if let Some(tool) = self.loaded(name) {
+            return Ok(tool);
+        }
+        match self.artifact_path(name) {
+            Some(path) => self.load_tool(&path),
+            None => Err(self.unknown_tool(name)),
+        }
     }
 
     /// [`SandboxInner::tool`] for async callers: a composing tool's child call runs inside the executor,
     /// where starting another runtime (as the synchronous path does) would panic.
     pub(crate) async fn tool_async(self: &Arc<Self>, name: &str) -> Result<Tool, SandboxError> {
-        if let Some(tool) = self
-            .tools
+        if let Some(tool) = self.loaded(name) {
+            return Ok(tool);
+        }
+        match self.artifact_path(name) {
+            Some(path) => self.load_tool_async(&path).await,
+            None => Err(self.unknown_tool(name)),
+        }
+    }
+
+    fn loaded(&self, name: &str) -> Option<Tool> {
+        self.tools
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-        {
-            return Ok(tool.clone());
-        }
+            .cloned()
+    }
+
+    /// `<tools_dir>/<name>.wasm` when it exists and `name` cannot escape the directory.
+    fn artifact_path(&self, name: &str) -> Option<PathBuf> {
         let valid_name = !name.is_empty()
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if let Some(dir) = &self.config.tools_dir {
-            let path = dir.join(format!("{name}.wasm"));
-            if valid_name && path.is_file() {
-                return self.load_tool_async(&path).await;
-            }
-        }
+        let path = self.config.tools_dir.as_ref()?.join(format!("{name}.wasm"));
+        (valid_name && path.is_file()).then_some(path)
+    }
+
+    fn unknown_tool(&self, name: &str) -> SandboxError {
         let mut available: Vec<String> = self
             .tools
             .read()
@@ -603,10 +621,10 @@ impl SandboxInner {
         }
         available.sort();
         available.dedup();
-        Err(SandboxError::UnknownTool {
+        SandboxError::UnknownTool {
             name: name.to_string(),
             available: available.join(", "),
-        })
+        }
     }
 
     /// Loads (compiling or reading from the cache) the tool at `path`, describes it and registers it by
