@@ -13,7 +13,10 @@ fn word_count_example_builds_describes_and_answers() {
     let descriptor = tool.descriptor();
     assert_eq!(descriptor.name, "word-count");
     // The schema comes from the typed argument struct.
-    assert_eq!(descriptor.parameters["required"], serde_json::json!(["text"]));
+    assert_eq!(
+        descriptor.parameters["required"],
+        serde_json::json!(["text"])
+    );
     assert!(descriptor.parameters["properties"]["top"].is_object());
     let schema = descriptor.function_schema();
     assert_eq!(schema["function"]["name"], "word-count");

@@ -151,9 +151,13 @@ fn copy_if_changed(source: &Path, dest: &Path) -> Result {
 
 fn test(extra: &[String]) -> Result {
     // The Python tool's guest-side logic, natively (fast, and precise about which helper broke).
-    run(Command::new("python3")
-        .current_dir(workspace_root())
-        .args(["-m", "unittest", "discover", "-s", "tools/python/tests"]))?;
+    run(Command::new("python3").current_dir(workspace_root()).args([
+        "-m",
+        "unittest",
+        "discover",
+        "-s",
+        "tools/python/tests",
+    ]))?;
     // Build every native crate first: the tests load the plugin cdylibs and run the `sod` binary.
     run(cargo().args(["build", "--workspace"]))?;
     run(cargo().args(["test", "--workspace"]).args(extra))
