@@ -9,6 +9,7 @@ pub mod cli;
 pub mod demo;
 pub mod locate;
 pub mod serve;
+pub mod workers;
 
 pub use sod_loss as loss;
 pub use sod_sandbox as sandbox;

@@ -50,6 +50,9 @@ struct SandboxBench {
     /// Bytes of each linear memory kept resident between instances (default: the sandbox default).
     #[arg(long, value_name = "BYTES")]
     keep_resident: Option<usize>,
+    /// Measure throughput through a pool of this many worker processes too (0: skip).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Warm-up calls before measuring.
     #[arg(long, default_value_t = 50)]
     warmup: usize,
@@ -122,6 +125,49 @@ fn subprocess_baseline(command: &str, calls: usize) -> anyhow::Result<Option<Per
         }
     }
     Ok(Some(percentiles(&mut samples)))
+}
+
+/// Throughput through a pool of `workers` processes, with as many calling threads.
+fn pool_throughput(cli: &Cli, bench: &SandboxBench, options: &CallOptions) -> anyhow::Result<f64> {
+    let tools_dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
+    let command = crate::workers::WorkerPool::current_exe_command(&tools_dir, 0)?;
+    let pool = crate::workers::WorkerPool::start(command, bench.workers)?;
+    let run = |calls: usize| -> anyhow::Result<()> {
+        for _ in 0..calls {
+            let outcome = pool.call(&bench.tool, &bench.arguments, options);
+            if outcome.kind != OutcomeKind::Ok {
+                anyhow::bail!("benchmark call did not succeed: {}", outcome.to_json());
+            }
+        }
+        Ok(())
+    };
+    // Warm-up: every worker loads and compiles (or maps from the cache) the tool.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..pool.len())
+            .map(|_| scope.spawn(|| run(bench.warmup.max(1))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+            })
+            .collect::<anyhow::Result<Vec<()>>>()
+    })?;
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..pool.len())
+            .map(|_| scope.spawn(|| run(bench.calls)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+            })
+            .collect::<anyhow::Result<Vec<()>>>()
+    })?;
+    Ok((pool.len() * bench.calls) as f64 / start.elapsed().as_secs_f64())
 }
 
 fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
@@ -207,6 +253,14 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
             "| throughput, {threads} thread{} | {:.0} calls/s |",
             if threads == 1 { "" } else { "s" },
             calls / elapsed.as_secs_f64()
+        );
+    }
+    if bench.workers > 0 {
+        let rate = pool_throughput(cli, bench, &options)?;
+        println!(
+            "| throughput, {} worker process{} | {rate:.0} calls/s |",
+            bench.workers,
+            if bench.workers == 1 { "" } else { "es" }
         );
     }
     Ok(())

@@ -10,6 +10,7 @@ mod loss;
 mod serve;
 mod tools;
 mod train;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Command {
     /// Run a loss plugin on a recorded batch and print its advantages and metrics.
     Loss(loss::LossArgs),
     /// Measure speed (results are meant for docs/benchmarks.md).
+    /// Serve sandbox calls over stdin/stdout, one JSON line each (used by worker pools).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
     Bench(bench::BenchArgs),
     /// Score solutions against problems' tests (stdin/stdout cases or test programs).
     Judge(judge::JudgeArgs),
@@ -71,6 +75,7 @@ pub fn run() -> ExitCode {
         Command::Tools(args) => tools::list(&cli, args),
         Command::Tool(args) => tools::call(&cli, args),
         Command::Loss(args) => loss::run(args),
+        Command::Worker(args) => worker::run(&cli, args),
         Command::Bench(args) => bench::run(&cli, args),
         Command::Judge(args) => judge::run(&cli, args),
         Command::Serve(args) => serve::run(&cli, args),

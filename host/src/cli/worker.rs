@@ -1,0 +1,29 @@
+//! `sod worker`: serves sandbox calls over stdin/stdout for a [`crate::workers::WorkerPool`].
+
+use clap::Args;
+use sod_sandbox::SandboxConfig;
+
+use super::{Cli, open_sandbox};
+
+/// `sod worker`
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Run seed of this worker's sandbox.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub(super) fn run(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
+    let sandbox = open_sandbox(
+        cli,
+        SandboxConfig {
+            seed: args.seed,
+            ..SandboxConfig::default()
+        },
+        false,
+    )?;
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    crate::workers::serve_requests(&sandbox, stdin, stdout)?;
+    Ok(())
+}
