@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod eval;
 pub mod locate;
 pub mod serve;
 pub mod workers;

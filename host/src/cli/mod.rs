@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod eval;
 mod judge;
 mod loss;
 mod serve;
@@ -49,6 +50,8 @@ enum Command {
     Train(train::TrainArgs),
     /// The main job: build a teacher and a student, train the student with SOD and OPD, report.
     Demo(demo::DemoArgs),
+    /// Evaluate a model with tools on benchmarks (avg@k, pass@k, a manifest); `--verify` reruns and compares.
+    Eval(eval::EvalArgs),
 }
 
 /// An error that is the user's to fix: printed without a backtrace, exit code 2.
@@ -81,6 +84,10 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => serve::run(&cli, args),
         Command::Train(args) => train::run(&cli, args),
         Command::Demo(args) => demo::run(&cli, args),
+        Command::Eval(args) => match eval::run(&cli, args) {
+            Ok(code) => return code,
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

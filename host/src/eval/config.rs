@@ -1,0 +1,196 @@
+//! `eval.toml`: what an evaluation runs (model, benchmarks, tools, sampling, budgets, seed, output directory).
+//!
+//! ```toml
+//! model = "runs/sod/checkpoints/step-100"
+//! tools = ["calculator"]
+//! samples = 4                 # k: samples per problem
+//! temperature = 0.6
+//! top_p = 0.95
+//! max_turns = 5
+//! max_new_tokens_per_turn = 512
+//! max_total_tokens = 4096
+//! seed = 0
+//! out_dir = "runs/eval"
+//!
+//! [[datasets]]
+//! name = "aime24"
+//! path = "../shared/data/benchmarks/aime24.jsonl"
+//! kind = "math"               # math | code
+//! limit = 10                  # optional: the first 10 problems
+//! ```
+//!
+//! Relative paths are resolved against the directory of the config file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use sod_train::ToolLimitsConfig;
+use sod_train::config::CodeRewardConfig;
+
+/// How a benchmark's answers are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// The final answer is compared with the reference (`sod_train::reward::math_reward`).
+    Math,
+    /// The program in the final answer is run against the problem's tests by the `judge` tool.
+    Code,
+}
+
+/// One benchmark of an evaluation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Name in results and summaries (unique within the config).
+    pub name: String,
+    /// JSONL or Parquet file (see `sod_train::dataset`).
+    pub path: PathBuf,
+    /// How answers are scored.
+    pub kind: DatasetKind,
+    /// Evaluate only the first `limit` problems.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// An evaluation, as read from `eval.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Hugging Face directory of the model evaluated.
+    pub model: PathBuf,
+    /// Benchmarks, evaluated in this order.
+    pub datasets: Vec<DatasetConfig>,
+    /// Tools offered to the model (names of components in the tools directory).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Tools whose calls keep state across a trajectory's turns.
+    #[serde(default = "default_stateful")]
+    pub stateful_tools: Vec<String>,
+    /// System prompt put before the tool schemas when a problem has none.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// k: samples per problem.
+    #[serde(default = "one")]
+    pub samples: usize,
+    /// The k of each pass@k reported (each at most `samples`); default: 1 and `samples`.
+    #[serde(default)]
+    pub pass_at: Vec<usize>,
+    /// Sampling temperature (0: greedy).
+    #[serde(default)]
+    pub temperature: f64,
+    /// Nucleus sampling.
+    #[serde(default = "one_f")]
+    pub top_p: f64,
+    /// Most assistant turns per trajectory.
+    #[serde(default = "max_turns")]
+    pub max_turns: usize,
+    /// Most tokens per assistant turn.
+    #[serde(default = "max_new_tokens")]
+    pub max_new_tokens_per_turn: usize,
+    /// Most tokens per trajectory, prompt included.
+    #[serde(default = "max_total_tokens")]
+    pub max_total_tokens: usize,
+    /// Seed of sampling and of the tools.
+    #[serde(default)]
+    pub seed: u64,
+    /// Trajectories generated together (results do not depend on it).
+    #[serde(default = "batch_size")]
+    pub batch_size: usize,
+    /// Where `results.jsonl`, `summary.json` and `manifest.json` go.
+    pub out_dir: PathBuf,
+    /// Limits of every tool call.
+    #[serde(default)]
+    pub tool_limits: ToolLimitsConfig,
+    /// Settings of the code reward.
+    #[serde(default)]
+    pub code_reward: CodeRewardConfig,
+}
+
+fn default_stateful() -> Vec<String> {
+    sod_train::config::DEFAULT_STATEFUL_TOOLS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn max_turns() -> usize {
+    5
+}
+fn max_new_tokens() -> usize {
+    512
+}
+fn max_total_tokens() -> usize {
+    4096
+}
+fn batch_size() -> usize {
+    16
+}
+
+impl EvalConfig {
+    /// Parses `text` (the content of a config file in `base`), resolves relative paths against `base` and
+    /// validates the result.
+    pub fn from_toml_str(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let mut config: EvalConfig = toml::from_str(text).context("parsing the eval config")?;
+        config.model = base.join(&config.model);
+        config.out_dir = base.join(&config.out_dir);
+        for d in &mut config.datasets {
+            d.path = base.join(&d.path);
+        }
+        if config.pass_at.is_empty() {
+            config.pass_at = vec![1, config.samples];
+            config.pass_at.dedup();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_str(&text, base).with_context(|| format!("in {}", path.display()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.datasets.is_empty() {
+            bail!("no datasets: add at least one [[datasets]] table");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for d in &self.datasets {
+            if !names.insert(d.name.as_str()) {
+                bail!("two datasets are named {:?}", d.name);
+            }
+            if d.limit == Some(0) {
+                bail!("dataset {:?}: limit must be at least 1", d.name);
+            }
+        }
+        if self.samples == 0 {
+            bail!("samples must be at least 1");
+        }
+        if let Some(k) = self.pass_at.iter().find(|&&k| k == 0 || k > self.samples) {
+            bail!(
+                "pass_at = {k} is outside 1..={} (samples per problem)",
+                self.samples
+            );
+        }
+        if self.max_turns == 0 || self.max_new_tokens_per_turn == 0 || self.batch_size == 0 {
+            bail!("max_turns, max_new_tokens_per_turn and batch_size must be at least 1");
+        }
+        if !(self.temperature >= 0.0) || !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("temperature must be >= 0 and top_p in (0, 1]");
+        }
+        Ok(())
+    }
+
+    /// Whether any benchmark is scored by running code (the `judge` and `python` tools are then needed).
+    pub fn has_code(&self) -> bool {
+        self.datasets.iter().any(|d| d.kind == DatasetKind::Code)
+    }
+}

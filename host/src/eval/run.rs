@@ -1,0 +1,315 @@
+//! Running an evaluation: rollouts with tools on every problem of every benchmark, scoring, pass@k.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use sod_model::{ChatMessage, ChatTokenizer, Role, SamplingParams, load_model_dir};
+use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+use sod_train::dataset::{Dataset, Example};
+use sod_train::reward::{CodeReward, MathReward, Reward, score_all};
+use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
+
+use super::config::{DatasetKind, EvalConfig};
+
+/// One sample (trajectory) of a problem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleResult {
+    /// The reward (1 for a right answer or a program passing every test).
+    pub reward: f32,
+    /// Whether the reward counts as solved.
+    pub correct: bool,
+    /// Assistant turns.
+    pub turns: usize,
+    /// Tool calls written.
+    pub tool_calls: usize,
+    /// Tool calls accepted.
+    pub valid_tool_calls: usize,
+    /// Ended by a budget.
+    pub truncated: bool,
+    /// Why the sample could not be scored (a sandbox or judge failure); its reward is then 0.
+    pub fault: Option<String>,
+    /// The last assistant turn (the one scored).
+    pub response: String,
+}
+
+/// One problem: its samples, avg@k and pass@k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProblemResult {
+    /// The benchmark's name.
+    pub dataset: String,
+    /// The problem's id.
+    pub id: String,
+    /// Rewards of the samples, in sample order.
+    pub rewards: Vec<f32>,
+    /// Samples counted as solved.
+    pub correct: usize,
+    /// Mean reward over the samples (avg@k).
+    pub avg: f64,
+    /// `"k" -> pass@k` with the unbiased estimator.
+    pub pass_at: BTreeMap<String, f64>,
+    /// Every sample.
+    pub samples: Vec<SampleResult>,
+}
+
+/// The unbiased pass@k estimator of Chen et al. (2021): `1 - C(n - c, k) / C(n, k)` for `c` solved samples out
+/// of `n`, computed as a product to stay exact in floating point for large `n`.
+pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
+    assert!(k >= 1 && k <= n && c <= n, "pass@{k} of {c}/{n}");
+    if n - c < k {
+        return 1.0;
+    }
+    let mut miss = 1.0f64;
+    for i in (n - c + 1)..=n {
+        miss *= 1.0 - k as f64 / i as f64;
+    }
+    1.0 - miss
+}
+
+/// Rolls `requests` out `chunk` at a time (bounding memory); trajectories come back in request order and do not
+/// depend on `chunk` (each samples with its own seeded sampler).
+pub fn rollout_chunked(
+    policy: &dyn Policy,
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &RolloutSettings,
+    requests: &[RolloutRequest],
+    chunk: usize,
+) -> sod_train::Result<Vec<Trajectory>> {
+    let mut trajectories = Vec::with_capacity(requests.len());
+    for part in requests.chunks(chunk.max(1)) {
+        trajectories.extend(rollout(policy, tokenizer, toolbox, settings, part)?);
+    }
+    Ok(trajectories)
+}
+
+/// The sandbox of an evaluation: tools from `tools_dir`, seeded by the config's seed.
+pub fn open_sandbox(config: &EvalConfig, tools_dir: &Path) -> anyhow::Result<Sandbox> {
+    let mut sandbox_config = SandboxConfig {
+        tools_dir: Some(tools_dir.to_path_buf()),
+        seed: config.seed,
+        ..SandboxConfig::default()
+    };
+    sandbox_config.max_memory_bytes = sandbox_config
+        .max_memory_bytes
+        .max(config.tool_limits.memory_bytes)
+        .max(config.code_reward.memory_bytes_per_test);
+    Ok(Sandbox::new(sandbox_config)?)
+}
+
+/// The tools an evaluation uses: those offered to the model, plus `judge` and `python` for code benchmarks.
+pub fn tools_used(config: &EvalConfig) -> Vec<String> {
+    let mut names: Vec<String> = config.tools.clone();
+    if config.has_code() {
+        names.push(sod_train::reward::JUDGE_TOOL.to_string());
+        names.push("python".to_string());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The problems of one benchmark (the first `limit`).
+pub fn load_problems(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Example>> {
+    let dataset = Dataset::load(path)?;
+    let mut examples = dataset.examples().to_vec();
+    if let Some(limit) = limit {
+        examples.truncate(limit);
+    }
+    Ok(examples)
+}
+
+/// Evaluates the config's model on every benchmark with the tools of `sandbox`, and returns one result per
+/// problem, benchmarks in config order, problems in file order.
+pub fn evaluate(
+    config: &EvalConfig,
+    sandbox: &Sandbox,
+    device: &Device,
+    log: &dyn Fn(&str),
+) -> anyhow::Result<Vec<ProblemResult>> {
+    let limits = Limits {
+        fuel: config.tool_limits.fuel,
+        memory_bytes: config.tool_limits.memory_bytes,
+        output_bytes: config.tool_limits.output_bytes,
+        ..Limits::default()
+    };
+    let toolbox = ToolBox::new(sandbox.clone(), &config.tools, limits)?
+        .with_stateful_tools(&config.stateful_tools);
+    let tokenizer = ChatTokenizer::from_dir(&config.model)?;
+    let model = load_model_dir(&config.model, device)
+        .with_context(|| format!("loading the model in {}", config.model.display()))?;
+    let settings = RolloutSettings {
+        max_turns: config.max_turns,
+        max_new_tokens_per_turn: config.max_new_tokens_per_turn,
+        max_total_tokens: config.max_total_tokens,
+        sampling: SamplingParams {
+            temperature: config.temperature,
+            top_p: config.top_p,
+        },
+        seed: config.seed,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut results = Vec::new();
+    for dataset in &config.datasets {
+        let problems = load_problems(&dataset.path, dataset.limit)
+            .with_context(|| format!("dataset {:?}", dataset.name))?;
+        let scorer: Box<dyn Reward> = match dataset.kind {
+            DatasetKind::Math => Box::new(MathReward),
+            DatasetKind::Code => Box::new(CodeReward::new(sandbox.clone(), config.code_reward)?),
+        };
+        scorer
+            .check_dataset(&Dataset::from_examples(problems.clone()))
+            .with_context(|| format!("dataset {:?}", dataset.name))?;
+        let mut requests = Vec::with_capacity(problems.len() * config.samples);
+        for (p, problem) in problems.iter().enumerate() {
+            let mut messages = problem.messages.clone();
+            if let Some(system) = &config.system_prompt
+                && messages.first().is_none_or(|m| m.role != Role::System)
+            {
+                messages.insert(0, ChatMessage::system(system.clone()));
+            }
+            for s in 0..config.samples {
+                requests.push(RolloutRequest {
+                    prompt_id: format!("{}/{}", dataset.name, problem.id),
+                    sample_index: s as u64,
+                    group: p as u32,
+                    messages: messages.clone(),
+                });
+            }
+        }
+        let trajectories = rollout_chunked(
+            &model.model,
+            &tokenizer,
+            &toolbox,
+            &settings,
+            &requests,
+            config.batch_size,
+        )?;
+        let items: Vec<(&str, &Example)> = trajectories
+            .iter()
+            .map(|t| (t.final_text.as_str(), &problems[t.group as usize]))
+            .collect();
+        let scores = score_all(scorer.as_ref(), &items, threads);
+        for (p, problem) in problems.iter().enumerate() {
+            let range = p * config.samples..(p + 1) * config.samples;
+            let samples: Vec<SampleResult> = trajectories[range.clone()]
+                .iter()
+                .zip(&scores[range])
+                .map(|(t, score)| {
+                    let fault = if t.infra_fault {
+                        Some("a tool call hit a sandbox failure".to_string())
+                    } else {
+                        score.fault.clone()
+                    };
+                    let reward = if fault.is_some() { 0.0 } else { score.reward };
+                    SampleResult {
+                        reward,
+                        correct: fault.is_none() && scorer.is_correct(reward),
+                        turns: t.turns,
+                        tool_calls: t.tool_calls,
+                        valid_tool_calls: t.valid_tool_calls,
+                        truncated: t.truncated,
+                        fault,
+                        response: t.final_text.clone(),
+                    }
+                })
+                .collect();
+            results.push(problem_result(
+                &dataset.name,
+                &problem.id,
+                samples,
+                &config.pass_at,
+            ));
+        }
+        log(&format!(
+            "{}: {} problems x {} samples",
+            dataset.name,
+            problems.len(),
+            config.samples
+        ));
+    }
+    Ok(results)
+}
+
+/// Aggregates the samples of one problem.
+pub fn problem_result(
+    dataset: &str,
+    id: &str,
+    samples: Vec<SampleResult>,
+    pass_at: &[usize],
+) -> ProblemResult {
+    let n = samples.len();
+    let correct = samples.iter().filter(|s| s.correct).count();
+    let rewards: Vec<f32> = samples.iter().map(|s| s.reward).collect();
+    let avg = rewards.iter().map(|&r| r as f64).sum::<f64>() / n.max(1) as f64;
+    ProblemResult {
+        dataset: dataset.to_string(),
+        id: id.to_string(),
+        rewards,
+        correct,
+        avg,
+        pass_at: pass_at
+            .iter()
+            .map(|&k| (k.to_string(), pass_at_k(n, correct, k)))
+            .collect(),
+        samples,
+    }
+}
+
+/// The bytes of `results.jsonl`: one JSON object per problem, one per line.
+pub fn results_jsonl(results: &[ProblemResult]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for r in results {
+        serde_json::to_writer(&mut out, r)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Per benchmark (and over all problems, under `"all"`): problems, samples, avg@k, pass@k, truncation and tool
+/// use, and faults.
+pub fn summary(config: &EvalConfig, results: &[ProblemResult]) -> serde_json::Value {
+    let mut datasets = serde_json::Map::new();
+    let groups: Vec<(&str, Vec<&ProblemResult>)> = config
+        .datasets
+        .iter()
+        .map(|d| {
+            let rows = results.iter().filter(|r| r.dataset == d.name).collect();
+            (d.name.as_str(), rows)
+        })
+        .chain(std::iter::once(("all", results.iter().collect())))
+        .collect();
+    for (name, rows) in groups {
+        let problems = rows.len().max(1) as f64;
+        let samples: Vec<&SampleResult> = rows.iter().flat_map(|r| &r.samples).collect();
+        let count = samples.len().max(1) as f64;
+        let mut entry = serde_json::Map::new();
+        entry.insert("problems".into(), rows.len().into());
+        entry.insert("samples".into(), samples.len().into());
+        entry.insert(
+            format!("avg@{}", config.samples),
+            (rows.iter().map(|r| r.avg).sum::<f64>() / problems).into(),
+        );
+        for &k in &config.pass_at {
+            let key = k.to_string();
+            let mean = rows.iter().map(|r| r.pass_at[&key]).sum::<f64>() / problems;
+            entry.insert(format!("pass@{k}"), mean.into());
+        }
+        entry.insert(
+            "truncated_fraction".into(),
+            (samples.iter().filter(|s| s.truncated).count() as f64 / count).into(),
+        );
+        entry.insert(
+            "mean_tool_calls".into(),
+            (samples.iter().map(|s| s.tool_calls).sum::<usize>() as f64 / count).into(),
+        );
+        entry.insert(
+            "faults".into(),
+            samples.iter().filter(|s| s.fault.is_some()).count().into(),
+        );
+        datasets.insert(name.to_string(), entry.into());
+    }
+    serde_json::Value::Object(datasets)
+}
