@@ -39,6 +39,9 @@ pub(super) fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let log = |line: &str| eprintln!("{line}");
     if let Some(manifest) = &args.verify {
+        if !manifest.is_file() {
+            return Err(usage(format!("{} is not a file", manifest.display())));
+        }
         let report = verify(manifest, &options, &log)?;
         print!("{report}");
         return Ok(if report.identical() {

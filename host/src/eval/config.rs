@@ -183,7 +183,8 @@ impl EvalConfig {
         if self.max_turns == 0 || self.max_new_tokens_per_turn == 0 || self.batch_size == 0 {
             bail!("max_turns, max_new_tokens_per_turn and batch_size must be at least 1");
         }
-        if !(self.temperature >= 0.0) || !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        let sampling_ok = self.temperature >= 0.0 && self.top_p > 0.0 && self.top_p <= 1.0;
+        if !sampling_ok {
             bail!("temperature must be >= 0 and top_p in (0, 1]");
         }
         Ok(())

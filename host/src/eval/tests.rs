@@ -235,3 +235,48 @@ fn a_run_verifies_as_identical_and_changes_are_named() {
         "{report}"
     );
 }
+
+#[test]
+fn code_benchmark_is_scored_by_the_judge() {
+    let built = target_dir().join("tools");
+    let humaneval =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/benchmarks/humaneval.jsonl");
+    assert!(humaneval.is_file(), "{} is missing", humaneval.display());
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model_dir(
+        &dir.path().join("model"),
+        &Qwen3Config::tiny(512, 32, 1),
+        &["def f(x):\n    return x\n"],
+        1,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("eval.toml"),
+        format!(
+            "model = \"model\"\nsamples = 1\nmax_turns = 1\nmax_new_tokens_per_turn = 8\n\
+             out_dir = \"out\"\n[[datasets]]\nname = \"humaneval\"\npath = {:?}\nkind = \"code\"\nlimit = 1\n",
+            humaneval.display().to_string()
+        ),
+    )
+    .unwrap();
+    let options = EvalOptions {
+        tools_dir: built,
+        device: Device::Cpu,
+        code_version: code_version(),
+    };
+    let outcome = run_eval(&dir.path().join("eval.toml"), &options, &|_| {}).unwrap();
+    assert_eq!(outcome.results.len(), 1);
+    let sample = &outcome.results[0].samples[0];
+    // A random model's text is no solution, and the judge says so without a fault.
+    assert_eq!(sample.fault, None, "{sample:?}");
+    assert_eq!(sample.reward, 0.0);
+    assert_eq!(
+        outcome.manifest.inputs.tools.keys().collect::<Vec<_>>(),
+        ["judge", "python"]
+    );
+    assert!(
+        outcome.manifest.inputs.datasets["humaneval"]
+            .sha256
+            .starts_with("sha256:")
+    );
+}
