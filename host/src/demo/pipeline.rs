@@ -14,7 +14,7 @@ use sod_model::{
     load_model_dir, save_checkpoint, write_tiny_model_dir,
 };
 use sod_sandbox::{Limits, Sandbox, SandboxConfig};
-use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, rollout};
+use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox};
 use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
@@ -378,16 +378,14 @@ pub fn evaluate(
             ],
         })
         .collect();
-    let mut trajectories = Vec::with_capacity(requests.len());
-    for chunk in requests.chunks(32) {
-        trajectories.extend(rollout(
-            model,
-            tokenizer,
-            toolbox,
-            &rollout_settings(settings),
-            chunk,
-        )?);
-    }
+    let trajectories = crate::eval::rollout_chunked(
+        model,
+        tokenizer,
+        toolbox,
+        &rollout_settings(settings),
+        &requests,
+        32,
+    )?;
     let n = tasks.len().max(1) as f64;
     let correct = tasks
         .iter()
