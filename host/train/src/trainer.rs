@@ -222,7 +222,7 @@ impl Trainer {
                 metrics.reward_mean, metrics.accuracy, metrics.timing.tokens_per_s
             ));
             let every = self.config.checkpoint_every;
-            if (every > 0 && self.step % every == 0) || self.step == self.config.steps {
+            if (every > 0 && self.step.is_multiple_of(every)) || self.step == self.config.steps {
                 summary.checkpoint = Some(self.save_checkpoint()?);
             }
             summary.last = Some(metrics);

@@ -359,7 +359,7 @@ mod tests {
         let w = var.as_tensor().to_vec1::<f32>().unwrap();
         // Bias-corrected first step: m_hat / sqrt(v_hat) = sign(g); decay multiplies by 1 - lr * wd.
         assert!((w[0] - (1.0 * 0.999 - 0.01)).abs() < 1e-6, "{w:?}");
-        assert!((w[1] - (-1.0 * 0.999 + 0.01)).abs() < 1e-6, "{w:?}");
+        assert!((w[1] - (-(1.0 * 0.999) + 0.01)).abs() < 1e-6, "{w:?}");
         assert_eq!(opt.t, 1);
     }
 
