@@ -585,18 +585,8 @@ impl Qwen3 {
                 hidden.dims()
             )));
         }
-        let targets = targets.to_dtype(DType::U32)?;
+        let targets = self.ids_in_vocab(targets, "target")?;
         let vocab = self.config.vocab_size;
-        if let Some(&bad) = targets
-            .flatten_all()?
-            .to_vec1::<u32>()?
-            .iter()
-            .find(|&&id| id as usize >= vocab)
-        {
-            return Err(ModelError::Input(format!(
-                "target id {bad} is not below vocab_size = {vocab}"
-            )));
-        }
         let chunk = (LOGPROB_CHUNK_ELEMENTS / (b * vocab).max(1)).max(1);
         let mut parts = Vec::with_capacity(t.div_ceil(chunk));
         let mut start = 0;
@@ -619,6 +609,23 @@ impl Qwen3 {
         Ok(Tensor::cat(&parts, 1)?)
     }
 
+    /// `ids` as u32, or an error naming the first id (`what`: "token", "target") outside the vocabulary.
+    fn ids_in_vocab(&self, ids: &Tensor, what: &str) -> Result<Tensor> {
+        let ids = ids.to_dtype(DType::U32)?;
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .iter()
+            .find(|&&id| id as usize >= vocab)
+        {
+            return Err(ModelError::Input(format!(
+                "{what} id {bad} is not below vocab_size = {vocab}"
+            )));
+        }
+        Ok(ids)
+    }
+
     fn layout(
         &self,
         input_ids: &Tensor,
@@ -637,18 +644,7 @@ impl Qwen3 {
                 input_ids.dims()
             )));
         }
-        let ids = input_ids.to_dtype(DType::U32)?;
-        let vocab = self.config.vocab_size;
-        if let Some(&bad) = ids
-            .flatten_all()?
-            .to_vec1::<u32>()?
-            .iter()
-            .find(|&&id| id as usize >= vocab)
-        {
-            return Err(ModelError::Input(format!(
-                "token id {bad} is not below vocab_size = {vocab}"
-            )));
-        }
+        let ids = self.ids_in_vocab(input_ids, "token")?;
         let valid: Vec<Vec<bool>> = match padding_mask {
             None => vec![vec![true; t]; b],
             Some(mask) => {

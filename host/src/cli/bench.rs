@@ -127,6 +127,22 @@ fn subprocess_baseline(command: &str, calls: usize) -> anyhow::Result<Option<Per
     Ok(Some(percentiles(&mut samples)))
 }
 
+/// Runs `work` on `threads` threads at once and returns the first error, if any.
+fn on_threads<T: Send>(
+    threads: usize,
+    work: impl Fn() -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<()> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1)).map(|_| scope.spawn(&work)).collect();
+        for handle in handles {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("benchmark thread panicked")))?;
+        }
+        Ok(())
+    })
+}
+
 /// Throughput through a pool of `workers` processes, with as many calling threads.
 fn pool_throughput(cli: &Cli, bench: &SandboxBench, options: &CallOptions) -> anyhow::Result<f64> {
     let tools_dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
@@ -142,31 +158,9 @@ fn pool_throughput(cli: &Cli, bench: &SandboxBench, options: &CallOptions) -> an
         Ok(())
     };
     // Warm-up: every worker loads and compiles (or maps from the cache) the tool.
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..pool.len())
-            .map(|_| scope.spawn(|| run(bench.warmup.max(1))))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
-            })
-            .collect::<anyhow::Result<Vec<()>>>()
-    })?;
+    on_threads(pool.len(), || run(bench.warmup.max(1)))?;
     let start = Instant::now();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..pool.len())
-            .map(|_| scope.spawn(|| run(bench.calls)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
-            })
-            .collect::<anyhow::Result<Vec<()>>>()
-    })?;
+    on_threads(pool.len(), || run(bench.calls))?;
     Ok((pool.len() * bench.calls) as f64 / start.elapsed().as_secs_f64())
 }
 
@@ -228,26 +222,10 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
         let threads = threads.max(1);
         let per_thread = bench.calls;
         let start = Instant::now();
-        let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        timed_calls(&sandbox, &tool, &bench.arguments, per_thread, &options)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("benchmark thread panicked")))
-                })
-                .collect()
-        });
+        on_threads(threads, || {
+            timed_calls(&sandbox, &tool, &bench.arguments, per_thread, &options)
+        })?;
         let elapsed = start.elapsed();
-        for result in results {
-            result?;
-        }
         let calls = (threads * per_thread) as f64;
         println!(
             "| throughput, {threads} thread{} | {:.0} calls/s |",
