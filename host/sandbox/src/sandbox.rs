@@ -394,12 +394,17 @@ fn derived_call_key(tool: &str, arguments: &str) -> String {
 }
 
 impl SandboxInner {
-    fn new_store(&self, state: CallState) -> Store<CallState> {
-        let limits = state.limits;
+    /// A store for one call (or session): fresh WASI state, scratch directory, limits armed.
+    fn new_store(
+        self: &Arc<Self>,
+        limits: Limits,
+        identity: CallIdentity,
+    ) -> std::io::Result<Store<CallState>> {
+        let state = CallState::new(limits, identity, Arc::downgrade(self), &self.scratch)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         arm_store(&mut store, &limits);
-        store
+        Ok(store)
     }
 
     /// The call path shared by top-level calls and child calls of composing tools.
@@ -439,8 +444,8 @@ impl SandboxInner {
         limits: Limits,
         identity: CallIdentity,
     ) -> Outcome {
-        let state = match CallState::new(limits, identity, Arc::downgrade(self), &self.scratch) {
-            Ok(state) => state,
+        let mut store = match self.new_store(limits, identity) {
+            Ok(store) => store,
             Err(err) => {
                 return infra_fault(
                     tool,
@@ -448,7 +453,6 @@ impl SandboxInner {
                 );
             }
         };
-        let mut store = self.new_store(state);
         let result = match tool.inner.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance.call_call(&mut store, arguments).await,
             Err(err) => Err(err),
@@ -475,17 +479,15 @@ impl SandboxInner {
                 session
             }
             None => {
-                let state =
-                    match CallState::new(limits, identity, Arc::downgrade(self), &self.scratch) {
-                        Ok(state) => state,
-                        Err(err) => {
-                            return infra_fault(
-                                tool,
-                                format!("cannot create the session's scratch directory: {err}"),
-                            );
-                        }
-                    };
-                let mut store = self.new_store(state);
+                let mut store = match self.new_store(limits, identity) {
+                    Ok(store) => store,
+                    Err(err) => {
+                        return infra_fault(
+                            tool,
+                            format!("cannot create the session's scratch directory: {err}"),
+                        );
+                    }
+                };
                 match tool.inner.pre.instantiate_async(&mut store).await {
                     Ok(instance) => Session {
                         store,
@@ -693,9 +695,9 @@ impl SandboxInner {
             depth: 0,
         };
         let limits = self.config.default_limits;
-        let state = CallState::new(limits, identity, Arc::downgrade(self), &self.scratch)
+        let mut store = self
+            .new_store(limits, identity)
             .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
-        let mut store = self.new_store(state);
         let raw = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_describe(&mut store).await
