@@ -100,3 +100,88 @@ fn unknown_tool_and_bad_json_are_usage_errors() {
     assert!(stderr(&bad).contains("not valid JSON"), "{}", stderr(&bad));
     assert!(stdout(&bad).is_empty());
 }
+
+/// `sod eval` with the committed benchmark config (every benchmark of ../shared/data, a smoke-sized slice of each,
+/// a tiny model), then `sod eval --verify`: identical, and a changed tool artifact is named with exit code 1.
+#[test]
+fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
+    let config = sod_tests::workspace_root().join("examples/eval/benchmarks.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("model");
+    let corpus = [
+        "What is 2 + 2? <tool_call>{\"name\": \"python\", \"arguments\": {\"code\": \"print(2+2)\"}}</tool_call> \\boxed{4}",
+        "def add(a, b):\n    return a + b\n",
+    ];
+    sod_model::write_tiny_model_dir(
+        &model,
+        &sod_model::Qwen3Config::tiny(320, 16, 1),
+        &corpus,
+        1,
+    )
+    .expect("tiny model");
+    // A private copy of the tools, so that one can be changed without touching the shared build.
+    let tools = dir.path().join("tools");
+    std::fs::create_dir(&tools).expect("tools dir");
+    for name in ["python.wasm", "judge.wasm"] {
+        std::fs::copy(target_dir().join("tools").join(name), tools.join(name)).expect("copy tool");
+    }
+    let out = dir.path().join("eval");
+    let sets = [
+        format!("model={}", model.display()),
+        format!("out_dir={}", out.display()),
+        "limit=1".to_string(),
+        "samples=1".to_string(),
+        "max_new_tokens_per_turn=6".to_string(),
+        "max_turns=2".to_string(),
+    ];
+    let run = |args: &[&str]| {
+        Command::new(sod_binary())
+            .args(args)
+            .env("SOD_TOOLS_DIR", &tools)
+            .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
+            .output()
+            .expect("run sod")
+    };
+    let mut args = vec!["eval", "--config", config.to_str().expect("utf-8 path")];
+    for set in &sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    let output = run(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON summary");
+    for name in [
+        "aime24",
+        "aime25",
+        "math500",
+        "gsm8k",
+        "humaneval",
+        "livecodebench",
+    ] {
+        assert_eq!(printed["summary"][name]["problems"], 1, "{name}: {printed}");
+    }
+    let manifest = out.join("manifest.json");
+    let manifest_arg = manifest.to_str().expect("utf-8 path");
+    let output = run(&["eval", "--verify", manifest_arg]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("identical"), "{}", stdout(&output));
+
+    // A different judge artifact: named, exit code 1.
+    let mut judge = std::fs::read(tools.join("judge.wasm")).expect("judge");
+    // A custom section (id 0, 3 bytes: name "x", payload "y"): a valid component with a different hash.
+    judge.extend_from_slice(&[0x00, 0x03, 0x01, b'x', b'y']);
+    std::fs::write(tools.join("judge.wasm"), judge).expect("write judge");
+    let output = run(&["eval", "--verify", manifest_arg]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("judge"), "{}", stdout(&output));
+}

@@ -5,6 +5,7 @@
 //! - [`sod_loss`]: loss plugins behind a versioned C ABI;
 //! - [`sod_train`]: the trainer (rollouts with tools, rewards, loss plugins, PPO update, checkpoints).
 
+pub mod alloc;
 pub mod cli;
 pub mod demo;
 pub mod eval;

@@ -8,7 +8,9 @@ use candle_core::Device;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use crate::chat::BUILTIN_CHAT_TEMPLATE;
 use crate::checkpoint::{SaveDtype, init_random, save_checkpoint};
@@ -32,9 +34,15 @@ pub const TINY_ADDED_TOKENS: &[&str] = &[
 /// How many of [`TINY_ADDED_TOKENS`] are special.
 const NUM_SPECIAL: usize = 3;
 
+/// Qwen2/Qwen3's pre-tokenisation pattern. Among other things it makes every digit its own pre-token (and never
+/// glues a space to a digit), so numbers are encoded digit by digit, the same way wherever they appear: copying a
+/// number is a token-by-token copy.
+pub const QWEN_PRETOKENIZE_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Trains a byte-level BPE tokenizer on `corpus` with at most `vocab_size` tokens (the 256 byte symbols and
-/// [`TINY_ADDED_TOKENS`] included), like GPT-2/Qwen: no normaliser, byte-level pre-tokenisation without prefix
-/// space, byte-level decoder. Deterministic in its inputs. Any text round-trips through encode/decode.
+/// [`TINY_ADDED_TOKENS`] included), like Qwen3's: no normaliser, Qwen's pre-tokenisation pattern
+/// ([`QWEN_PRETOKENIZE_PATTERN`]) then byte-level mapping, byte-level decoder. Deterministic in its inputs. Any
+/// text round-trips through encode/decode.
 pub fn train_tiny_tokenizer(corpus: &[&str], vocab_size: usize) -> Result<Tokenizer> {
     let minimum = 256 + TINY_ADDED_TOKENS.len();
     if vocab_size < minimum {
@@ -43,10 +51,19 @@ pub fn train_tiny_tokenizer(corpus: &[&str], vocab_size: usize) -> Result<Tokeni
             TINY_ADDED_TOKENS.len()
         )));
     }
+    let split = Split::new(
+        SplitPattern::Regex(QWEN_PRETOKENIZE_PATTERN.to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| ModelError::Tokenizer(format!("pre-tokenisation pattern: {e}")))?;
     let mut tokenizer = Tokenizer::new(BPE::default());
-    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
-    tokenizer.with_post_processor(Some(ByteLevel::new(false, false, true)));
-    tokenizer.with_decoder(Some(ByteLevel::new(false, false, true)));
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+        PreTokenizerWrapper::Split(split),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
+    ])));
+    tokenizer.with_post_processor(Some(ByteLevel::new(false, false, false)));
+    tokenizer.with_decoder(Some(ByteLevel::new(false, false, false)));
     let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)
         .min_frequency(2)

@@ -112,6 +112,40 @@ fn builtin_template_renders_a_tool_conversation() {
 }
 
 #[test]
+fn numbers_are_encoded_digit_by_digit_wherever_they_appear() {
+    // Qwen's pre-tokenisation: a digit is never merged with another digit or with the space before it, so a
+    // number copied from prose into a JSON string is the same token sequence.
+    let corpus: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                "It makes {} boxes, \"{}*{}\" = {}",
+                100 + i,
+                12 * i,
+                34,
+                12 * i * 34
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
+    let tokenizer = train_tiny_tokenizer(&refs, 400).unwrap();
+    let tok =
+        ChatTokenizer::new(tokenizer, None, Some("<|im_end|>"), Some("<|endoftext|>")).unwrap();
+    let digits = tok.encode("4817").unwrap();
+    assert_eq!(digits.len(), 4);
+    for (digit, id) in "4817".chars().zip(&digits) {
+        assert_eq!(tok.decode(&[*id], false).unwrap(), digit.to_string());
+    }
+    for context in ["makes 4817 boxes", "\"4817*36\"", "(4817)", "x4817"] {
+        let ids = tok.encode(context).unwrap();
+        assert!(
+            ids.windows(4).any(|w| w == digits.as_slice()),
+            "{context:?} does not hold 4817 as its four digit tokens"
+        );
+        assert_eq!(tok.decode(&ids, false).unwrap(), context);
+    }
+}
+
+#[test]
 fn hermes_tool_call_turn_round_trips_through_the_tokenizer() {
     let tokenizer = train_tiny_tokenizer(CORPUS, 380).unwrap();
     assert!(tokenizer.get_vocab_size(true) <= 380);

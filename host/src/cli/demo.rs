@@ -20,9 +20,16 @@ pub struct DemoArgs {
     /// Seed of the tasks, models, data order and sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// A shorter run (about a minute of training instead of several).
+    /// A shorter run: smaller splits and fewer steps, same pipeline.
     #[arg(long)]
     quick: bool,
+    /// Read every setting (sizes, steps, learning rates) from this JSON file instead; `--print-settings` writes
+    /// one to start from. `--seed` and `--quick` are then ignored.
+    #[arg(long, value_name = "FILE", conflicts_with = "quick")]
+    settings: Option<PathBuf>,
+    /// Print the settings this run would use, as JSON, and exit.
+    #[arg(long)]
+    print_settings: bool,
     /// Where trained models are cached, by a hash of their settings.
     #[arg(long, value_name = "DIR", default_value = "runs/demo-cache")]
     cache: PathBuf,
@@ -32,11 +39,20 @@ pub struct DemoArgs {
 }
 
 pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
-    let settings = if args.quick {
-        DemoSettings::quick(args.seed)
-    } else {
-        DemoSettings::standard(args.seed)
+    let settings = match &args.settings {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| usage(format!("reading {}: {e}", file.display())))?;
+            serde_json::from_str::<DemoSettings>(&text)
+                .map_err(|e| usage(format!("{}: not demo settings: {e}", file.display())))?
+        }
+        None if args.quick => DemoSettings::quick(args.seed),
+        None => DemoSettings::standard(args.seed),
     };
+    if args.print_settings {
+        println!("{}", serde_json::to_string_pretty(&settings)?);
+        return Ok(());
+    }
     let out_dir = match &args.out {
         Some(dir) => dir.clone(),
         None => {

@@ -21,6 +21,10 @@ pub struct EvalArgs {
         required_unless_present = "verify"
     )]
     config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set model=runs/sod/checkpoints/step-100 --set samples=4` (repeatable;
+    /// recorded in the manifest and applied again by `--verify`).
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "verify")]
+    overrides: Vec<String>,
     /// Rerun the evaluation of a manifest.json and compare.
     #[arg(long, value_name = "MANIFEST")]
     verify: Option<PathBuf>,
@@ -60,7 +64,7 @@ pub(super) fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<ExitCode> {
             options.tools_dir.display()
         )));
     }
-    let outcome = run_eval(config, &options, &log)?;
+    let outcome = run_eval(config, &args.overrides, &options, &log)?;
     println!(
         "{}",
         serde_json::json!({

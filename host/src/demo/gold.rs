@@ -7,7 +7,8 @@ use sod_sandbox::{CallOptions, OutcomeKind, Sandbox, Tool};
 
 use super::tasks::Task;
 
-/// The system prompt of every demo conversation (the trainer puts the tool schemas after it).
+/// The system prompt of every demo conversation. The tool schemas are not rendered after it: the models learn the
+/// calculator's call format from the gold trajectories.
 pub const SYSTEM_PROMPT: &str = "Solve the problem with the calculator, one step per call. Give the final answer as \\boxed{N}.";
 
 /// The final assistant turn of a solved task.
@@ -28,11 +29,6 @@ impl<'a> Calculator<'a> {
             .tool("calculator")
             .context("loading the calculator tool")?;
         Ok(Calculator { sandbox, tool })
-    }
-
-    /// The OpenAI-style function schema shown to the model.
-    pub fn schema(&self) -> serde_json::Value {
-        self.tool.descriptor().function_schema()
     }
 
     /// The calculator's text for `expression`, as a rollout would append it; an error unless the call succeeded.
@@ -87,37 +83,9 @@ pub fn gold_conversation(
     Ok(messages)
 }
 
-/// Text for training the tokenizer: the rendered conversations with every digit run written as separate digits
-/// (`4817` -> `4 8 1 7`), so the tokenizer learns no multi-digit tokens and numbers are encoded digit by digit:
-/// copying a number from a question or a tool response into a calculator call is then a token-by-token copy.
-pub fn tokenizer_corpus(rendered: &[String]) -> Vec<String> {
-    rendered
-        .iter()
-        .map(|text| {
-            let mut out = String::with_capacity(text.len() * 2);
-            let mut previous_digit = false;
-            for c in text.chars() {
-                let digit = c.is_ascii_digit();
-                if digit && previous_digit {
-                    out.push(' ');
-                }
-                out.push(c);
-                previous_digit = digit;
-            }
-            out
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn corpus_splits_digit_runs_only() {
-        let corpus = tokenizer_corpus(&["a 4817*36 b7".to_string()]);
-        assert_eq!(corpus, vec!["a 4 8 1 7*3 6 b7".to_string()]);
-    }
 
     #[test]
     fn final_turn_is_boxed() {

@@ -18,20 +18,41 @@ use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox};
 use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
-use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation, tokenizer_corpus};
+use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation};
 use super::tasks::{self, Task};
 
-/// Width and depth of a model.
+/// Width and depth of a model (the MLP is 3x the hidden size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSize {
-    /// Hidden size (4 attention heads, 2 key/value heads, MLP 3x).
+    /// Hidden size.
     pub hidden: usize,
     /// Decoder layers.
     pub layers: usize,
+    /// Attention (query) heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention); divides `heads`.
+    pub kv_heads: usize,
+    /// Width of each head. Qwen3 normalises queries and keys per head (RMSNorm), so an attention logit starts out
+    /// bounded by about `sqrt(head_dim)`: narrow heads cannot attend sharply to one token among hundreds until
+    /// their norm weights grow, which is slow. Copying digits needs sharp attention, hence wide heads.
+    pub head_dim: usize,
+}
+
+impl ModelSize {
+    fn config(&self, vocab_size: usize, rope_theta: f64) -> Qwen3Config {
+        let mut config = Qwen3Config::tiny(vocab_size, self.hidden, self.layers);
+        config.num_attention_heads = self.heads;
+        config.num_key_value_heads = self.kv_heads;
+        config.head_dim = Some(self.head_dim);
+        config.rope_theta = rope_theta;
+        config
+    }
 }
 
 /// The on-policy phase (identical for OPD and SOD except the loss).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RlSettings {
     /// Optimiser steps.
     pub steps: u64,
@@ -49,6 +70,7 @@ pub struct RlSettings {
 
 /// Everything that determines a demo run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DemoSettings {
     /// Seed of the tasks, the model initialisations, the data orders and the sampling.
     pub seed: u64,
@@ -58,6 +80,9 @@ pub struct DemoSettings {
     pub test_tasks: usize,
     /// Tokenizer vocabulary size.
     pub vocab_size: usize,
+    /// RoPE base of both models. Qwen3's 1e6 is made for long contexts; over a few hundred positions most of its
+    /// frequencies barely turn, and copying a number digit by digit needs sharp relative positions.
+    pub rope_theta: f64,
     /// The teacher's size.
     pub teacher: ModelSize,
     /// The student's size.
@@ -93,13 +118,20 @@ impl DemoSettings {
             train_tasks: 512,
             test_tasks: 64,
             vocab_size: 1024,
+            rope_theta: 10_000.0,
             teacher: ModelSize {
                 hidden: 96,
                 layers: 3,
+                heads: 4,
+                kv_heads: 2,
+                head_dim: 64,
             },
             student: ModelSize {
                 hidden: 64,
                 layers: 2,
+                heads: 4,
+                kv_heads: 2,
+                head_dim: 32,
             },
             teacher_sft: sft(300, 8, 3e-3, seed),
             student_sft: sft(40, 8, 3e-3, seed),
@@ -127,14 +159,56 @@ impl DemoSettings {
         s
     }
 
+    /// Checks what the pipeline needs of the settings; the error names the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, size) in [("teacher", self.teacher), ("student", self.student)] {
+            size.config(self.vocab_size, self.rope_theta)
+                .validate()
+                .with_context(|| format!("{name} size"))?;
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            bail!(
+                "rope_theta must be a number above 1, not {}",
+                self.rope_theta
+            );
+        }
+        if self.train_tasks == 0 || self.test_tasks == 0 {
+            bail!("train_tasks and test_tasks must be at least 1");
+        }
+        for (name, sft) in [
+            ("teacher_sft", &self.teacher_sft),
+            ("student_sft", &self.student_sft),
+        ] {
+            sft.validate().with_context(|| name.to_string())?;
+        }
+        let rl = &self.rl;
+        if rl.prompts_per_step == 0 || rl.samples_per_prompt == 0 {
+            bail!("rl: prompts_per_step and samples_per_prompt must be at least 1");
+        }
+        if !(rl.learning_rate.is_finite() && rl.learning_rate > 0.0) {
+            bail!("rl.learning_rate must be a positive number");
+        }
+        if !(rl.temperature.is_finite() && rl.temperature > 0.0) {
+            bail!("rl.temperature must be positive (on-policy training samples)");
+        }
+        if !(rl.delta.is_finite() && rl.delta >= 0.0) {
+            bail!("rl.delta must be >= 0");
+        }
+        if self.max_new_tokens_per_turn == 0 {
+            bail!("max_new_tokens_per_turn must be at least 1");
+        }
+        Ok(())
+    }
+
     /// The part of the settings the cached models depend on, hashed: the cache directory's name.
     pub fn model_cache_key(&self) -> String {
         let key = serde_json::json!({
-            "version": "sod-demo-models-v1",
+            "version": "sod-demo-models-v2",
             "seed": self.seed,
             "train_tasks": self.train_tasks,
             "test_tasks": self.test_tasks,
             "vocab_size": self.vocab_size,
+            "rope_theta": self.rope_theta,
             "teacher": self.teacher,
             "student": self.student,
             "teacher_sft": self.teacher_sft,
@@ -251,7 +325,10 @@ pub fn prepare_models(
     let started = Instant::now();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
-    let schemas = vec![calculator.schema()];
+    // The demo's models learn the calculator's call format from the gold trajectories, so the schemas stay out of
+    // the prompt (see `ToolBox::with_schemas_in_prompt`): with them, nine in ten tokens of every sequence would be
+    // the same tool description.
+    let schemas: Vec<serde_json::Value> = Vec::new();
     let conversations: Vec<Vec<ChatMessage>> = train
         .iter()
         .map(|task| gold_conversation(calculator, task))
@@ -265,8 +342,7 @@ pub fn prepare_models(
         .iter()
         .map(|c| template.render(c, &schemas, false, &serde_json::Map::new()))
         .collect::<Result<_, _>>()?;
-    let corpus = tokenizer_corpus(&rendered);
-    let corpus_refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
+    let corpus_refs: Vec<&str> = rendered.iter().map(String::as_str).collect();
 
     let mut built = Vec::new();
     for (name, size, sft_config) in [
@@ -274,7 +350,7 @@ pub fn prepare_models(
         ("student", settings.student, settings.student_sft),
     ] {
         let init = dir.join(format!("{name}-init"));
-        let config = Qwen3Config::tiny(settings.vocab_size, size.hidden, size.layers);
+        let config = size.config(settings.vocab_size, settings.rope_theta);
         write_tiny_model_dir(&init, &config, &corpus_refs, settings.seed)
             .with_context(|| format!("writing {}", init.display()))?;
         let tokenizer = ChatTokenizer::from_dir(&init)?;
@@ -357,14 +433,37 @@ fn rollout_settings(settings: &DemoSettings) -> RolloutSettings {
     }
 }
 
-/// Greedy evaluation of `model` on `tasks`, calling the calculator through `toolbox`.
+/// One test problem as a model answered it (a line of `eval/<model>.jsonl` in the run directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluatedProblem {
+    /// Task id.
+    pub id: String,
+    /// The expected answer.
+    pub answer: String,
+    /// The answer the model gave (`\boxed{}`, else its last number), if any.
+    pub given: Option<String>,
+    /// Whether `given` is right (and the trajectory ended normally).
+    pub correct: bool,
+    /// Assistant turns.
+    pub turns: usize,
+    /// Tool calls, and those that were valid.
+    pub tool_calls: usize,
+    /// Valid tool calls.
+    pub valid_tool_calls: usize,
+    /// Ended by a budget.
+    pub truncated: bool,
+    /// The whole conversation after the prompt, as the model saw it (its turns and the calculator's responses).
+    pub transcript: String,
+}
+
+/// Greedy evaluation of `model` on `tasks`, calling the calculator through `toolbox`: the summary and each problem.
 pub fn evaluate(
     model: &Qwen3,
     tokenizer: &ChatTokenizer,
     toolbox: &ToolBox,
     settings: &DemoSettings,
     tasks: &[Task],
-) -> anyhow::Result<Evaluation> {
+) -> anyhow::Result<(Evaluation, Vec<EvaluatedProblem>)> {
     let requests: Vec<RolloutRequest> = tasks
         .iter()
         .enumerate()
@@ -386,31 +485,67 @@ pub fn evaluate(
         &requests,
         32,
     )?;
-    let n = tasks.len().max(1) as f64;
-    let correct = tasks
+    let problems: Vec<EvaluatedProblem> = tasks
         .iter()
         .zip(&trajectories)
-        .filter(|(task, t)| {
-            !t.truncated
+        .map(|(task, t)| {
+            let given = sod_train::reward::extract_answer(&t.final_text);
+            let correct = !t.truncated
                 && !t.infra_fault
-                && sod_train::reward::extract_answer(&t.final_text)
-                    .is_some_and(|answer| tasks::is_correct(task, &answer))
+                && given
+                    .as_deref()
+                    .is_some_and(|answer| tasks::is_correct(task, answer));
+            Ok(EvaluatedProblem {
+                id: task.id.clone(),
+                answer: task.answer.clone(),
+                given,
+                correct,
+                turns: t.turns,
+                tool_calls: t.tool_calls,
+                valid_tool_calls: t.valid_tool_calls,
+                truncated: t.truncated,
+                transcript: tokenizer.decode(t.response_tokens(), false)?,
+            })
         })
-        .count();
-    let calls: usize = trajectories.iter().map(|t| t.tool_calls).sum();
-    let valid: usize = trajectories.iter().map(|t| t.valid_tool_calls).sum();
-    Ok(Evaluation {
+        .collect::<anyhow::Result<_>>()?;
+    let n = tasks.len().max(1) as f64;
+    let calls: usize = problems.iter().map(|p| p.tool_calls).sum();
+    let valid: usize = problems.iter().map(|p| p.valid_tool_calls).sum();
+    let evaluation = Evaluation {
         problems: tasks.len(),
-        accuracy: correct as f64 / n,
+        accuracy: problems.iter().filter(|p| p.correct).count() as f64 / n,
         valid_tool_call_fraction: if calls == 0 {
             0.0
         } else {
             valid as f64 / calls as f64
         },
         mean_tool_calls: calls as f64 / n,
-        mean_steps: trajectories.iter().map(|t| t.turns as f64).sum::<f64>() / n,
-        truncated_fraction: trajectories.iter().filter(|t| t.truncated).count() as f64 / n,
-    })
+        mean_steps: problems.iter().map(|p| p.turns as f64).sum::<f64>() / n,
+        truncated_fraction: problems.iter().filter(|p| p.truncated).count() as f64 / n,
+    };
+    Ok((evaluation, problems))
+}
+
+/// Evaluates `model` and writes each problem to `<out_dir>/eval/<name>.jsonl`.
+fn evaluate_and_record(
+    name: &str,
+    model: &Qwen3,
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &DemoSettings,
+    tasks: &[Task],
+    out_dir: &Path,
+) -> anyhow::Result<Evaluation> {
+    let (evaluation, problems) = evaluate(model, tokenizer, toolbox, settings, tasks)?;
+    let dir = out_dir.join("eval");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lines: String = problems
+        .iter()
+        .map(|p| serde_json::to_string(p).map(|s| s + "\n"))
+        .collect::<Result<_, _>>()?;
+    let file = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&file, lines).with_context(|| format!("writing {}", file.display()))?;
+    Ok(evaluation)
 }
 
 /// A TOML basic string (JSON string syntax is a subset for the text written here).
@@ -434,7 +569,7 @@ fn rl_config(
     };
     let text = format!(
         "student = {student}\nteacher = {teacher}\ndataset = {dataset}\nout_dir = {out}\n\
-         tools = [\"calculator\"]\nsystem_prompt = {system}\nsteps = {steps}\n\
+         tools = [\"calculator\"]\ntool_schemas_in_prompt = false\nsystem_prompt = {system}\nsteps = {steps}\n\
          prompts_per_step = {pps}\nsamples_per_prompt = {spp}\nmicro_batch = 8\n\
          learning_rate = {lr:?}\ntemperature = {temp:?}\nmax_turns = 5\n\
          max_new_tokens_per_turn = {mnt}\nmax_total_tokens = 1024\nseed = {seed}\ncheckpoint_every = 0\n\
@@ -472,6 +607,7 @@ pub fn run_demo(
     progress: bool,
     log: &dyn Fn(&str),
 ) -> anyhow::Result<DemoOutcome> {
+    settings.validate()?;
     if paths.out_dir.join("report.md").exists() {
         bail!(
             "{} already holds a demo run; choose another --out",
@@ -507,10 +643,19 @@ pub fn run_demo(
         sandbox.clone(),
         &["calculator".to_string()],
         Limits::default(),
-    )?;
+    )?
+    .with_schemas_in_prompt(false);
     let tokenizer = ChatTokenizer::from_dir(&models.join("student"))?;
     let teacher_model = load_model_dir(&models.join("teacher"), &Device::Cpu)?;
-    let teacher = evaluate(&teacher_model.model, &tokenizer, &toolbox, settings, &test)?;
+    let teacher = evaluate_and_record(
+        "teacher",
+        &teacher_model.model,
+        &tokenizer,
+        &toolbox,
+        settings,
+        &test,
+        &paths.out_dir,
+    )?;
     log(&format!(
         "teacher on {} test problems: accuracy {:.3}",
         test.len(),
@@ -518,7 +663,15 @@ pub fn run_demo(
     ));
     drop(teacher_model);
     let student_model = load_model_dir(&models.join("student"), &Device::Cpu)?;
-    let student_before = evaluate(&student_model.model, &tokenizer, &toolbox, settings, &test)?;
+    let student_before = evaluate_and_record(
+        "student-cold-start",
+        &student_model.model,
+        &tokenizer,
+        &toolbox,
+        settings,
+        &test,
+        &paths.out_dir,
+    )?;
     log(&format!(
         "student (cold start): accuracy {:.3}",
         student_before.accuracy
@@ -547,12 +700,14 @@ pub fn run_demo(
         )?;
         trainer.run()?;
         let train_seconds = started.elapsed().as_secs_f64();
-        let after = evaluate(
+        let after = evaluate_and_record(
+            &format!("student-{loss}"),
             &trainer.student().model,
             &tokenizer,
             &toolbox,
             settings,
             &test,
+            &paths.out_dir,
         )?;
         log(&format!(
             "{loss}: accuracy after training {:.3}",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::pipeline::{DemoOutcome, Evaluation, RlRun};
+use super::pipeline::{DemoOutcome, Evaluation, ModelSize, RlRun};
 use super::plot::{Series, line_chart_png, y_range};
 
 const OPD_COLOR: [u8; 3] = [31, 119, 180];
@@ -35,6 +35,14 @@ fn weights_cell(run: &RlRun) -> String {
 }
 
 /// Rows of the result table: (name, evaluation, SOD weights cell).
+/// `hidden 96 x 3 layers, 4 heads (2 key/value) of width 64`.
+fn describe_size(size: &ModelSize) -> String {
+    format!(
+        "hidden {} x {} layers, {} heads ({} key/value) of width {}",
+        size.hidden, size.layers, size.heads, size.kv_heads, size.head_dim
+    )
+}
+
 fn rows(outcome: &DemoOutcome) -> Vec<(String, Evaluation, String)> {
     let mut rows = vec![
         ("teacher".to_string(), outcome.teacher, "-".to_string()),
@@ -184,16 +192,15 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     let _ = writeln!(md, "## Setup\n");
     let _ = writeln!(
         md,
-        "- Models (Qwen3 architecture, Hugging Face directories in `{}`): teacher hidden {} x {} layers ({} \
-         parameters), student hidden {} x {} layers ({} parameters); tokenizer: byte-level BPE with {} tokens, \
-         trained on the gold conversations with numbers split into digits.",
+        "- Models (Qwen3 architecture, Hugging Face directories in `{}`): teacher {} ({} parameters), student \
+         {} ({} parameters), RoPE base {}; tokenizer: byte-level BPE with {} tokens, trained on the gold \
+         conversations, with Qwen's pre-tokenisation (numbers digit by digit).",
         m.key,
-        s.teacher.hidden,
-        s.teacher.layers,
+        describe_size(&s.teacher),
         m.teacher_parameters,
-        s.student.hidden,
-        s.student.layers,
+        describe_size(&s.student),
         m.student_parameters,
+        s.rope_theta,
         s.vocab_size
     );
     let _ = writeln!(

@@ -88,12 +88,59 @@ fn step(expression: String, result: i64) -> Step {
 /// Number of problem templates.
 pub const TEMPLATES: u64 = 4;
 
+/// Digit counts of each template's numbers (in the order the question states them) and of its step results. A
+/// problem is redrawn until it has its template's shape, so every problem of a template puts its numbers at the
+/// same token positions: a tiny model then learns to copy numbers (from the question into a call, from a tool
+/// response into the next call) within a minute of training, instead of first having to discover
+/// content-addressed copying. The numbers stay too large for the model to compute in its head.
+const SHAPES: [(&[usize], &[usize]); TEMPLATES as usize] = [
+    (&[3, 2, 2], &[5, 7]),
+    (&[4, 2, 2, 4], &[4, 5, 4]),
+    (&[3, 2, 2], &[5, 4]),
+    (&[5, 2, 3, 4], &[4, 4, 4]),
+];
+
+fn digits(n: i64) -> usize {
+    n.unsigned_abs().to_string().len()
+}
+
 /// The problem with `index` in `split`, before the disjointness filter.
 fn raw_task(seed: u64, split: Split, index: u64) -> (Task, Vec<i64>) {
     let mut rng = SplitMix64::new(seed, split, index);
     let template = rng.next() % TEMPLATES;
     let id = format!("{}-{index}", split.name());
-    let (question, steps, numbers) = match template {
+    let (inputs, results) = SHAPES[template as usize];
+    loop {
+        let (question, steps, numbers) = draw(&mut rng, template);
+        let shape_holds = numbers[1..]
+            .iter()
+            .map(|&n| digits(n))
+            .eq(inputs.iter().copied())
+            && steps
+                .iter()
+                .map(|s| digits(s.result))
+                .eq(results.iter().copied());
+        if shape_holds {
+            let answer = steps
+                .last()
+                .map(|s| s.result.to_string())
+                .unwrap_or_default();
+            return (
+                Task {
+                    id,
+                    question,
+                    steps,
+                    answer,
+                },
+                numbers,
+            );
+        }
+    }
+}
+
+/// One draw of `template`'s numbers: the question, the steps, and `[template, numbers...]`.
+fn draw(rng: &mut SplitMix64, template: u64) -> (String, Vec<Step>, Vec<i64>) {
+    match template {
         0 => {
             let (a, b, c) = (rng.range(120, 980), rng.range(12, 95), rng.range(13, 89));
             let r1 = a * b;
@@ -155,20 +202,7 @@ fn raw_task(seed: u64, split: Split, index: u64) -> (Task, Vec<i64>) {
                 vec![template as i64, a, b, c, d],
             )
         }
-    };
-    let answer = steps
-        .last()
-        .map(|s| s.result.to_string())
-        .unwrap_or_default();
-    (
-        Task {
-            id,
-            question,
-            steps,
-            answer,
-        },
-        numbers,
-    )
+    }
 }
 
 /// The first `count` test problems of the family with `seed`.
@@ -255,6 +289,34 @@ mod tests {
             .map(|t| t.question.split(' ').nth(1).unwrap_or(""))
             .collect();
         assert!(openings.len() >= TEMPLATES as usize, "{openings:?}");
+    }
+
+    #[test]
+    fn every_problem_of_a_template_has_the_same_shape() {
+        let blank = |text: &str| -> String {
+            text.chars()
+                .map(|c| if c.is_ascii_digit() { '0' } else { c })
+                .collect()
+        };
+        let mut shapes: std::collections::HashMap<String, (String, Vec<String>)> =
+            std::collections::HashMap::new();
+        for task in train_tasks(2, 300, 50).iter().chain(test_tasks(2, 50).iter()) {
+            let shape = (
+                blank(&task.question),
+                task.steps
+                    .iter()
+                    .map(|s| blank(&format!("{} = {}", s.expression, s.result)))
+                    .collect::<Vec<_>>(),
+            );
+            let template = blank(task.question.split('.').next().unwrap_or(""))
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let seen = shapes.entry(template).or_insert_with(|| shape.clone());
+            assert_eq!(*seen, shape, "{task:?}");
+        }
+        assert_eq!(shapes.len(), TEMPLATES as usize, "{:?}", shapes.keys());
     }
 
     /// An independent evaluator for the two-operand expressions the templates write.

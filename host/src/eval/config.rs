@@ -19,6 +19,10 @@
 //! limit = 10                  # optional: the first 10 problems
 //! ```
 //!
+//! Every value can be overridden on the command line (`sod eval --set model=DIR --set limit=5`); the overrides are
+//! recorded in the manifest and applied again by `--verify`. `examples/eval/benchmarks.toml` evaluates on every
+//! benchmark of `../shared/data/benchmarks`.
+//!
 //! Relative paths are resolved against the directory of the config file.
 
 use std::path::{Path, PathBuf};
@@ -70,6 +74,14 @@ pub struct EvalConfig {
     /// System prompt put before the tool schemas when a problem has none.
     #[serde(default)]
     pub system_prompt: Option<String>,
+    /// Whether the tools' function schemas are rendered into the system prompt (default true); off for models
+    /// trained without them, such as the demo's.
+    #[serde(default = "yes")]
+    pub tool_schemas_in_prompt: bool,
+    /// Evaluate only the first `limit` problems of every dataset (a smoke run, e.g. `--set limit=5`); a dataset's
+    /// own `limit` still applies when smaller.
+    #[serde(default)]
+    pub limit: Option<usize>,
     /// k: samples per problem.
     #[serde(default = "one")]
     pub samples: usize,
@@ -113,6 +125,9 @@ fn default_stateful() -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
 }
+fn yes() -> bool {
+    true
+}
 fn one() -> usize {
     1
 }
@@ -133,14 +148,24 @@ fn batch_size() -> usize {
 }
 
 impl EvalConfig {
-    /// Parses `text` (the content of a config file in `base`), resolves relative paths against `base` and
-    /// validates the result.
-    pub fn from_toml_str(text: &str, base: &Path) -> anyhow::Result<Self> {
-        let mut config: EvalConfig = toml::from_str(text).context("parsing the eval config")?;
+    /// Parses `text` (the content of a config file in `base`), applies the `key=value` overrides (as `sod eval
+    /// --set`; see [`sod_train::config::apply_override`]), resolves relative paths against `base` and validates
+    /// the result. Paths given in overrides are relative to `base` too.
+    pub fn from_toml_str(text: &str, overrides: &[String], base: &Path) -> anyhow::Result<Self> {
+        let mut table: toml::Table = toml::from_str(text).context("parsing the eval config")?;
+        for item in overrides {
+            sod_train::config::apply_override(&mut table, item)?;
+        }
+        let mut config: EvalConfig = table.try_into().context("parsing the eval config")?;
         config.model = base.join(&config.model);
         config.out_dir = base.join(&config.out_dir);
         for d in &mut config.datasets {
             d.path = base.join(&d.path);
+        }
+        if let Some(limit) = config.limit {
+            for d in &mut config.datasets {
+                d.limit = Some(d.limit.map_or(limit, |own| own.min(limit)));
+            }
         }
         if config.pass_at.is_empty() {
             config.pass_at = vec![1, config.samples];
@@ -150,17 +175,21 @@ impl EvalConfig {
         Ok(config)
     }
 
-    /// Reads and parses a config file.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    /// Reads and parses a config file, with `key=value` overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml_str(&text, base).with_context(|| format!("in {}", path.display()))
+        Self::from_toml_str(&text, overrides, base)
+            .with_context(|| format!("in {}", path.display()))
     }
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.datasets.is_empty() {
             bail!("no datasets: add at least one [[datasets]] table");
+        }
+        if self.limit == Some(0) {
+            bail!("limit must be at least 1");
         }
         let mut names = std::collections::BTreeSet::new();
         for d in &self.datasets {

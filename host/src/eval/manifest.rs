@@ -75,6 +75,9 @@ pub struct Inputs {
     pub config_path: PathBuf,
     /// `sha256:<hex>` of its text.
     pub config_sha256: String,
+    /// The `--set key=value` overrides applied to it, in order (a rerun applies them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_overrides: Vec<String>,
     /// The model directory.
     pub model_dir: PathBuf,
     /// `sha256:<hex>` of every file under the model directory, by relative path.
@@ -142,6 +145,7 @@ fn absolute(path: &Path) -> PathBuf {
 /// `sandbox` loads them, the datasets. A tool that cannot be loaded is recorded as `missing: <why>`.
 pub fn collect_inputs(
     config_path: &Path,
+    overrides: &[String],
     config: &EvalConfig,
     sandbox: &Sandbox,
     tools_dir: &Path,
@@ -173,6 +177,7 @@ pub fn collect_inputs(
     Ok(Inputs {
         config_path: absolute(config_path),
         config_sha256: hash_file(config_path)?,
+        config_overrides: overrides.to_vec(),
         model_dir: absolute(&config.model),
         model_files,
         tools_dir: absolute(tools_dir),
@@ -239,14 +244,15 @@ fn write_run(
     })
 }
 
-/// Runs the evaluation of the config file at `config_path` and writes `results.jsonl`, `summary.json` and
-/// `manifest.json` into its `out_dir`, which must not hold a run yet.
+/// Runs the evaluation of the config file at `config_path` (with `key=value` overrides) and writes
+/// `results.jsonl`, `summary.json` and `manifest.json` into its `out_dir`, which must not hold a run yet.
 pub fn run_eval(
     config_path: &Path,
+    overrides: &[String],
     options: &EvalOptions,
     log: &dyn Fn(&str),
 ) -> anyhow::Result<EvalOutcome> {
-    let config = EvalConfig::load(config_path)?;
+    let config = EvalConfig::load(config_path, overrides)?;
     if config.out_dir.join(MANIFEST_FILE).exists() {
         anyhow::bail!(
             "{} already holds an evaluation; choose another out_dir",
@@ -256,6 +262,7 @@ pub fn run_eval(
     let sandbox = open_sandbox(&config, &options.tools_dir)?;
     let inputs = collect_inputs(
         config_path,
+        overrides,
         &config,
         &sandbox,
         &options.tools_dir,
@@ -434,7 +441,7 @@ pub fn verify(
         rerun_error: None,
         first_difference: None,
     };
-    let config = match EvalConfig::load(&recorded.config_path) {
+    let config = match EvalConfig::load(&recorded.config_path, &recorded.config_overrides) {
         Ok(config) => config,
         Err(e) => {
             report.changed_inputs.push(format!(
@@ -447,6 +454,7 @@ pub fn verify(
     let current = open_sandbox(&config, &recorded.tools_dir).and_then(|sandbox| {
         let inputs = collect_inputs(
             &recorded.config_path,
+            &recorded.config_overrides,
             &config,
             &sandbox,
             &recorded.tools_dir,

@@ -136,7 +136,8 @@ pub fn evaluate(
         ..Limits::default()
     };
     let toolbox = ToolBox::new(sandbox.clone(), &config.tools, limits)?
-        .with_stateful_tools(&config.stateful_tools);
+        .with_stateful_tools(&config.stateful_tools)
+        .with_schemas_in_prompt(config.tool_schemas_in_prompt);
     let tokenizer = ChatTokenizer::from_dir(&config.model)?;
     let model = load_model_dir(&config.model, device)
         .with_context(|| format!("loading the model in {}", config.model.display()))?;

@@ -82,7 +82,7 @@ impl Fixture {
     }
 
     fn run(&self) -> EvalOutcome {
-        run_eval(&self.path("eval.toml"), &self.options(), &|_| {}).unwrap()
+        run_eval(&self.path("eval.toml"), &[], &self.options(), &|_| {}).unwrap()
     }
 
     fn verify(&self, options: &EvalOptions) -> VerifyReport {
@@ -118,7 +118,7 @@ fn first_difference_names_the_problem() {
 fn config_rejects_bad_values() {
     let base = Path::new("/base");
     let ok = "model = \"m\"\nout_dir = \"o\"\nsamples = 4\n[[datasets]]\nname = \"a\"\npath = \"a.jsonl\"\nkind = \"code\"\n";
-    let config = EvalConfig::from_toml_str(ok, base).unwrap();
+    let config = EvalConfig::from_toml_str(ok, &[], base).unwrap();
     assert_eq!(config.pass_at, vec![1, 4]);
     assert_eq!(config.datasets[0].path, base.join("a.jsonl"));
     assert!(config.has_code());
@@ -128,7 +128,7 @@ fn config_rejects_bad_values() {
         ok.replace("samples = 4", "samples = 0"),
         format!("{ok}[[datasets]]\nname = \"a\"\npath = \"b.jsonl\"\nkind = \"math\"\n"),
     ] {
-        assert!(EvalConfig::from_toml_str(&bad, base).is_err(), "{bad}");
+        assert!(EvalConfig::from_toml_str(&bad, &[], base).is_err(), "{bad}");
     }
 }
 
@@ -177,7 +177,7 @@ fn a_run_verifies_as_identical_and_changes_are_named() {
     assert!(summary["tiny-math"]["pass@2"].is_number());
 
     // A second run into the same directory is refused.
-    assert!(run_eval(&fixture.path("eval.toml"), &fixture.options(), &|_| {}).is_err());
+    assert!(run_eval(&fixture.path("eval.toml"), &[], &fixture.options(), &|_| {}).is_err());
 
     // Unchanged: identical.
     let report = fixture.verify(&fixture.options());
@@ -237,6 +237,39 @@ fn a_run_verifies_as_identical_and_changes_are_named() {
 }
 
 #[test]
+fn overrides_are_recorded_and_applied_again_by_verify() {
+    let fixture = Fixture::new();
+    let overrides = vec!["out_dir=set-out".to_string(), "seed=11".to_string()];
+    let outcome = run_eval(
+        &fixture.path("eval.toml"),
+        &overrides,
+        &fixture.options(),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(
+        outcome.out_dir.ends_with("set-out"),
+        "{:?}",
+        outcome.out_dir
+    );
+    assert_eq!(outcome.manifest.inputs.seed, 11);
+    assert_eq!(outcome.manifest.inputs.config_overrides, overrides);
+    assert!(!fixture.path("out").exists(), "out_dir was overridden");
+    let manifest = fixture.path("set-out").join(MANIFEST_FILE);
+    let report = verify(&manifest, &fixture.options(), &|_| {}).unwrap();
+    assert!(report.identical(), "{report}");
+    // A bad override is a clear error, not a silent default.
+    let err = run_eval(
+        &fixture.path("eval.toml"),
+        &["samples=many".to_string()],
+        &fixture.options(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("samples"), "{err:#}");
+}
+
+#[test]
 fn code_benchmark_is_scored_by_the_judge() {
     let built = target_dir().join("tools");
     let humaneval =
@@ -264,7 +297,7 @@ fn code_benchmark_is_scored_by_the_judge() {
         device: Device::Cpu,
         code_version: code_version(),
     };
-    let outcome = run_eval(&dir.path().join("eval.toml"), &options, &|_| {}).unwrap();
+    let outcome = run_eval(&dir.path().join("eval.toml"), &[], &options, &|_| {}).unwrap();
     assert_eq!(outcome.results.len(), 1);
     let sample = &outcome.results[0].samples[0];
     // A random model's text is no solution, and the judge says so without a fault.

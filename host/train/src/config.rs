@@ -145,6 +145,10 @@ pub struct RunConfig {
     /// System prompt put before the tool schemas; none by default.
     #[serde(default)]
     pub system_prompt: Option<String>,
+    /// Whether the tools' function schemas are rendered into the system prompt (default true). Off for models
+    /// trained to call their tools without them (see [`crate::rollout::ToolBox::with_schemas_in_prompt`]).
+    #[serde(default = "defaults::yes")]
+    pub tool_schemas_in_prompt: bool,
     /// How trajectories are scored.
     #[serde(default = "defaults::reward")]
     pub reward: RewardKind,
@@ -223,6 +227,9 @@ mod defaults {
 
     pub fn reward() -> RewardKind {
         RewardKind::Math
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn stateful_tools() -> Vec<String> {
         super::DEFAULT_STATEFUL_TOOLS
@@ -434,8 +441,9 @@ impl RunConfig {
     }
 }
 
-/// Sets `key=value` in `table`; dotted keys create or enter sub-tables.
-fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+/// Sets `key=value` in `table` (a `--set` override): dotted keys create or enter sub-tables; the value is read as a
+/// TOML value (`3`, `true`, `[1, 2]`, `"text"`), and a bare word that is not one (a path, a name) as a string.
+pub fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
     let (key, raw) = item.split_once('=').ok_or_else(|| {
         TrainError::Config(format!("override {item:?} is not of the form key=value"))
     })?;

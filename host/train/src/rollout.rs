@@ -1,7 +1,7 @@
 //! Rollouts: the student talks with the tools until it gives a final answer.
 //!
 //! A trajectory starts from the chat template's rendering of the prompt (with the tools' function schemas in the
-//! system prompt) and alternates:
+//! system prompt unless [`ToolBox::with_schemas_in_prompt`] leaves them out) and alternates:
 //! 1. one assistant turn, generated for all still-active trajectories in one batch, stopping at `<|im_end|>`/eos;
 //! 2. the turn's Hermes `<tool_call>` blocks, run in the sandbox (the calls of different trajectories in
 //!    parallel); a malformed call is answered with the parser's error message, an unknown tool with the list of
@@ -139,6 +139,7 @@ pub struct ToolBox {
     schemas: Vec<serde_json::Value>,
     limits: Limits,
     stateful: BTreeSet<String>,
+    schemas_in_prompt: bool,
 }
 
 /// Longest session id used as is; longer ones are hashed (the python tool accepts at most 256 characters).
@@ -192,6 +193,7 @@ impl ToolBox {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            schemas_in_prompt: true,
         })
     }
 
@@ -221,9 +223,23 @@ impl ToolBox {
             .count()
     }
 
-    /// OpenAI-style function schemas, in the configured order, for the chat template.
+    /// Whether the tools' function schemas are rendered into the system prompt (the default). A model trained
+    /// to call its tools without them can leave them out: the schemas (and the chat template's instructions that
+    /// come with them) are then not part of any prompt, which for small models on short tasks is most of every
+    /// sequence. The tools are offered and called the same either way.
+    pub fn with_schemas_in_prompt(mut self, in_prompt: bool) -> Self {
+        self.schemas_in_prompt = in_prompt;
+        self
+    }
+
+    /// OpenAI-style function schemas, in the configured order, for the chat template; empty when the schemas are
+    /// left out of the prompt ([`Self::with_schemas_in_prompt`]).
     pub fn schemas(&self) -> &[serde_json::Value] {
-        &self.schemas
+        if self.schemas_in_prompt {
+            &self.schemas
+        } else {
+            &[]
+        }
     }
 
     /// Runs the tool calls of one assistant turn (`turn_text`, as decoded) and returns the response to each.

@@ -146,6 +146,7 @@ pub fn tokenize_conversation(
 
 /// Settings of a supervised fine-tuning run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SftConfig {
     /// Optimiser steps.
     pub steps: u64,
@@ -311,18 +312,33 @@ impl<'a> SftTrainer<'a> {
         let device = self.model.model.device().clone();
         for chunk in batch.chunks(self.config.micro_batch) {
             let (ids, padding, len) = right_padded(chunk, &device)?;
-            let mut weight = vec![0f32; chunk.len() * (len - 1)];
+            // Only trained positions go through the output head: in a tool conversation most tokens are prompt
+            // and tool output, and the head (with its softmax over the vocabulary) is a large part of the cost.
+            let mut rows = Vec::new();
+            let mut targets = Vec::new();
             for (row, traj) in chunk.iter().enumerate() {
                 for (j, &m) in traj.mask.iter().enumerate() {
                     if m == 1 {
-                        weight[row * (len - 1) + traj.prompt_len + j - 1] =
-                            1.0 / total.max(1) as f32;
+                        let position = traj.prompt_len + j;
+                        rows.push((row * len + position - 1) as u32);
+                        targets.push(traj.tokens[position]);
                     }
                 }
             }
-            let weight = Tensor::from_vec(weight, (chunk.len(), len - 1), &device)?;
-            let logprobs = self.model.model.next_token_logprobs(&ids, Some(&padding))?;
-            let loss = (&logprobs * &weight)?.sum_all()?.neg()?;
+            if rows.is_empty() {
+                continue;
+            }
+            let n = rows.len();
+            let hidden = self.model.model.forward_hidden(&ids, Some(&padding))?;
+            let hidden = hidden
+                .reshape((chunk.len() * len, ()))?
+                .index_select(&Tensor::from_vec(rows, n, &device)?, 0)?;
+            let targets = Tensor::from_vec(targets, (1, n), &device)?;
+            let logprobs = self
+                .model
+                .model
+                .logprobs_from_hidden(&hidden.unsqueeze(0)?, &targets)?;
+            let loss = (logprobs.sum_all()?.neg()? / total.max(1) as f64)?;
             let store = loss.backward()?;
             for (acc, var) in grads.iter_mut().zip(&self.params.vars) {
                 if let Some(g) = store.get(var.as_tensor()) {
@@ -331,9 +347,11 @@ impl<'a> SftTrainer<'a> {
             }
             loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
             // Tokens predicted with probability above 1/2 (hence the arg-max), from the same forward pass.
-            let confident = logprobs.ge(f64::from(0.5f32.ln()))?.to_dtype(DType::F32)?;
-            let trained = weight.gt(0.0)?.to_dtype(DType::F32)?;
-            correct += (confident * trained)?.sum_all()?.to_scalar::<f32>()? as usize;
+            correct += logprobs
+                .ge(f64::from(0.5f32.ln()))?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()? as usize;
         }
         let norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
         if !norm.is_finite() || !loss_sum.is_finite() {

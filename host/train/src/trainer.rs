@@ -120,7 +120,8 @@ impl Trainer {
         };
         sandbox_config.max_memory_bytes = sandbox_config.max_memory_bytes.max(limits.memory_bytes);
         let toolbox = ToolBox::new(Sandbox::new(sandbox_config)?, &config.tools, limits)?
-            .with_stateful_tools(&config.stateful_tools);
+            .with_stateful_tools(&config.stateful_tools)
+            .with_schemas_in_prompt(config.tool_schemas_in_prompt);
         let reward = reward_for(&config, toolbox.sandbox())?;
         reward.check_dataset(&dataset)?;
 
