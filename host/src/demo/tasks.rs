@@ -300,7 +300,10 @@ mod tests {
         };
         let mut shapes: std::collections::HashMap<String, (String, Vec<String>)> =
             std::collections::HashMap::new();
-        for task in train_tasks(2, 300, 50).iter().chain(test_tasks(2, 50).iter()) {
+        for task in train_tasks(2, 300, 50)
+            .iter()
+            .chain(test_tasks(2, 50).iter())
+        {
             let shape = (
                 blank(&task.question),
                 task.steps
@@ -317,6 +320,23 @@ mod tests {
             assert_eq!(*seen, shape, "{task:?}");
         }
         assert_eq!(shapes.len(), TEMPLATES as usize, "{:?}", shapes.keys());
+    }
+
+    #[test]
+    fn every_question_of_a_template_has_the_same_token_count() {
+        let tasks = train_tasks(4, 400, 10);
+        let questions: Vec<&str> = tasks.iter().map(|t| t.question.as_str()).collect();
+        let tokenizer = sod_model::train_tiny_tokenizer(&questions, 600).unwrap();
+        let mut lengths: std::collections::HashMap<String, usize> = Default::default();
+        for task in &tasks {
+            let words: String = task.question.split(' ').skip(1).take(2).collect();
+            let n = tokenizer
+                .encode(task.question.as_str(), false)
+                .unwrap()
+                .len();
+            let seen = *lengths.entry(words.clone()).or_insert(n);
+            assert_eq!(seen, n, "{words}: {}", task.question);
+        }
     }
 
     /// An independent evaluator for the two-operand expressions the templates write.
