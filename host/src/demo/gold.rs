@@ -31,6 +31,11 @@ impl<'a> Calculator<'a> {
         Ok(Calculator { sandbox, tool })
     }
 
+    /// The OpenAI-style function schema of the calculator.
+    pub fn schema(&self) -> serde_json::Value {
+        self.tool.descriptor().function_schema()
+    }
+
     /// The calculator's text for `expression`, as a rollout would append it; an error unless the call succeeded.
     pub fn evaluate(&self, expression: &str, call_key: &str) -> anyhow::Result<String> {
         let arguments = serde_json::json!({ "expression": expression }).to_string();

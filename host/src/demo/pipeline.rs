@@ -308,6 +308,12 @@ pub struct DemoOutcome {
 
 const RECORD_FILE: &str = "models.json";
 
+/// Whether the calculator's schema is rendered into the demo's prompts, in the gold conversations, the on-policy
+/// runs and the evaluations alike. No: the models learn the call format from the gold trajectories, and with the
+/// schema nine in ten tokens of every sequence would be the same tool description (see
+/// `ToolBox::with_schemas_in_prompt`).
+const TOOL_SCHEMAS_IN_PROMPT: bool = false;
+
 /// Builds (or finds in the cache) the teacher and the student; returns the cache directory and the record.
 pub fn prepare_models(
     settings: &DemoSettings,
@@ -329,10 +335,11 @@ pub fn prepare_models(
     let started = Instant::now();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
-    // The demo's models learn the calculator's call format from the gold trajectories, so the schemas stay out of
-    // the prompt (see `ToolBox::with_schemas_in_prompt`): with them, nine in ten tokens of every sequence would be
-    // the same tool description.
-    let schemas: Vec<serde_json::Value> = Vec::new();
+    let schemas: Vec<serde_json::Value> = if TOOL_SCHEMAS_IN_PROMPT {
+        vec![calculator.schema()]
+    } else {
+        Vec::new()
+    };
     let conversations: Vec<Vec<ChatMessage>> = train
         .iter()
         .map(|task| gold_conversation(calculator, task))
@@ -573,7 +580,7 @@ fn rl_config(
     };
     let text = format!(
         "student = {student}\nteacher = {teacher}\ndataset = {dataset}\nout_dir = {out}\n\
-         tools = [\"calculator\"]\ntool_schemas_in_prompt = false\nsystem_prompt = {system}\nsteps = {steps}\n\
+         tools = [\"calculator\"]\ntool_schemas_in_prompt = {schemas_in_prompt}\nsystem_prompt = {system}\nsteps = {steps}\n\
          prompts_per_step = {pps}\nsamples_per_prompt = {spp}\nmicro_batch = 8\n\
          learning_rate = {lr:?}\ntemperature = {temp:?}\nmax_turns = 5\n\
          max_new_tokens_per_turn = {mnt}\nmax_total_tokens = 1024\nseed = {seed}\ncheckpoint_every = 0\n\
@@ -582,6 +589,7 @@ fn rl_config(
         teacher = toml_string(&models.join("teacher").display().to_string()),
         dataset = toml_string(&dataset.display().to_string()),
         out = toml_string(&out_dir.display().to_string()),
+        schemas_in_prompt = TOOL_SCHEMAS_IN_PROMPT,
         system = toml_string(SYSTEM_PROMPT),
         steps = rl.steps,
         pps = rl.prompts_per_step,
@@ -648,7 +656,7 @@ pub fn run_demo(
         &["calculator".to_string()],
         Limits::default(),
     )?
-    .with_schemas_in_prompt(false);
+    .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT);
     let tokenizer = ChatTokenizer::from_dir(&models.join("student"))?;
     let teacher_model = load_model_dir(&models.join("teacher"), &Device::Cpu)?;
     let teacher = evaluate_and_record(
