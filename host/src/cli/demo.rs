@@ -20,7 +20,7 @@ pub struct DemoArgs {
     /// Seed of the tasks, models, data order and sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// A shorter run: smaller splits and fewer steps, same pipeline.
+    /// A shorter run: the same (cached) models, fewer on-policy steps.
     #[arg(long)]
     quick: bool,
     /// Read every setting (sizes, steps, learning rates) from this JSON file instead; `--print-settings` writes

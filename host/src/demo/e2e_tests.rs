@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pipeline::{DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, run_demo};
+use super::pipeline::{
+    DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role, run_demo,
+};
 use super::report::{table, write_report};
 use sod_train::sft::SftConfig;
 
@@ -79,8 +81,10 @@ fn tiny_settings() -> DemoSettings {
 /// The outcome without wall-clock measurements.
 fn reproducible(outcome: &DemoOutcome) -> serde_json::Value {
     let mut value = serde_json::to_value(outcome).expect("outcome as JSON");
-    value["models_cached"] = serde_json::Value::Null;
-    value["models"]["build_seconds"] = serde_json::Value::Null;
+    for role in ["teacher", "student"] {
+        value["models"][role]["build_seconds"] = serde_json::Value::Null;
+        value["models"][role]["cached"] = serde_json::Value::Null;
+    }
     for run in value["runs"].as_array_mut().expect("runs") {
         run["train_seconds"] = serde_json::Value::Null;
         for step in run["steps"].as_array_mut().expect("steps") {
@@ -107,19 +111,20 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     };
     let first = run_demo(&settings, &paths("first"), false, &|_| {}).expect("first demo run");
     write_report(&first, &paths("first").out_dir).expect("report");
-    assert!(!first.models_cached);
-    let cache = scratch
-        .path()
-        .join("cache")
-        .join(settings.model_cache_key());
-    for dir in ["teacher", "student"] {
+    assert!(!first.models.teacher.cached && !first.models.student.cached);
+    for role in [Role::Teacher, Role::Student] {
+        let model = scratch
+            .path()
+            .join("cache")
+            .join(settings.model_cache_key(role))
+            .join("model");
         assert!(
-            cache.join(dir).join("config.json").is_file(),
-            "{dir} model in the cache"
+            model.join("config.json").is_file(),
+            "{role:?} model in the cache"
         );
         assert!(
-            cache.join(dir).join("tokenizer.json").is_file(),
-            "{dir} tokenizer in the cache"
+            model.join("tokenizer.json").is_file(),
+            "{role:?} tokenizer in the cache"
         );
     }
     let out = &paths("first").out_dir;
@@ -177,8 +182,19 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
 
     // Same settings again: the models come from the cache and every measured number is the same.
     let second = run_demo(&settings, &paths("second"), false, &|_| {}).expect("second demo run");
-    assert!(second.models_cached);
+    assert!(second.models.teacher.cached && second.models.student.cached);
     assert_eq!(reproducible(&first), reproducible(&second));
     // A run directory is never overwritten.
     assert!(run_demo(&settings, &paths("first"), false, &|_| {}).is_err());
+
+    // A different student cold start rebuilds the student only.
+    let mut longer = settings;
+    longer.student_sft.steps += 1;
+    let third = run_demo(&longer, &paths("third"), false, &|_| {}).expect("third demo run");
+    assert!(third.models.teacher.cached && !third.models.student.cached);
+    assert_eq!(third.teacher, first.teacher);
+    assert_eq!(
+        third.models.student.sft_last.map(|m| m.step),
+        Some(longer.student_sft.steps)
+    );
 }

@@ -204,22 +204,47 @@ impl DemoSettings {
         Ok(())
     }
 
-    /// The part of the settings the cached models depend on, hashed: the cache directory's name.
-    pub fn model_cache_key(&self) -> String {
+    /// The part of the settings the cached `role` model depends on (the data, the tokenizer, its size and its
+    /// supervised training), hashed: its cache directory's name. The teacher and the student are cached apart, so
+    /// that changing the student's settings does not rebuild the teacher.
+    pub fn model_cache_key(&self, role: Role) -> String {
+        let (size, sft) = match role {
+            Role::Teacher => (self.teacher, self.teacher_sft),
+            Role::Student => (self.student, self.student_sft),
+        };
         let key = serde_json::json!({
-            "version": "sod-demo-models-v2",
+            "version": "sod-demo-model-v3",
+            "role": role.name(),
             "seed": self.seed,
             "train_tasks": self.train_tasks,
             "test_tasks": self.test_tasks,
             "vocab_size": self.vocab_size,
             "rope_theta": self.rope_theta,
-            "teacher": self.teacher,
-            "student": self.student,
-            "teacher_sft": self.teacher_sft,
-            "student_sft": self.student_sft,
+            "size": size,
+            "sft": sft,
         });
         let digest = Sha256::digest(key.to_string());
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{hex}", role.name())
+    }
+}
+
+/// Which of the two models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The larger model trained first, whose log-probs guide the student.
+    Teacher,
+    /// The smaller model with a short cold start, trained on-policy.
+    Student,
+}
+
+impl Role {
+    /// `teacher` or `student`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Teacher => "teacher",
+            Role::Student => "student",
+        }
     }
 }
 
@@ -253,27 +278,34 @@ pub struct Evaluation {
     pub truncated_fraction: f64,
 }
 
-/// What the cached models' training measured (written once, read on later runs).
+/// What building one cached model measured (written next to it once, read on later runs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelsRecord {
-    /// The settings' cache key.
+pub struct BuiltModel {
+    /// The cache directory's name (`DemoSettings::model_cache_key`).
     pub key: String,
-    /// Gold conversations.
+    /// Gold conversations it was trained on.
     pub conversations: usize,
     /// Trained (assistant) tokens over all gold conversations.
     pub gold_trained_tokens: usize,
     /// Prompt tokens over all gold conversations.
     pub gold_prompt_tokens: usize,
-    /// Parameters of the teacher.
-    pub teacher_parameters: usize,
-    /// Parameters of the student.
-    pub student_parameters: usize,
-    /// The teacher's last SFT step.
-    pub teacher_sft_last: Option<SftStepMetrics>,
-    /// The student's last cold-start step.
-    pub student_sft_last: Option<SftStepMetrics>,
-    /// Seconds spent building the models.
+    /// Parameters.
+    pub parameters: usize,
+    /// The last supervised step.
+    pub sft_last: Option<SftStepMetrics>,
+    /// Seconds spent building it (gold data, tokenizer, training).
     pub build_seconds: f64,
+    /// Whether this run found it in the cache rather than building it.
+    pub cached: bool,
+}
+
+/// The two models of a demo run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelsRecord {
+    /// The teacher.
+    pub teacher: BuiltModel,
+    /// The student after its cold start.
+    pub student: BuiltModel,
 }
 
 /// One on-policy run (OPD or SOD) and its result.
@@ -296,8 +328,6 @@ pub struct DemoOutcome {
     pub settings: DemoSettings,
     /// How the models were built, and whether this run built them.
     pub models: ModelsRecord,
-    /// Whether the models came from the cache.
-    pub models_cached: bool,
     /// The teacher on the test split.
     pub teacher: Evaluation,
     /// The student after its cold start, before on-policy training.
@@ -306,7 +336,10 @@ pub struct DemoOutcome {
     pub runs: Vec<RlRun>,
 }
 
-const RECORD_FILE: &str = "models.json";
+/// In a model's cache directory: its record, written last (its presence marks a complete entry).
+const RECORD_FILE: &str = "record.json";
+/// In a model's cache directory: the Hugging Face-format model.
+const MODEL_DIR: &str = "model";
 
 /// Whether the calculator's schema is rendered into the demo's prompts, in the gold conversations, the on-policy
 /// runs and the evaluations alike. No: the models learn the call format from the gold trajectories, and with the
@@ -314,25 +347,66 @@ const RECORD_FILE: &str = "models.json";
 /// `ToolBox::with_schemas_in_prompt`).
 const TOOL_SCHEMAS_IN_PROMPT: bool = false;
 
-/// Builds (or finds in the cache) the teacher and the student; returns the cache directory and the record.
+/// Builds (or finds in the cache) the teacher and the student; returns their model directories and records.
 pub fn prepare_models(
     settings: &DemoSettings,
     paths: &DemoPaths,
     calculator: &Calculator<'_>,
     log: &dyn Fn(&str),
-) -> anyhow::Result<(PathBuf, ModelsRecord, bool)> {
-    let key = settings.model_cache_key();
+) -> anyhow::Result<(PathBuf, PathBuf, ModelsRecord)> {
+    let teacher = prepare_model(settings, Role::Teacher, paths, calculator, log)?;
+    let student = prepare_model(settings, Role::Student, paths, calculator, log)?;
+    // Both tokenizers are trained on the same corpus with the same settings; the teacher scores the student's
+    // tokens, so they must be the same file.
+    let tokenizer = |dir: &Path| {
+        let path = dir.join("tokenizer.json");
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    if tokenizer(&teacher.0)? != tokenizer(&student.0)? {
+        bail!(
+            "the cached teacher ({}) and student ({}) have different tokenizers; remove the cache directory and \
+             run again",
+            teacher.0.display(),
+            student.0.display()
+        );
+    }
+    Ok((
+        teacher.0,
+        student.0,
+        ModelsRecord {
+            teacher: teacher.1,
+            student: student.1,
+        },
+    ))
+}
+
+/// Builds (or finds in the cache) one model; returns its model directory and record.
+fn prepare_model(
+    settings: &DemoSettings,
+    role: Role,
+    paths: &DemoPaths,
+    calculator: &Calculator<'_>,
+    log: &dyn Fn(&str),
+) -> anyhow::Result<(PathBuf, BuiltModel)> {
+    let name = role.name();
+    let key = settings.model_cache_key(role);
     let dir = paths.cache_root.join(&key);
+    let model_dir = dir.join(MODEL_DIR);
     let record_path = dir.join(RECORD_FILE);
-    if record_path.is_file() && dir.join("teacher").is_dir() && dir.join("student").is_dir() {
+    if record_path.is_file() && model_dir.is_dir() {
         let text = std::fs::read_to_string(&record_path)
             .with_context(|| format!("reading {}", record_path.display()))?;
-        let record: ModelsRecord = serde_json::from_str(&text)
+        let mut record: BuiltModel = serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", record_path.display()))?;
-        log(&format!("models: cached in {}", dir.display()));
-        return Ok((dir, record, true));
+        record.cached = true;
+        log(&format!("{name}: cached in {}", dir.display()));
+        return Ok((model_dir, record));
     }
     let started = Instant::now();
+    // A directory without a record is an interrupted build: start it over.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
     let schemas: Vec<serde_json::Value> = if TOOL_SCHEMAS_IN_PROMPT {
@@ -345,7 +419,7 @@ pub fn prepare_models(
         .map(|task| gold_conversation(calculator, task))
         .collect::<anyhow::Result<_>>()?;
     log(&format!(
-        "gold trajectories: {} conversations, every step checked against the real calculator",
+        "{name}: {} gold conversations, every step checked against the real calculator",
         conversations.len()
     ));
     let template = ChatTemplate::builtin();
@@ -355,80 +429,77 @@ pub fn prepare_models(
         .collect::<Result<_, _>>()?;
     let corpus_refs: Vec<&str> = rendered.iter().map(String::as_str).collect();
 
-    let mut built = Vec::new();
-    for (name, size, sft_config) in [
-        ("teacher", settings.teacher, settings.teacher_sft),
-        ("student", settings.student, settings.student_sft),
-    ] {
-        let init = dir.join(format!("{name}-init"));
-        let config = size.config(settings.vocab_size, settings.rope_theta);
-        write_tiny_model_dir(&init, &config, &corpus_refs, settings.seed)
-            .with_context(|| format!("writing {}", init.display()))?;
-        let tokenizer = ChatTokenizer::from_dir(&init)?;
-        let examples = train
-            .iter()
-            .zip(&conversations)
-            .map(|(task, c)| tokenize_conversation(&tokenizer, &task.id, c, &schemas))
-            .collect::<Result<Vec<_>, _>>()?;
-        let model = load_model_dir(&init, &Device::Cpu)?;
-        let parameters = model.config.num_parameters();
-        let count = examples.len().max(1);
-        log(&format!(
-            "{name}: {parameters} parameters, supervised training for {} steps of {} conversations \
-             ({} tokens per conversation on average, {} of them trained)",
-            sft_config.steps,
-            sft_config.batch_size,
-            examples.iter().map(|e| e.tokens.len()).sum::<usize>() / count,
-            examples.iter().map(|e| e.trained_tokens()).sum::<usize>() / count,
-        ));
-        let sft_started = Instant::now();
-        let mut trainer = SftTrainer::new(&model, examples.clone(), sft_config)?;
-        let log_every = (sft_config.steps / 8).max(1);
-        let history = trainer.run(|m| {
-            if m.step % log_every == 0 || m.step == sft_config.steps {
-                log(&format!(
-                    "  {name} sft step {:>4}/{}: loss {:.4}, tokens predicted with p > 1/2: {:.3} ({:.2} s/step)",
-                    m.step,
-                    sft_config.steps,
-                    m.loss,
-                    m.confident_fraction,
-                    sft_started.elapsed().as_secs_f64() / m.step as f64
-                ));
-            }
-        })?;
-        let jsonl: String = history
-            .iter()
-            .map(|m| serde_json::to_string(m).map(|s| s + "\n"))
-            .collect::<Result<_, _>>()?;
-        let sft_log = dir.join(format!("{name}-sft.jsonl"));
-        std::fs::write(&sft_log, jsonl)
-            .with_context(|| format!("writing {}", sft_log.display()))?;
-        save_checkpoint(
-            &dir.join(name),
-            &model.config,
-            &model.varmap,
-            SaveDtype::F32,
-            Some(&init),
-        )?;
-        let _ = std::fs::remove_dir_all(&init);
-        built.push((parameters, history.last().copied(), examples));
-    }
-    let examples = &built[0].2;
-    let record = ModelsRecord {
+    let (size, sft_config) = match role {
+        Role::Teacher => (settings.teacher, settings.teacher_sft),
+        Role::Student => (settings.student, settings.student_sft),
+    };
+    let init = dir.join("init");
+    let config = size.config(settings.vocab_size, settings.rope_theta);
+    write_tiny_model_dir(&init, &config, &corpus_refs, settings.seed)
+        .with_context(|| format!("writing {}", init.display()))?;
+    let tokenizer = ChatTokenizer::from_dir(&init)?;
+    let examples = train
+        .iter()
+        .zip(&conversations)
+        .map(|(task, c)| tokenize_conversation(&tokenizer, &task.id, c, &schemas))
+        .collect::<Result<Vec<_>, _>>()?;
+    let model = load_model_dir(&init, &Device::Cpu)?;
+    let parameters = model.config.num_parameters();
+    let count = examples.len().max(1);
+    let gold_trained_tokens: usize = examples.iter().map(|e| e.trained_tokens()).sum();
+    let gold_prompt_tokens: usize = examples.iter().map(|e| e.prompt_len).sum();
+    log(&format!(
+        "{name}: {parameters} parameters, supervised training for {} steps of {} conversations \
+         ({} tokens per conversation on average, {} of them trained)",
+        sft_config.steps,
+        sft_config.batch_size,
+        examples.iter().map(|e| e.tokens.len()).sum::<usize>() / count,
+        gold_trained_tokens / count,
+    ));
+    let conversations = examples.len();
+    let sft_started = Instant::now();
+    let mut trainer = SftTrainer::new(&model, examples, sft_config)?;
+    let log_every = (sft_config.steps / 8).max(1);
+    let history = trainer.run(|m| {
+        if m.step % log_every == 0 || m.step == sft_config.steps {
+            log(&format!(
+                "  {name} sft step {:>4}/{}: loss {:.4}, tokens predicted with p > 1/2: {:.3} ({:.2} s/step)",
+                m.step,
+                sft_config.steps,
+                m.loss,
+                m.confident_fraction,
+                sft_started.elapsed().as_secs_f64() / m.step as f64
+            ));
+        }
+    })?;
+    let jsonl: String = history
+        .iter()
+        .map(|m| serde_json::to_string(m).map(|s| s + "\n"))
+        .collect::<Result<_, _>>()?;
+    let sft_log = dir.join("sft.jsonl");
+    std::fs::write(&sft_log, jsonl).with_context(|| format!("writing {}", sft_log.display()))?;
+    save_checkpoint(
+        &model_dir,
+        &model.config,
+        &model.varmap,
+        SaveDtype::F32,
+        Some(&init),
+    )?;
+    let _ = std::fs::remove_dir_all(&init);
+    let record = BuiltModel {
         key,
-        conversations: examples.len(),
-        gold_trained_tokens: examples.iter().map(|e| e.trained_tokens()).sum(),
-        gold_prompt_tokens: examples.iter().map(|e| e.prompt_len).sum(),
-        teacher_parameters: built[0].0,
-        student_parameters: built[1].0,
-        teacher_sft_last: built[0].1,
-        student_sft_last: built[1].1,
+        conversations,
+        gold_trained_tokens,
+        gold_prompt_tokens,
+        parameters,
+        sft_last: history.last().copied(),
         build_seconds: started.elapsed().as_secs_f64(),
+        cached: false,
     };
     // Written last: its presence marks a complete cache entry.
     std::fs::write(&record_path, serde_json::to_string_pretty(&record)?)
         .with_context(|| format!("writing {}", record_path.display()))?;
-    Ok((dir, record, false))
+    Ok((model_dir, record))
 }
 
 fn rollout_settings(settings: &DemoSettings) -> RolloutSettings {
@@ -567,7 +638,8 @@ fn toml_string(text: &str) -> String {
 /// The run config of the on-policy phase with `loss`.
 fn rl_config(
     settings: &DemoSettings,
-    models: &Path,
+    teacher: &Path,
+    student: &Path,
     dataset: &Path,
     out_dir: &Path,
     loss: &str,
@@ -585,8 +657,8 @@ fn rl_config(
          learning_rate = {lr:?}\ntemperature = {temp:?}\nmax_turns = 5\n\
          max_new_tokens_per_turn = {mnt}\nmax_total_tokens = 1024\nseed = {seed}\ncheckpoint_every = 0\n\
          [loss]\nname = {loss_name}\nsettings = {loss_settings}\n",
-        student = toml_string(&models.join("student").display().to_string()),
-        teacher = toml_string(&models.join("teacher").display().to_string()),
+        student = toml_string(&student.display().to_string()),
+        teacher = toml_string(&teacher.display().to_string()),
         dataset = toml_string(&dataset.display().to_string()),
         out = toml_string(&out_dir.display().to_string()),
         schemas_in_prompt = TOOL_SCHEMAS_IN_PROMPT,
@@ -640,7 +712,7 @@ pub fn run_demo(
         ..SandboxConfig::default()
     })?;
     let calculator = Calculator::new(&sandbox)?;
-    let (models, record, cached) = prepare_models(settings, paths, &calculator, log)?;
+    let (teacher_dir, student_dir, record) = prepare_models(settings, paths, &calculator, log)?;
 
     let test = tasks::test_tasks(settings.seed, settings.test_tasks);
     let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
@@ -657,8 +729,8 @@ pub fn run_demo(
         Limits::default(),
     )?
     .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT);
-    let tokenizer = ChatTokenizer::from_dir(&models.join("student"))?;
-    let teacher_model = load_model_dir(&models.join("teacher"), &Device::Cpu)?;
+    let tokenizer = ChatTokenizer::from_dir(&student_dir)?;
+    let teacher_model = load_model_dir(&teacher_dir, &Device::Cpu)?;
     let teacher = evaluate_and_record(
         "teacher",
         &teacher_model.model,
@@ -674,7 +746,7 @@ pub fn run_demo(
         teacher.accuracy
     ));
     drop(teacher_model);
-    let student_model = load_model_dir(&models.join("student"), &Device::Cpu)?;
+    let student_model = load_model_dir(&student_dir, &Device::Cpu)?;
     let student_before = evaluate_and_record(
         "student-cold-start",
         &student_model.model,
@@ -693,7 +765,7 @@ pub fn run_demo(
     let mut runs = Vec::new();
     for loss in ["opd", "sod"] {
         let out = paths.out_dir.join(loss);
-        let config = rl_config(settings, &models, &dataset, &out, loss)?;
+        let config = rl_config(settings, &teacher_dir, &student_dir, &dataset, &out, loss)?;
         let started = Instant::now();
         log(&format!(
             "{loss}: {} on-policy steps of {} prompts x {} samples",
@@ -735,7 +807,6 @@ pub fn run_demo(
     Ok(DemoOutcome {
         settings: *settings,
         models: record,
-        models_cached: cached,
         teacher,
         student_before,
         runs,

@@ -195,11 +195,11 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         "- Models (Qwen3 architecture, Hugging Face directories in `{}`): teacher {} ({} parameters), student \
          {} ({} parameters), RoPE base {}; tokenizer: byte-level BPE with {} tokens, trained on the gold \
          conversations, with Qwen's pre-tokenisation (numbers digit by digit).",
-        m.key,
+        format_args!("{}`, `{}", m.teacher.key, m.student.key),
         describe_size(&s.teacher),
-        m.teacher_parameters,
+        m.teacher.parameters,
         describe_size(&s.student),
-        m.student_parameters,
+        m.student.parameters,
         s.rope_theta,
         s.vocab_size
     );
@@ -207,30 +207,35 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         md,
         "- Gold data: {} train problems solved step by step with the real calculator ({:.0} prompt tokens and \
          {:.0} trained tokens per conversation on average).",
-        m.conversations,
-        m.gold_prompt_tokens as f64 / m.conversations.max(1) as f64,
-        m.gold_trained_tokens as f64 / m.conversations.max(1) as f64
+        m.teacher.conversations,
+        m.teacher.gold_prompt_tokens as f64 / m.teacher.conversations.max(1) as f64,
+        m.teacher.gold_trained_tokens as f64 / m.teacher.conversations.max(1) as f64
     );
     for (name, cfg, last) in [
-        ("teacher", s.teacher_sft, m.teacher_sft_last),
-        ("student cold start", s.student_sft, m.student_sft_last),
+        ("teacher", s.teacher_sft, &m.teacher),
+        ("student cold start", s.student_sft, &m.student),
     ] {
         let _ = writeln!(
             md,
-            "- SFT of the {name}: {} steps x {} conversations, lr {}{}.",
+            "- SFT of the {name}: {} steps x {} conversations, lr {}{}{}.",
             cfg.steps,
             cfg.batch_size,
             cfg.learning_rate,
-            last.map_or(String::new(), |l| format!(
+            last.sft_last.map_or(String::new(), |l| format!(
                 ", last loss {:.4}, tokens predicted with p > 1/2: {:.3}",
                 l.loss, l.confident_fraction
-            ))
+            )),
+            if last.cached {
+                " (taken from the cache)".to_string()
+            } else {
+                format!(" ({:.0} s to build)", last.build_seconds)
+            }
         );
     }
     let _ = writeln!(
         md,
         "- On-policy phase, identical for both losses except the plugin: {} steps x {} prompts x {} samples, \
-         lr {}, temperature {}, seed {}; SOD delta {}.{}",
+         lr {}, temperature {}, seed {}; SOD delta {}.",
         s.rl.steps,
         s.rl.prompts_per_step,
         s.rl.samples_per_prompt,
@@ -238,11 +243,6 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         s.rl.temperature,
         s.seed,
         s.rl.delta,
-        if outcome.models_cached {
-            " Models were taken from the cache."
-        } else {
-            ""
-        }
     );
     for run in &outcome.runs {
         let _ = writeln!(
