@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sod::sandbox::{Limits, Sandbox, SandboxConfig};
-use sod::serve::{ServeConfig, Server};
+use sod::serve::{Backend, ServeConfig, Server};
+use sod::workers::{WorkerCommand, WorkerPool};
 use sod_tests::{sod_binary, target_dir, test_config};
 
 /// One sandbox (tools loaded from `target/tools`) shared by every server of this test binary.
@@ -419,6 +420,73 @@ fn tools_api_matches_the_cli() {
     assert_eq!(health.status, 200);
     assert_eq!(health.body["status"], "ok");
     assert_eq!(health.body["workers"], 2);
+}
+
+#[test]
+fn worker_processes_give_the_same_outcomes_as_the_server_process() {
+    let pool = WorkerPool::start(
+        WorkerCommand {
+            program: sod_binary(),
+            tools_dir: target_dir().join("tools"),
+            seed: test_config().seed,
+            cache_dir: test_config().cache_dir,
+        },
+        2,
+    )
+    .expect("workers start");
+    let server = Server::start(
+        Backend {
+            sandbox: sandbox(),
+            pool: Some(std::sync::Arc::new(pool)),
+        },
+        ServeConfig {
+            workers: 2,
+            ..ServeConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .expect("server starts");
+    let health = get(server.addr(), "/healthz");
+    assert_eq!(health.body["processes"], 2, "{}", health.body);
+    let random = "import random, time, os\nprint(random.random(), time.time(), hash('sod'), os.urandom(4).hex())";
+    let requests = [
+        (
+            "calculator",
+            json!({"arguments": {"expression": "2^70 - 1"}}),
+        ),
+        ("python", json!({"arguments": {"code": random}})),
+        (
+            "python",
+            json!({"arguments": {"code": "while True: pass"}, "time_limit_secs": 0.1}),
+        ),
+        ("python", json!({"arguments": {"code": "1/0"}})),
+        (
+            "python",
+            // The host keeps the instance for the top-level `session`; the guest a namespace per id.
+            json!({"arguments": {"code": "n = 41", "session": "p"}, "session": "p"}),
+        ),
+        (
+            "python",
+            // The host keeps the instance for the top-level `session`; the guest a namespace per id.
+            json!({"arguments": {"code": "n + 1", "session": "p"}, "session": "p"}),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (tool, body) in &requests {
+        let path = format!("/v1/tools/{tool}/call");
+        let in_process = post(shared(), &path, &body.to_string());
+        let in_workers = post(server.addr(), &path, &body.to_string());
+        assert_eq!(in_workers.status, 200, "{}", in_workers.body);
+        assert_eq!(in_process.body, in_workers.body, "{tool} {body}");
+        seen.push(in_workers.body);
+    }
+    assert_eq!(seen[2]["kind"], "time_limit");
+    assert_eq!(
+        seen[5]["output"], "42\n",
+        "the session's state lives in one worker"
+    );
+    let response = run_code(server.addr(), python("print(6 * 7)"));
+    assert_eq!(response["run_result"]["stdout"], "42\n");
 }
 
 #[test]

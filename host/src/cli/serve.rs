@@ -1,6 +1,7 @@
 //! `sod serve` (the HTTP server) and `sod serve bench` (its load test on loopback).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -9,7 +10,8 @@ use sod_sandbox::SandboxConfig;
 use super::{Cli, open_sandbox, usage};
 use crate::serve::bench::{LoadSpec, run_load};
 use crate::serve::run_code::RunCodePolicy;
-use crate::serve::{ServeConfig, Server};
+use crate::serve::{Backend, ServeConfig, Server};
+use crate::workers::WorkerPool;
 
 /// `sod serve [--bind ADDR] ...` or `sod serve bench ...`
 #[derive(Debug, Args)]
@@ -58,6 +60,11 @@ struct ServerOptions {
     /// Run seed of every call's randomness.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Run the calls in this many `sod worker` processes instead of in the server's own process (0). Same
+    /// outcomes; heavy guests such as the python tool scale better across processes than across threads of
+    /// one process (docs/benchmarks.md). Pair it with `--workers` of at least the same number.
+    #[arg(long, default_value_t = 0)]
+    processes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +122,22 @@ impl ServerOptions {
         })
     }
 
+    /// The in-process sandbox, with a pool of worker processes over the same tools and seed if asked.
+    fn backend(&self, cli: &Cli, config: &ServeConfig) -> anyhow::Result<Backend> {
+        let sandbox = open_sandbox(cli, self.sandbox_config(config), true)?;
+        let pool = if self.processes == 0 {
+            None
+        } else {
+            let tools_dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
+            let command = WorkerPool::current_exe_command(&tools_dir, self.seed)?;
+            let pool = WorkerPool::start(command, self.processes).map_err(|e| {
+                anyhow::anyhow!("starting {} worker processes: {e}", self.processes)
+            })?;
+            Some(Arc::new(pool))
+        };
+        Ok(Backend { sandbox, pool })
+    }
+
     fn sandbox_config(&self, config: &ServeConfig) -> SandboxConfig {
         let defaults = SandboxConfig::default();
         let workers = u32::try_from(config.workers).unwrap_or(u32::MAX);
@@ -168,7 +191,7 @@ fn run_server(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.server.serve_config()?;
     // Load (and compile, the first time) every tool before listening: a listening server is ready.
     tracing::info!("loading tools");
-    let sandbox = open_sandbox(cli, args.server.sandbox_config(&config), true)?;
+    let backend = args.server.backend(cli, &config)?;
     let listener = crate::serve::bind(args.bind)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -176,7 +199,7 @@ fn run_server(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        crate::serve::serve(listener, sandbox, config, shutdown_signal()).await
+        crate::serve::serve(listener, backend, config, shutdown_signal()).await
     })?;
     Ok(())
 }
@@ -191,9 +214,9 @@ fn run_bench(cli: &Cli, bench: &ServeBench) -> anyhow::Result<()> {
         return Err(usage("--max-seconds must be positive"));
     }
     let config = bench.server.serve_config()?;
-    let sandbox = open_sandbox(cli, bench.server.sandbox_config(&config), true)?;
+    let backend = bench.server.backend(cli, &config)?;
     let (workers, queue) = (config.workers, config.queue);
-    let server = Server::start(sandbox, config, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let server = Server::start(backend, config, SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let body = serde_json::json!({"code": bench.code, "language": "python"}).to_string();
     let spec = |concurrency: usize, requests: usize| LoadSpec {
         concurrency,

@@ -34,11 +34,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use sod_sandbox::{CallOptions, Limits, Outcome, Sandbox};
+use sod_sandbox::{CallOptions, Limits, Outcome, Sandbox, Tool};
 use tokio::sync::watch;
 
 use admission::{Admission, Rejection, Timing};
 use run_code::{PlanError, RunCodePolicy, RunCodeRequest, RunCodeResponse, RunCodeWrapper};
+
+use crate::workers::WorkerPool;
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,9 +120,43 @@ pub struct ToolCallRequest {
     pub session: Option<String>,
 }
 
+/// Where the server's calls run.
+///
+/// Tool names are always resolved (and tools described) by the in-process `sandbox`. The calls run there too,
+/// unless a `pool` of worker processes is given: then each call runs in a `sod worker` process with its own
+/// sandbox over the same tools and seed, so the outcome is the same, and heavy guests such as CPython scale
+/// with the processes instead of contending in one address space (docs/benchmarks.md).
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Resolves and describes tools; runs the calls when there is no pool.
+    pub sandbox: Sandbox,
+    /// Worker processes that run the calls instead; a session's calls always go to the same worker.
+    pub pool: Option<Arc<WorkerPool>>,
+}
+
+impl From<Sandbox> for Backend {
+    fn from(sandbox: Sandbox) -> Self {
+        Backend {
+            sandbox,
+            pool: None,
+        }
+    }
+}
+
+impl Backend {
+    /// Runs one call (blocking): in a worker process when there is a pool, else in the sandbox.
+    fn call(&self, tool: &Tool, arguments: &str, options: &CallOptions) -> Outcome {
+        match &self.pool {
+            Some(pool) => pool.call(tool.name(), arguments, options),
+            None => self.sandbox.call(tool, arguments, options),
+        }
+    }
+}
+
 /// Shared state of the handlers.
 struct AppState {
     sandbox: Sandbox,
+    backend: Backend,
     config: ServeConfig,
     admission: Arc<Admission>,
     shutdown: watch::Receiver<bool>,
@@ -192,7 +228,7 @@ async fn run_code_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
             return axum::Json(RunCodeResponse::sandbox_error(message)).into_response();
         }
     };
-    let sandbox = state.sandbox.clone();
+    let backend = state.backend.clone();
     let options = CallOptions {
         limits: Some(plan.limits),
         ..CallOptions::default()
@@ -201,7 +237,7 @@ async fn run_code_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     let result = state
         .admission
         .run(state.shutdown.clone(), move || {
-            sandbox.call(&call_tool, &plan.arguments, &options)
+            backend.call(&call_tool, &plan.arguments, &options)
         })
         .await;
     match result {
@@ -292,12 +328,12 @@ async fn tool_call_handler(
         call_key: request.call_key,
         session: request.session,
     };
-    let sandbox = state.sandbox.clone();
+    let backend = state.backend.clone();
     let call_tool = tool.clone();
     let result = state
         .admission
         .run(state.shutdown.clone(), move || {
-            sandbox.call(&call_tool, &arguments, &options)
+            backend.call(&call_tool, &arguments, &options)
         })
         .await;
     match result {
@@ -342,6 +378,7 @@ async fn healthz_handler(State(state): State<Arc<AppState>>) -> Response {
         axum::Json(json!({
             "status": status,
             "workers": load.workers,
+            "processes": state.backend.pool.as_ref().map_or(0, |pool| pool.len()),
             "queue": load.queue,
             "running": load.running,
             "queued": load.queued,
@@ -371,9 +408,9 @@ async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
-/// The server's routes over `sandbox`. Waiting requests are refused once `shutdown` turns true.
+/// The server's routes over `backend`. Waiting requests are refused once `shutdown` turns true.
 fn router(
-    sandbox: Sandbox,
+    backend: Backend,
     config: ServeConfig,
     wrapper: RunCodeWrapper,
     shutdown: watch::Receiver<bool>,
@@ -381,7 +418,8 @@ fn router(
     let admission = Admission::new(config.workers, config.queue);
     let max_body = config.max_body_bytes;
     let state = Arc::new(AppState {
-        sandbox,
+        sandbox: backend.sandbox.clone(),
+        backend,
         config,
         admission,
         shutdown,
@@ -406,12 +444,13 @@ fn router(
 /// second; see [`RunCodeWrapper::prepare`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    sandbox: Sandbox,
+    backend: impl Into<Backend>,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let backend = backend.into();
     let wrapper = {
-        let sandbox = sandbox.clone();
+        let sandbox = backend.sandbox.clone();
         let tool = config.python_tool.clone();
         tokio::task::spawn_blocking(move || RunCodeWrapper::prepare(&sandbox, &tool))
             .await
@@ -419,9 +458,10 @@ pub async fn serve(
     };
     let precompiled = matches!(wrapper, RunCodeWrapper::Compiled(_));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = router(sandbox, config, wrapper, stop_rx);
+    let processes = backend.pool.as_ref().map_or(0, |pool| pool.len());
+    let app = router(backend, config, wrapper, stop_rx);
     let addr = listener.local_addr()?;
-    tracing::info!(addr = %addr, precompiled_wrapper = precompiled, "listening");
+    tracing::info!(addr = %addr, precompiled_wrapper = precompiled, processes, "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -451,12 +491,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) and serves `sandbox` on a background thread.
+    /// Binds `addr` (port 0 picks a free port) and serves `backend` (a [`Sandbox`], or a [`Backend`] with
+    /// worker processes) on a background thread.
     pub fn start(
-        sandbox: Sandbox,
+        backend: impl Into<Backend>,
         config: ServeConfig,
         addr: SocketAddr,
     ) -> Result<Self, ServeError> {
+        let backend = backend.into();
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -470,7 +512,7 @@ impl Server {
             .spawn(move || {
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    serve(listener, sandbox, config, async move {
+                    serve(listener, backend, config, async move {
                         let _ = stopped.await;
                     })
                     .await
