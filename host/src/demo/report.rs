@@ -91,35 +91,33 @@ pub fn verdict(outcome: &DemoOutcome) -> String {
     // Standard error of the difference of two independent proportions on n problems each.
     let se = ((a * (1.0 - a) + b * (1.0 - b)) / n).sqrt();
     let diff = a - b;
-    let significance = if se == 0.0 || diff.abs() < 2.0 * se {
-        format!(
-            "within two standard errors ({:.3}) on {} test problems, so this run does not separate them",
-            2.0 * se,
-            sod.after.problems
-        )
+    let separated = se > 0.0 && diff.abs() >= 2.0 * se;
+    let start = outcome.student_before.accuracy;
+    let comparison = if diff == 0.0 {
+        format!("SOD and OPD tied on this run: test accuracy {a:.3} each")
     } else {
+        let head = if !separated {
+            "SOD and OPD are not separated on this run"
+        } else if diff > 0.0 {
+            "SOD beat OPD on this run"
+        } else {
+            "SOD did worse than OPD on this run"
+        };
         format!(
-            "beyond two standard errors ({:.3}) on {} test problems",
+            "{head}: test accuracy {a:.3} vs {b:.3}, a difference of {diff:+.3}, {} two standard errors ({:.3}) \
+             on {} test problems",
+            if separated { "beyond" } else { "within" },
             2.0 * se,
             sod.after.problems
         )
     };
-    let start = outcome.student_before.accuracy;
-    if diff > 0.0 {
-        format!(
-            "SOD beat OPD on this run: test accuracy {a:.3} vs {b:.3} (from {start:.3} at the cold start), a \
-             difference of {diff:+.3}, {significance}."
-        )
-    } else if diff < 0.0 {
-        format!(
-            "SOD did not beat OPD on this run: test accuracy {a:.3} vs {b:.3} (from {start:.3} at the cold start), a \
-             difference of {diff:+.3}, {significance}."
-        )
-    } else {
-        format!(
-            "SOD and OPD tied on this run: test accuracy {a:.3} each (from {start:.3} at the cold start)."
-        )
-    }
+    let against_start = match (a > start, b > start) {
+        (true, true) => format!("both improved on the cold start ({start:.3})"),
+        (true, false) => format!("only SOD improved on the cold start ({start:.3})"),
+        (false, true) => format!("only OPD improved on the cold start ({start:.3})"),
+        (false, false) => format!("neither improved on the cold start ({start:.3})"),
+    };
+    format!("{comparison}; {against_start}.")
 }
 
 fn chart(
@@ -284,4 +282,74 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     std::fs::write(&json, serde_json::to_string_pretty(outcome)?)
         .with_context(|| format!("writing {}", json.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+    use crate::demo::pipeline::{
+        BuiltModel, DemoOutcome, DemoSettings, Evaluation, ModelsRecord, RlRun,
+    };
+
+    fn evaluation(accuracy: f64) -> Evaluation {
+        Evaluation {
+            problems: 64,
+            accuracy,
+            valid_tool_call_fraction: 1.0,
+            mean_tool_calls: 2.0,
+            mean_steps: 3.0,
+            truncated_fraction: 0.0,
+        }
+    }
+
+    fn outcome(start: f64, opd: f64, sod: f64) -> DemoOutcome {
+        let model = BuiltModel {
+            key: "k".into(),
+            conversations: 1,
+            gold_trained_tokens: 1,
+            gold_prompt_tokens: 1,
+            parameters: 1,
+            sft_last: None,
+            build_seconds: 0.0,
+            cached: true,
+        };
+        let run = |loss: &str, accuracy| RlRun {
+            loss: loss.into(),
+            steps: Vec::new(),
+            after: evaluation(accuracy),
+            train_seconds: 0.0,
+        };
+        DemoOutcome {
+            settings: DemoSettings::standard(0),
+            models: ModelsRecord {
+                teacher: model.clone(),
+                student: model,
+            },
+            teacher: evaluation(1.0),
+            student_before: evaluation(start),
+            runs: vec![run("opd", opd), run("sod", sod)],
+        }
+    }
+
+    #[test]
+    fn verdict_names_noise_as_noise_and_compares_with_the_start() {
+        let close = verdict(&outcome(0.109, 0.062, 0.078));
+        assert!(
+            close.starts_with("SOD and OPD are not separated on this run")
+                && close.contains("within two standard errors")
+                && close.ends_with("neither improved on the cold start (0.109)."),
+            "{close}"
+        );
+        let clear = verdict(&outcome(0.1, 0.2, 0.8));
+        assert!(
+            clear.starts_with("SOD beat OPD") && clear.contains("both improved"),
+            "{clear}"
+        );
+        let worse = verdict(&outcome(0.5, 0.9, 0.1));
+        assert!(
+            worse.starts_with("SOD did worse than OPD") && worse.contains("only OPD improved"),
+            "{worse}"
+        );
+        assert!(verdict(&outcome(0.0, 0.0, 0.0)).starts_with("SOD and OPD tied"));
+    }
 }
