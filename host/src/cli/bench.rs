@@ -50,6 +50,10 @@ struct SandboxBench {
     /// Bytes of each linear memory kept resident between instances (default: the sandbox default).
     #[arg(long, value_name = "BYTES")]
     keep_resident: Option<usize>,
+    /// Bytes of each memory kept resident where the kernel reports written pages (Linux PAGEMAP_SCAN);
+    /// 0 turns the scan off (default: the sandbox default).
+    #[arg(long, value_name = "BYTES")]
+    pagemap_keep_resident: Option<usize>,
     /// Measure throughput through a pool of this many worker processes too (0: skip).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -168,7 +172,20 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
     if bench.calls == 0 {
         return Err(usage("--calls must be at least 1"));
     }
-    let sandbox = open_sandbox(cli, SandboxConfig::default(), false)?;
+    let defaults = SandboxConfig::default();
+    let sandbox = open_sandbox(
+        cli,
+        SandboxConfig {
+            memory_keep_resident: bench.keep_resident.unwrap_or(defaults.memory_keep_resident),
+            pagemap_keep_resident: match bench.pagemap_keep_resident {
+                Some(0) => None,
+                Some(bytes) => Some(bytes),
+                None => defaults.pagemap_keep_resident,
+            },
+            ..defaults
+        },
+        false,
+    )?;
     let tool = sandbox
         .tool(&bench.tool)
         .map_err(|e| usage(e.to_string()))?;
