@@ -428,3 +428,117 @@ fn reruns_are_byte_identical_across_processes() {
     assert_eq!(outcome["kind"], "ok", "{outcome}");
     assert_eq!(run(), first);
 }
+
+/// Instances made ahead of their calls (the default) give byte-identical outcomes to instances made at the
+/// call, for every limit a call can set; and a call whose limits the waiting instance already exceeds gets a
+/// fresh one.
+#[test]
+fn instances_made_ahead_give_the_same_outcomes_as_fresh_ones() {
+    let make = |ahead: bool| {
+        let sandbox = Sandbox::new(sod_sandbox::SandboxConfig {
+            instances_ahead: ahead,
+            ..test_config()
+        })
+        .expect("sandbox");
+        let python = sandbox
+            .load_tool(&artifact("tools/python.wasm"))
+            .expect("python");
+        let calculator = sandbox
+            .load_tool(&artifact("tools/calculator.wasm"))
+            .expect("calculator");
+        (sandbox, python, calculator)
+    };
+    let (ahead, python_ahead, calculator_ahead) = make(true);
+    let (fresh, python_fresh, calculator_fresh) = make(false);
+    let with = |limits: Limits| CallOptions {
+        limits: Some(limits),
+        ..CallOptions::default()
+    };
+    let defaults = Limits::default();
+    let randomness = "import random, time, os, uuid\n\
+        print(random.random(), time.time(), time.monotonic(), hash('sod'), os.urandom(8).hex(), uuid.uuid4())";
+    let cases: Vec<(&str, serde_json::Value, CallOptions)> = vec![
+        (
+            "python",
+            json!({"code": randomness}),
+            CallOptions::default(),
+        ),
+        // Same code, another seed: different numbers, the same on both paths.
+        (
+            "python",
+            json!({"code": randomness}),
+            CallOptions {
+                seed: Some(7),
+                ..CallOptions::default()
+            },
+        ),
+        (
+            "python",
+            json!({"code": "print(1+1)"}),
+            with(Limits {
+                fuel: 50_000,
+                ..defaults
+            }),
+        ),
+        (
+            "python",
+            json!({"code": "while True: pass"}),
+            with(Limits {
+                fuel: 20_000_000,
+                ..defaults
+            }),
+        ),
+        (
+            "python",
+            json!({"code": "x = bytearray(10**9)"}),
+            with(Limits {
+                memory_bytes: 256 << 20,
+                ..defaults
+            }),
+        ),
+        (
+            "python",
+            json!({"code": "print(1)"}),
+            with(Limits {
+                memory_bytes: 1 << 20,
+                ..defaults
+            }),
+        ),
+        (
+            "python",
+            json!({"code": "print('x' * 10**6)"}),
+            with(Limits {
+                output_bytes: 1000,
+                ..defaults
+            }),
+        ),
+        ("python", json!({"code": "1/0"}), CallOptions::default()),
+        (
+            "calculator",
+            json!({"expression": "2^200 // 3"}),
+            CallOptions::default(),
+        ),
+    ];
+    for round in 0..2 {
+        for (tool, arguments, options) in &cases {
+            let (a, f) = match *tool {
+                "python" => (&python_ahead, &python_fresh),
+                _ => (&calculator_ahead, &calculator_fresh),
+            };
+            let arguments = arguments.to_string();
+            let on_ahead = ahead.call(a, &arguments, options);
+            let on_fresh = fresh.call(f, &arguments, options);
+            assert_eq!(
+                on_ahead, on_fresh,
+                "round {round}: {tool} {arguments} {options:?}"
+            );
+        }
+    }
+    let (used, unusable) = ahead.instances_ahead_counts();
+    assert!(used > 0, "calls ran on instances made ahead: {used}");
+    assert!(
+        unusable > 0,
+        "a 1 MiB memory limit or a tiny fuel limit cannot take a waiting instance"
+    );
+    assert_eq!(fresh.instances_ahead_counts(), (0, 0));
+}

@@ -311,3 +311,58 @@ fn looking_up_tools_from_async_code_needs_no_executor() {
         assert!(sandbox.tool("no-such-tool").is_err());
     });
 }
+
+/// A Rust guest's seeded hash keys (`wasi:random/insecure-seed`), clocks, output cap, memory and fuel limits:
+/// the same outcome on an instance made ahead of its call as on one made at the call.
+#[test]
+fn instances_made_ahead_match_fresh_ones_for_a_rust_guest() {
+    let make = |ahead: bool| {
+        let sandbox = Sandbox::new(sod_sandbox::SandboxConfig {
+            instances_ahead: ahead,
+            ..test_config()
+        })
+        .expect("sandbox");
+        let hostile = sandbox
+            .load_tool(&artifact("test-tools/hostile.wasm"))
+            .expect("hostile");
+        (sandbox, hostile)
+    };
+    let ((ahead, on_ahead), (fresh, on_fresh)) = (make(true), make(false));
+    let defaults = Limits::default();
+    let cases = [
+        ("random", None, None),
+        ("random", Some(99), None),
+        ("time", None, None),
+        ("echo", Some(3), None),
+        (
+            "print_flood",
+            None,
+            Some(Limits {
+                output_bytes: 100,
+                ..defaults
+            }),
+        ),
+        (
+            "alloc",
+            None,
+            Some(Limits {
+                memory_bytes: 4 << 20,
+                ..defaults
+            }),
+        ),
+        ("loop", None, Some(small_fuel())),
+    ];
+    for round in 0..3 {
+        for (mode, seed, limits) in cases {
+            let options = CallOptions {
+                seed,
+                limits,
+                ..CallOptions::default()
+            };
+            let a = ahead.call(&on_ahead, &hostile(mode), &options);
+            let f = fresh.call(&on_fresh, &hostile(mode), &options);
+            assert_eq!(a, f, "round {round}: {mode} {options:?}");
+        }
+    }
+    assert!(ahead.instances_ahead_counts().0 > 0);
+}

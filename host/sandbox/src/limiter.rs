@@ -22,6 +22,11 @@ impl MemoryLimiter {
         }
     }
 
+    /// Bytes allocated so far across the store's memories.
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use
+    }
+
     pub(crate) fn set_limit(&mut self, limit_bytes: u64) {
         self.limit_bytes = usize::try_from(limit_bytes).unwrap_or(usize::MAX);
         self.refused = false;

@@ -14,6 +14,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 #[derive(Debug, Default)]
 struct Captured {
+    capacity: usize,
     bytes: Vec<u8>,
     dropped: u64,
 }
@@ -21,7 +22,6 @@ struct Captured {
 /// A bounded capture buffer shared by the guest's stream and the host.
 #[derive(Debug, Clone)]
 pub struct CappedPipe {
-    capacity: usize,
     inner: Arc<Mutex<Captured>>,
 }
 
@@ -29,14 +29,31 @@ impl CappedPipe {
     /// A pipe keeping at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         CappedPipe {
-            capacity,
-            inner: Arc::default(),
+            inner: Arc::new(Mutex::new(Captured {
+                capacity,
+                ..Captured::default()
+            })),
         }
+    }
+
+    /// Sets the capacity for what is written from now on (a store built ahead of its call learns the call's
+    /// output limit when the call comes).
+    pub fn set_capacity(&self, capacity: usize) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .capacity = capacity;
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_untouched(&self) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.bytes.is_empty() && inner.dropped == 0
     }
 
     fn push(&self, data: &[u8]) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.capacity.saturating_sub(inner.bytes.len());
+        let room = inner.capacity.saturating_sub(inner.bytes.len());
         let kept = room.min(data.len());
         inner.bytes.extend_from_slice(&data[..kept]);
         inner.dropped += (data.len() - kept) as u64;

@@ -1,6 +1,7 @@
 //! Seeded randomness: every call's random bytes are a function of (run seed, call key).
 
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use rand_core::TryRng;
 use sha2::{Digest, Sha256};
@@ -75,6 +76,124 @@ impl TryRng for SeededRng {
     }
 }
 
+/// A [`SeededRng`] behind a shared handle, so that a store built ahead of its call gets the call's stream once
+/// the call is known ([`SharedRng::bind`]). Until then it yields a fixed placeholder stream and records that it
+/// was read: an instance that read randomness before its call is never used for one.
+#[derive(Debug, Clone)]
+pub struct SharedRng {
+    slot: Arc<Mutex<RngSlot>>,
+}
+
+#[derive(Debug)]
+struct RngSlot {
+    rng: SeededRng,
+    bound: bool,
+    read_unbound: bool,
+}
+
+impl SharedRng {
+    /// A handle already bound to `rng`.
+    pub fn bound(rng: SeededRng) -> Self {
+        SharedRng {
+            slot: Arc::new(Mutex::new(RngSlot {
+                rng,
+                bound: true,
+                read_unbound: false,
+            })),
+        }
+    }
+
+    /// A handle waiting for its call's stream.
+    pub fn unbound() -> Self {
+        let handle = Self::bound(SeededRng::new(0, "", "unbound"));
+        handle.lock().bound = false;
+        handle
+    }
+
+    /// Gives the handle its call's stream.
+    pub fn bind(&self, rng: SeededRng) {
+        let mut slot = self.lock();
+        slot.rng = rng;
+        slot.bound = true;
+    }
+
+    /// Whether anything was drawn before [`SharedRng::bind`].
+    pub fn read_unbound(&self) -> bool {
+        self.lock().read_unbound
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RngSlot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with<R>(&self, draw: impl FnOnce(&mut SeededRng) -> R) -> R {
+        let mut slot = self.lock();
+        if !slot.bound {
+            slot.read_unbound = true;
+        }
+        draw(&mut slot.rng)
+    }
+}
+
+impl TryRng for SharedRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        self.with(|rng| rng.try_next_u32())
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        self.with(|rng| rng.try_next_u64())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        self.with(|rng| rng.try_fill_bytes(dst))
+    }
+}
+
+/// The value of `wasi:random/insecure-seed` for one store, bound like [`SharedRng`]. The sandbox serves that
+/// interface itself (shadowing wasmtime-wasi's, whose seed is fixed when the context is built).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InsecureSeed {
+    value: u128,
+    bound: bool,
+    pub(crate) read_unbound: bool,
+}
+
+impl InsecureSeed {
+    /// The seed of the call identified by `seed` and `call_key`.
+    pub(crate) fn bound(seed: u64, call_key: &str) -> Self {
+        InsecureSeed {
+            value: SeededRng::seed128(seed, call_key),
+            bound: true,
+            read_unbound: false,
+        }
+    }
+
+    /// Gives the store its call's seed.
+    pub(crate) fn bind(&mut self, seed: u64, call_key: &str) {
+        self.value = SeededRng::seed128(seed, call_key);
+        self.bound = true;
+    }
+}
+
+/// Marker for [`wasmtime::component::HasData`]: the sandbox's `wasi:random/insecure-seed`.
+pub(crate) struct InsecureSeedHost;
+
+impl wasmtime::component::HasData for InsecureSeedHost {
+    type Data<'a> = &'a mut InsecureSeed;
+}
+
+impl wasmtime_wasi::p2::bindings::random::insecure_seed::Host for InsecureSeed {
+    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
+        if !self.bound {
+            self.read_unbound = true;
+        }
+        // The same split as wasmtime-wasi's: low word first.
+        Ok((self.value as u64, (self.value >> 64) as u64))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +208,19 @@ mod tests {
         let zs: Vec<u64> = (0..8).map(|_| c.step()).collect();
         assert_eq!(xs, ys);
         assert_ne!(xs, zs);
+    }
+
+    #[test]
+    fn a_shared_handle_bound_late_gives_the_call_stream_and_reports_early_reads() {
+        let mut direct = SeededRng::new(7, "call-1", "secure");
+        let mut late = SharedRng::unbound();
+        late.bind(SeededRng::new(7, "call-1", "secure"));
+        assert!(!late.read_unbound());
+        let a: Vec<u64> = (0..4).map(|_| direct.step()).collect();
+        let b: Vec<u64> = (0..4).map(|_| late.try_next_u64().unwrap()).collect();
+        assert_eq!(a, b);
+        let mut early = SharedRng::unbound();
+        let _ = early.try_next_u32();
+        assert!(early.read_unbound());
     }
 }

@@ -20,6 +20,7 @@ use crate::clock::VirtualMonotonicClock;
 use crate::error::SandboxError;
 use crate::limits::Limits;
 use crate::outcome::{Outcome, OutcomeKind};
+use crate::random::InsecureSeedHost;
 use crate::scratch::ScratchPool;
 use crate::state::{CallIdentity, CallState};
 
@@ -57,6 +58,12 @@ pub struct SandboxConfig {
     /// page faults and without the `madvise` that interrupts other cores. `None` never uses the scan. Where
     /// the scan is unavailable, `memory_keep_resident` applies.
     pub pagemap_keep_resident: Option<usize>,
+    /// Make the next fresh instance of a tool while its current call runs, and drop finished instances on a
+    /// background thread, so that a stateless call starts at once and returns without waiting for its
+    /// memory to be reset. Outcomes are the same either way: the call's seed, limits and output cap are
+    /// bound when it takes the instance, and an instance that did anything they govern before that (drew
+    /// randomness, wrote output, used more fuel or memory than the call may) is set aside for a fresh one.
+    pub instances_ahead: bool,
     /// Run seed: every call's randomness derives from it and the call key.
     pub seed: u64,
     /// Sessions untouched for this long are released.
@@ -80,6 +87,7 @@ impl Default for SandboxConfig {
             // Measured (docs/benchmarks.md): calculator 91 -> 66 us, python 3.2 -> 2.7 ms, and two threads
             // scale 1.8x instead of 1.5x.
             pagemap_keep_resident: Some(64 << 20),
+            instances_ahead: true,
             seed: 0,
             session_idle: Duration::from_secs(600),
             max_sessions: 256,
@@ -139,6 +147,27 @@ struct ToolInner {
     artifact: String,
     path: PathBuf,
     pre: CompositeToolPre<CallState>,
+    /// A fresh instance made ahead of the next stateless call (see `SandboxConfig::instances_ahead`).
+    ahead: Mutex<Option<Ahead>>,
+}
+
+/// A fresh instance made ahead of its call, with its store's state not yet bound to a call.
+struct Ahead {
+    store: Store<CallState>,
+    instance: CompositeTool,
+    /// Fuel its instantiation used: charged to the call that takes it, as a fresh instantiation would be.
+    fuel_spent: u64,
+}
+
+/// Fuel an instance made ahead may spend on instantiation (a call's limit is applied when it takes it).
+const AHEAD_FUEL: u64 = u64::MAX >> 2;
+
+/// Work for the background thread of a sandbox with `instances_ahead`.
+enum AheadJob {
+    /// Make an instance of the tool unless one is waiting already.
+    Make(Tool),
+    /// Drop a finished call's store (resetting its memories) off the caller's path.
+    Drop(Box<Store<CallState>>),
 }
 
 impl Tool {
@@ -194,7 +223,17 @@ pub(crate) struct SandboxInner {
     tools: RwLock<BTreeMap<String, Tool>>,
     sessions: Mutex<HashMap<(String, String), SessionSlot>>,
     stop_ticker: Arc<AtomicBool>,
+    /// The background thread's queue, started on first use (see `SandboxConfig::instances_ahead`).
+    ahead_jobs: Mutex<Option<std::sync::mpsc::Sender<AheadJob>>>,
+    /// Stores queued for dropping and not dropped yet: past [`MAX_PENDING_DROPS`] callers drop their own, so
+    /// that finished instances never pile up in the instance pool.
+    pending_drops: Arc<std::sync::atomic::AtomicUsize>,
+    /// Calls that ran on an instance made ahead, and instances made ahead that a call could not use.
+    ahead_counts: [std::sync::atomic::AtomicU64; 2],
 }
+
+/// Most finished stores waiting for the background thread.
+const MAX_PENDING_DROPS: usize = 2;
 
 impl Drop for SandboxInner {
     fn drop(&mut self) {
@@ -278,6 +317,13 @@ impl Sandbox {
             VirtualMonotonicClock,
         >(&mut linker, CallState::clock_view)
         .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        // Shadow the insecure seed: wasmtime-wasi fixes it when the context is built, and an instance made
+        // ahead of its call learns its seed later.
+        wasmtime_wasi::p2::bindings::random::insecure_seed::add_to_linker::<
+            CallState,
+            InsecureSeedHost,
+        >(&mut linker, |state| &mut state.insecure_seed)
+        .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         linker.allow_shadowing(false);
         crate::compose::add_to_linker(&mut linker)
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
@@ -301,6 +347,9 @@ impl Sandbox {
                 tools: RwLock::new(BTreeMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 stop_ticker,
+                ahead_jobs: Mutex::new(None),
+                pending_drops: Arc::default(),
+                ahead_counts: Default::default(),
             }),
         })
     }
@@ -371,6 +420,15 @@ impl Sandbox {
             .is_some()
     }
 
+    /// Calls that ran on an instance made ahead of them, and instances made ahead that a call could not use
+    /// (it then got a fresh one). See `SandboxConfig::instances_ahead`.
+    pub fn instances_ahead_counts(&self) -> (u64, u64) {
+        (
+            self.inner.ahead_counts[0].load(Ordering::Relaxed),
+            self.inner.ahead_counts[1].load(Ordering::Relaxed),
+        )
+    }
+
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
         let sessions = self
@@ -379,6 +437,41 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         sessions.len()
+    }
+}
+
+/// The background thread of a sandbox with `instances_ahead`: makes instances ahead and drops finished
+/// stores, in the order asked. Ends when the sandbox is gone.
+fn ahead_worker(
+    sandbox: std::sync::Weak<SandboxInner>,
+    jobs: std::sync::mpsc::Receiver<AheadJob>,
+    pending_drops: &std::sync::atomic::AtomicUsize,
+) {
+    for job in jobs {
+        match job {
+            AheadJob::Drop(store) => {
+                drop(store);
+                pending_drops.fetch_sub(1, Ordering::Relaxed);
+            }
+            AheadJob::Make(tool) => {
+                let Some(sandbox) = sandbox.upgrade() else {
+                    break;
+                };
+                let waiting = |tool: &Tool| {
+                    let slot = tool.inner.ahead.lock().unwrap_or_else(|e| e.into_inner());
+                    slot.is_some()
+                };
+                if waiting(&tool) {
+                    continue;
+                }
+                if let Some(ahead) = wasmtime_wasi::runtime::in_tokio(sandbox.make_ahead(&tool)) {
+                    let mut slot = tool.inner.ahead.lock().unwrap_or_else(|e| e.into_inner());
+                    if slot.is_none() {
+                        *slot = Some(ahead);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -469,6 +562,32 @@ impl SandboxInner {
         limits: Limits,
         identity: CallIdentity,
     ) -> Outcome {
+        if self.config.instances_ahead {
+            let ahead = tool
+                .inner
+                .ahead
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            // Make the next call's instance while this one runs.
+            self.queue_ahead(AheadJob::Make(tool.clone()));
+            if let Some(ahead) = ahead {
+                match self
+                    .call_ahead(ahead, tool, arguments, &limits, identity.clone())
+                    .await
+                {
+                    Ok(outcome) => {
+                        self.ahead_counts[0].fetch_add(1, Ordering::Relaxed);
+                        return outcome;
+                    }
+                    // Not usable for this call: make a fresh instance as if there had been none.
+                    Err(store) => {
+                        self.ahead_counts[1].fetch_add(1, Ordering::Relaxed);
+                        self.drop_later(store);
+                    }
+                }
+            }
+        }
         let mut store = match self.new_store(limits, identity) {
             Ok(store) => store,
             Err(err) => {
@@ -482,7 +601,88 @@ impl SandboxInner {
             Ok(instance) => instance.call_call(&mut store, arguments).await,
             Err(err) => Err(err),
         };
-        finish(tool, &mut store, &limits, result)
+        let outcome = finish(tool, &mut store, &limits, result);
+        self.drop_later(store);
+        outcome
+    }
+
+    /// Runs a call on an instance made ahead; gives the store back if the instance cannot serve this call
+    /// exactly as a fresh one would.
+    async fn call_ahead(
+        self: &Arc<Self>,
+        ahead: Ahead,
+        tool: &Tool,
+        arguments: &str,
+        limits: &Limits,
+        identity: CallIdentity,
+    ) -> Result<Outcome, Store<CallState>> {
+        let Ahead {
+            mut store,
+            instance,
+            fuel_spent,
+        } = ahead;
+        if fuel_spent > limits.fuel || !store.data_mut().bind(*limits, identity) {
+            return Err(store);
+        }
+        arm_store(&mut store, limits);
+        // Charged as a fresh instantiation would have been.
+        let _ = store.set_fuel(limits.fuel - fuel_spent);
+        let result = instance.call_call(&mut store, arguments).await;
+        let outcome = finish(tool, &mut store, limits, result);
+        self.drop_later(store);
+        Ok(outcome)
+    }
+
+    /// Makes an instance of `tool` ahead of its call.
+    async fn make_ahead(self: &Arc<Self>, tool: &Tool) -> Option<Ahead> {
+        let ceiling = Limits {
+            fuel: AHEAD_FUEL,
+            memory_bytes: self.config.max_memory_bytes,
+            ..self.config.default_limits
+        };
+        let state = CallState::ahead(ceiling, Arc::downgrade(self), &self.scratch).ok()?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        arm_store(&mut store, &ceiling);
+        let instance = tool.inner.pre.instantiate_async(&mut store).await.ok()?;
+        let fuel_spent = AHEAD_FUEL.saturating_sub(store.get_fuel().unwrap_or(0));
+        Some(Ahead {
+            store,
+            instance,
+            fuel_spent,
+        })
+    }
+
+    /// Drops a finished store on the background thread when there is one (its memories are reset then).
+    fn drop_later(self: &Arc<Self>, store: Store<CallState>) {
+        if !self.config.instances_ahead
+            || self.pending_drops.load(Ordering::Relaxed) >= MAX_PENDING_DROPS
+        {
+            return;
+        }
+        self.pending_drops.fetch_add(1, Ordering::Relaxed);
+        self.queue_ahead(AheadJob::Drop(Box::new(store)));
+    }
+
+    /// Hands `job` to the background thread, starting it on first use. If the thread cannot be started the
+    /// job is done here (a drop) or skipped (an instance made ahead is an optimisation only).
+    fn queue_ahead(self: &Arc<Self>, job: AheadJob) {
+        let mut jobs = self.ahead_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.is_none() {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let sandbox = Arc::downgrade(self);
+            let pending_drops = self.pending_drops.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sod-ahead".to_string())
+                .spawn(move || ahead_worker(sandbox, receiver, &pending_drops));
+            if spawned.is_ok() {
+                *jobs = Some(sender);
+            }
+        }
+        if let Some(sender) = jobs.as_ref() {
+            // A send fails only if the thread ended; the job (and the store it may hold) is dropped here then.
+            let _ = sender.send(job);
+        }
     }
 
     async fn call_in_session(
@@ -689,6 +889,7 @@ impl SandboxInner {
                 artifact: format!("sha256:{hash}"),
                 path: path.to_path_buf(),
                 pre,
+                ahead: Mutex::new(None),
             }),
         };
         let mut tools = self.tools.write().unwrap_or_else(|e| e.into_inner());

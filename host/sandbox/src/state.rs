@@ -10,7 +10,7 @@ use crate::clock::{VirtualClock, VirtualClockView};
 use crate::limiter::MemoryLimiter;
 use crate::limits::Limits;
 use crate::pipe::CappedPipe;
-use crate::random::SeededRng;
+use crate::random::{InsecureSeed, SeededRng, SharedRng};
 use crate::sandbox::SandboxInner;
 use crate::scratch::{ScratchDir, ScratchPool};
 
@@ -33,6 +33,11 @@ pub(crate) struct CallState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) clock: VirtualClock,
     pub(crate) stderr: CappedPipe,
+    stdout: CappedPipe,
+    secure_random: SharedRng,
+    insecure_random: SharedRng,
+    /// `wasi:random/insecure-seed` (served by the sandbox, see [`InsecureSeed`]).
+    pub(crate) insecure_seed: InsecureSeed,
     pub(crate) limits: Limits,
     pub(crate) identity: CallIdentity,
     /// Number of child calls made so far; part of each child's call key.
@@ -50,6 +55,47 @@ impl CallState {
         sandbox: Weak<SandboxInner>,
         scratch: &Arc<ScratchPool>,
     ) -> std::io::Result<Self> {
+        let random = |stream: &str| {
+            SharedRng::bound(SeededRng::new(identity.seed, &identity.call_key, stream))
+        };
+        let (secure, insecure) = (random("secure"), random("insecure"));
+        let seed = InsecureSeed::bound(identity.seed, &identity.call_key);
+        Self::build(limits, identity, secure, insecure, seed, sandbox, scratch)
+    }
+
+    /// A state for an instance made ahead of its call: randomness unbound, limits `ceiling` (the most any call
+    /// may have) until [`CallState::bind`] gives it the call's.
+    pub(crate) fn ahead(
+        ceiling: Limits,
+        sandbox: Weak<SandboxInner>,
+        scratch: &Arc<ScratchPool>,
+    ) -> std::io::Result<Self> {
+        let identity = CallIdentity {
+            seed: 0,
+            call_key: String::new(),
+            depth: 0,
+        };
+        let (secure, insecure) = (SharedRng::unbound(), SharedRng::unbound());
+        Self::build(
+            ceiling,
+            identity,
+            secure,
+            insecure,
+            InsecureSeed::default(),
+            sandbox,
+            scratch,
+        )
+    }
+
+    fn build(
+        limits: Limits,
+        identity: CallIdentity,
+        secure_random: SharedRng,
+        insecure_random: SharedRng,
+        insecure_seed: InsecureSeed,
+        sandbox: Weak<SandboxInner>,
+        scratch: &Arc<ScratchPool>,
+    ) -> std::io::Result<Self> {
         let scratch = scratch.take()?;
         let clock = VirtualClock::default();
         // Guest stdout is diagnostics only (a tool's result is its return value): keep a bounded prefix.
@@ -64,13 +110,8 @@ impl CallState {
             .stderr(stderr.clone())
             .wall_clock(clock.clone())
             .monotonic_clock(clock.clone())
-            .secure_random(SeededRng::new(identity.seed, &identity.call_key, "secure"))
-            .insecure_random(SeededRng::new(
-                identity.seed,
-                &identity.call_key,
-                "insecure",
-            ))
-            .insecure_random_seed(SeededRng::seed128(identity.seed, &identity.call_key))
+            .secure_random(secure_random.clone())
+            .insecure_random(insecure_random.clone())
             .max_random_size(1 << 20)
             .allow_tcp(false)
             .allow_udp(false)
@@ -83,12 +124,43 @@ impl CallState {
             limiter: MemoryLimiter::new(limits.memory_bytes),
             clock,
             stderr,
+            stdout,
+            secure_random,
+            insecure_random,
+            insecure_seed,
             limits,
             identity,
             child_calls: 0,
             sandbox,
             _scratch: scratch,
         })
+    }
+
+    /// Gives a state made [`CallState::ahead`] its call's identity and limits. Returns false, changing
+    /// nothing the call could see, if the instance already did something that depended on them (drew
+    /// randomness, wrote output, allocated more memory than the call may use): the caller then makes a fresh
+    /// instance, so that the outcome is the same as without the head start.
+    pub(crate) fn bind(&mut self, limits: Limits, identity: CallIdentity) -> bool {
+        let untouched = !self.secure_random.read_unbound()
+            && !self.insecure_random.read_unbound()
+            && !self.insecure_seed.read_unbound
+            && self.stdout.is_untouched()
+            && self.stderr.is_untouched()
+            && !self.limiter.refused
+            && u64::try_from(self.limiter.in_use()).unwrap_or(u64::MAX) <= limits.memory_bytes;
+        if !untouched {
+            return false;
+        }
+        let stream = |name: &str| SeededRng::new(identity.seed, &identity.call_key, name);
+        self.secure_random.bind(stream("secure"));
+        self.insecure_random.bind(stream("insecure"));
+        self.insecure_seed.bind(identity.seed, &identity.call_key);
+        self.stdout
+            .set_capacity(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
+        self.limiter.set_limit(limits.memory_bytes);
+        self.limits = limits;
+        self.identity = identity;
+        true
     }
 
     pub(crate) fn clock_view(&mut self) -> VirtualClockView<'_> {

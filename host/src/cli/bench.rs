@@ -57,6 +57,9 @@ struct SandboxBench {
     /// Measure throughput through a pool of this many worker processes too (0: skip).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Make instances ahead of their calls (default: the sandbox default).
+    #[arg(long)]
+    instances_ahead: Option<bool>,
     /// Warm-up calls before measuring.
     #[arg(long, default_value_t = 50)]
     warmup: usize,
@@ -182,6 +185,7 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
                 Some(bytes) => Some(bytes),
                 None => defaults.pagemap_keep_resident,
             },
+            instances_ahead: bench.instances_ahead.unwrap_or(defaults.instances_ahead),
             ..defaults
         },
         false,
@@ -224,6 +228,8 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
         "| mean latency | {:.1} µs |",
         latency.mean.as_secs_f64() * 1e6
     );
+    let (used, unusable) = sandbox.instances_ahead_counts();
+    println!("| calls on an instance made ahead (unusable ones) | {used} ({unusable}) |");
     if let Some(baseline) = subprocess_baseline(&bench.baseline, bench.baseline_calls)? {
         println!(
             "| baseline `{}` per call, median | {:.1} µs |",
