@@ -497,8 +497,12 @@ fn prepare_model(
         cached: false,
     };
     // Written last: its presence marks a complete cache entry.
-    std::fs::write(&record_path, serde_json::to_string_pretty(&record)?)
+    let text = serde_json::to_string_pretty(&record)?;
+    std::fs::write(&record_path, &text)
         .with_context(|| format!("writing {}", record_path.display()))?;
+    // Returned as a later run will read it: JSON does not round-trip every float to the last bit, and a run
+    // that built the models must report the same numbers as one that found them cached.
+    let record = serde_json::from_str(&text)?;
     Ok((model_dir, record))
 }
 
