@@ -430,6 +430,7 @@ fn worker_processes_give_the_same_outcomes_as_the_server_process() {
             tools_dir: target_dir().join("tools"),
             seed: test_config().seed,
             cache_dir: test_config().cache_dir,
+            instances_ahead: true,
         },
         2,
     )

@@ -133,6 +133,8 @@ pub struct WorkerCommand {
     pub seed: u64,
     /// Compile cache directory of the workers (`SOD_CACHE_DIR`); `None` keeps the inherited setting.
     pub cache_dir: Option<PathBuf>,
+    /// Whether each worker makes instances ahead of their calls (`SandboxConfig::instances_ahead`).
+    pub instances_ahead: bool,
 }
 
 impl WorkerCommand {
@@ -147,6 +149,8 @@ impl WorkerCommand {
             .arg("worker")
             .arg("--seed")
             .arg(self.seed.to_string())
+            .arg("--instances-ahead")
+            .arg(self.instances_ahead.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -203,6 +207,7 @@ impl WorkerPool {
             tools_dir: tools_dir.to_path_buf(),
             seed,
             cache_dir: None,
+            instances_ahead: true,
         })
     }
 

@@ -36,6 +36,7 @@ fn pool(workers: usize) -> WorkerPool {
         tools_dir: tools_dir(),
         seed: 0,
         cache_dir: Some(target_dir().join("test-cache")),
+        instances_ahead: true,
     };
     WorkerPool::start(command, workers).expect("workers start")
 }

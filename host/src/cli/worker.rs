@@ -11,6 +11,9 @@ pub struct WorkerArgs {
     /// Run seed of this worker's sandbox.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Make each tool's next instance ahead of its call (see `SandboxConfig::instances_ahead`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    instances_ahead: bool,
 }
 
 pub(super) fn run(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
@@ -18,6 +21,7 @@ pub(super) fn run(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         cli,
         SandboxConfig {
             seed: args.seed,
+            instances_ahead: args.instances_ahead,
             ..SandboxConfig::default()
         },
         false,

@@ -139,6 +139,14 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     ] {
         assert!(out.join(file).is_file(), "{file} is written");
     }
+    // The run configs written into the run directory work from anywhere: `sod train --config` resolves
+    // relative paths against the config's directory.
+    let run_toml = std::fs::read_to_string(out.join("opd/run.toml")).expect("opd/run.toml");
+    let run: toml::Value = toml::from_str(&run_toml).expect("run.toml parses");
+    for key in ["student", "teacher", "dataset", "out_dir"] {
+        let path = run[key].as_str().expect(key);
+        assert!(Path::new(path).is_absolute(), "{key} = {path}");
+    }
     let png = std::fs::read(out.join("kl.png")).expect("kl.png");
     assert_eq!(&png[..4], b"\x89PNG");
 

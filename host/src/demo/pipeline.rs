@@ -639,6 +639,15 @@ fn toml_string(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 
+/// `path` made absolute, as a TOML string: the trainer writes the config into the run directory
+/// (`run.toml`), and `sod train --config` resolves relative paths against the config's own directory, so a
+/// relative path would not survive that copy.
+fn path_string(path: &Path) -> anyhow::Result<String> {
+    let absolute =
+        std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))?;
+    Ok(toml_string(&absolute.display().to_string()))
+}
+
 /// The run config of the on-policy phase with `loss`.
 fn rl_config(
     settings: &DemoSettings,
@@ -661,10 +670,10 @@ fn rl_config(
          learning_rate = {lr:?}\ntemperature = {temp:?}\nmax_turns = 5\n\
          max_new_tokens_per_turn = {mnt}\nmax_total_tokens = 1024\nseed = {seed}\ncheckpoint_every = 0\n\
          [loss]\nname = {loss_name}\nsettings = {loss_settings}\n",
-        student = toml_string(&student.display().to_string()),
-        teacher = toml_string(&teacher.display().to_string()),
-        dataset = toml_string(&dataset.display().to_string()),
-        out = toml_string(&out_dir.display().to_string()),
+        student = path_string(student)?,
+        teacher = path_string(teacher)?,
+        dataset = path_string(dataset)?,
+        out = path_string(out_dir)?,
         schemas_in_prompt = TOOL_SCHEMAS_IN_PROMPT,
         system = toml_string(SYSTEM_PROMPT),
         steps = rl.steps,
@@ -815,4 +824,17 @@ pub fn run_demo(
         student_before,
         runs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_config_paths_are_absolute() {
+        let written = path_string(Path::new("runs/demo-cache/student-x/model")).expect("path");
+        let path: String = serde_json::from_str(&written).expect("a quoted string");
+        assert!(Path::new(&path).is_absolute(), "{path}");
+        assert!(path.ends_with("runs/demo-cache/student-x/model"), "{path}");
+    }
 }
