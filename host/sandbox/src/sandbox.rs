@@ -228,8 +228,10 @@ pub(crate) struct SandboxInner {
     /// Stores queued for dropping and not dropped yet: past [`MAX_PENDING_DROPS`] callers drop their own, so
     /// that finished instances never pile up in the instance pool.
     pending_drops: Arc<std::sync::atomic::AtomicUsize>,
-    /// Calls that ran on an instance made ahead, and instances made ahead that a call could not use.
-    ahead_counts: [std::sync::atomic::AtomicU64; 2],
+    /// Calls that ran on an instance made ahead.
+    ahead_used: std::sync::atomic::AtomicU64,
+    /// Instances made ahead that a call could not use (it got a fresh one).
+    ahead_set_aside: std::sync::atomic::AtomicU64,
 }
 
 /// Most finished stores waiting for the background thread.
@@ -349,7 +351,8 @@ impl Sandbox {
                 stop_ticker,
                 ahead_jobs: Mutex::new(None),
                 pending_drops: Arc::default(),
-                ahead_counts: Default::default(),
+                ahead_used: Default::default(),
+                ahead_set_aside: Default::default(),
             }),
         })
     }
@@ -424,8 +427,8 @@ impl Sandbox {
     /// (it then got a fresh one). See `SandboxConfig::instances_ahead`.
     pub fn instances_ahead_counts(&self) -> (u64, u64) {
         (
-            self.inner.ahead_counts[0].load(Ordering::Relaxed),
-            self.inner.ahead_counts[1].load(Ordering::Relaxed),
+            self.inner.ahead_used.load(Ordering::Relaxed),
+            self.inner.ahead_set_aside.load(Ordering::Relaxed),
         )
     }
 
@@ -577,12 +580,12 @@ impl SandboxInner {
                     .await
                 {
                     Ok(outcome) => {
-                        self.ahead_counts[0].fetch_add(1, Ordering::Relaxed);
+                        self.ahead_used.fetch_add(1, Ordering::Relaxed);
                         return outcome;
                     }
                     // Not usable for this call: make a fresh instance as if there had been none.
                     Err(store) => {
-                        self.ahead_counts[1].fetch_add(1, Ordering::Relaxed);
+                        self.ahead_set_aside.fetch_add(1, Ordering::Relaxed);
                         self.drop_later(store);
                     }
                 }
