@@ -450,77 +450,44 @@ fn instances_made_ahead_give_the_same_outcomes_as_fresh_ones() {
     };
     let (ahead, python_ahead, calculator_ahead) = make(true);
     let (fresh, python_fresh, calculator_fresh) = make(false);
-    let with = |limits: Limits| CallOptions {
-        limits: Some(limits),
+    let limited = |change: fn(&mut Limits)| {
+        let mut limits = Limits::default();
+        change(&mut limits);
+        CallOptions {
+            limits: Some(limits),
+            ..CallOptions::default()
+        }
+    };
+    let seeded = CallOptions {
+        seed: Some(7),
         ..CallOptions::default()
     };
-    let defaults = Limits::default();
     let randomness = "import random, time, os, uuid\n\
         print(random.random(), time.time(), time.monotonic(), hash('sod'), os.urandom(8).hex(), uuid.uuid4())";
-    let cases: Vec<(&str, serde_json::Value, CallOptions)> = vec![
-        (
-            "python",
-            json!({"code": randomness}),
-            CallOptions::default(),
-        ),
+    let python = |code: &str| ("python", json!({ "code": code }));
+    let cases = [
+        (python(randomness), CallOptions::default()),
         // Same code, another seed: different numbers, the same on both paths.
+        (python(randomness), seeded),
+        (python("print(1+1)"), limited(|l| l.fuel = 50_000)),
+        (python("while True: pass"), limited(|l| l.fuel = 20_000_000)),
         (
-            "python",
-            json!({"code": randomness}),
-            CallOptions {
-                seed: Some(7),
-                ..CallOptions::default()
-            },
+            python("x = bytearray(10**9)"),
+            limited(|l| l.memory_bytes = 256 << 20),
         ),
+        (python("print(1)"), limited(|l| l.memory_bytes = 1 << 20)),
         (
-            "python",
-            json!({"code": "print(1+1)"}),
-            with(Limits {
-                fuel: 50_000,
-                ..defaults
-            }),
+            python("print('x' * 10**6)"),
+            limited(|l| l.output_bytes = 1000),
         ),
+        (python("1/0"), CallOptions::default()),
         (
-            "python",
-            json!({"code": "while True: pass"}),
-            with(Limits {
-                fuel: 20_000_000,
-                ..defaults
-            }),
-        ),
-        (
-            "python",
-            json!({"code": "x = bytearray(10**9)"}),
-            with(Limits {
-                memory_bytes: 256 << 20,
-                ..defaults
-            }),
-        ),
-        (
-            "python",
-            json!({"code": "print(1)"}),
-            with(Limits {
-                memory_bytes: 1 << 20,
-                ..defaults
-            }),
-        ),
-        (
-            "python",
-            json!({"code": "print('x' * 10**6)"}),
-            with(Limits {
-                output_bytes: 1000,
-                ..defaults
-            }),
-        ),
-        ("python", json!({"code": "1/0"}), CallOptions::default()),
-        (
-            "calculator",
-            json!({"expression": "2^200 // 3"}),
+            ("calculator", json!({"expression": "2^200 // 3"})),
             CallOptions::default(),
         ),
     ];
     for round in 0..2 {
-        for (tool, arguments, options) in &cases {
+        for ((tool, arguments), options) in &cases {
             let (a, f) = match *tool {
                 "python" => (&python_ahead, &python_fresh),
                 _ => (&calculator_ahead, &calculator_fresh),
@@ -534,10 +501,10 @@ fn instances_made_ahead_give_the_same_outcomes_as_fresh_ones() {
             );
         }
     }
-    let (used, unusable) = ahead.instances_ahead_counts();
+    let (used, set_aside) = ahead.instances_ahead_counts();
     assert!(used > 0, "calls ran on instances made ahead: {used}");
     assert!(
-        unusable > 0,
+        set_aside > 0,
         "a 1 MiB memory limit or a tiny fuel limit cannot take a waiting instance"
     );
     assert_eq!(fresh.instances_ahead_counts(), (0, 0));

@@ -92,22 +92,15 @@ struct RngSlot {
 }
 
 impl SharedRng {
-    /// A handle already bound to `rng`.
-    pub fn bound(rng: SeededRng) -> Self {
+    /// A handle waiting for its call's stream.
+    pub fn unbound() -> Self {
         SharedRng {
             slot: Arc::new(Mutex::new(RngSlot {
-                rng,
-                bound: true,
+                rng: SeededRng::new(0, "", "unbound"),
+                bound: false,
                 read_unbound: false,
             })),
         }
-    }
-
-    /// A handle waiting for its call's stream.
-    pub fn unbound() -> Self {
-        let handle = Self::bound(SeededRng::new(0, "", "unbound"));
-        handle.lock().bound = false;
-        handle
     }
 
     /// Gives the handle its call's stream.
@@ -161,15 +154,6 @@ pub(crate) struct InsecureSeed {
 }
 
 impl InsecureSeed {
-    /// The seed of the call identified by `seed` and `call_key`.
-    pub(crate) fn bound(seed: u64, call_key: &str) -> Self {
-        InsecureSeed {
-            value: SeededRng::seed128(seed, call_key),
-            bound: true,
-            read_unbound: false,
-        }
-    }
-
     /// Gives the store its call's seed.
     pub(crate) fn bind(&mut self, seed: u64, call_key: &str) {
         self.value = SeededRng::seed128(seed, call_key);

@@ -273,6 +273,7 @@ fn engine_config(config: &SandboxConfig, pagemap_keep_resident: Option<usize>) -
         .wasm_backtrace_max_frames(None)
         .memory_init_cow(true)
         .parallel_compilation(true);
+    let keep_resident = pagemap_keep_resident.unwrap_or(config.memory_keep_resident);
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.max_instances.max(1);
     pool.total_component_instances(instances)
@@ -287,8 +288,8 @@ fn engine_config(config: &SandboxConfig, pagemap_keep_resident: Option<usize>) -
         .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20)
-        .linear_memory_keep_resident(pagemap_keep_resident.unwrap_or(config.memory_keep_resident))
-        .table_keep_resident(pagemap_keep_resident.unwrap_or(config.memory_keep_resident))
+        .linear_memory_keep_resident(keep_resident)
+        .table_keep_resident(keep_resident)
         .pagemap_scan(if pagemap_keep_resident.is_some() {
             Enabled::Yes
         } else {
@@ -460,18 +461,13 @@ fn ahead_worker(
                 let Some(sandbox) = sandbox.upgrade() else {
                     break;
                 };
-                let waiting = |tool: &Tool| {
-                    let slot = tool.inner.ahead.lock().unwrap_or_else(|e| e.into_inner());
-                    slot.is_some()
-                };
-                if waiting(&tool) {
+                let slot = || tool.inner.ahead.lock().unwrap_or_else(|e| e.into_inner());
+                if slot().is_some() {
                     continue;
                 }
                 if let Some(ahead) = wasmtime_wasi::runtime::in_tokio(sandbox.make_ahead(&tool)) {
-                    let mut slot = tool.inner.ahead.lock().unwrap_or_else(|e| e.into_inner());
-                    if slot.is_none() {
-                        *slot = Some(ahead);
-                    }
+                    // Only this thread fills the slot: it is still empty or was emptied by a call meanwhile.
+                    *slot() = Some(ahead);
                 }
             }
         }

@@ -49,24 +49,25 @@ pub(crate) struct CallState {
 }
 
 impl CallState {
+    /// The state of a call made at once: [`CallState::ahead`] bound to the call straight away, so that both ways
+    /// derive a call's randomness and limits in one place ([`CallState::bind`]).
     pub(crate) fn new(
         limits: Limits,
         identity: CallIdentity,
         sandbox: Weak<SandboxInner>,
         scratch: &Arc<ScratchPool>,
     ) -> std::io::Result<Self> {
-        let random = |stream: &str| {
-            SharedRng::bound(SeededRng::new(identity.seed, &identity.call_key, stream))
-        };
-        let (secure, insecure) = (random("secure"), random("insecure"));
-        let seed = InsecureSeed::bound(identity.seed, &identity.call_key);
-        Self::build(limits, identity, secure, insecure, seed, sandbox, scratch)
+        let mut state = Self::ahead(limits, sandbox, scratch)?;
+        // A state nothing has run in yet always binds.
+        let bound = state.bind(limits, identity);
+        debug_assert!(bound);
+        Ok(state)
     }
 
-    /// A state for an instance made ahead of its call: randomness unbound, limits `ceiling` (the most any call
-    /// may have) until [`CallState::bind`] gives it the call's.
+    /// A state for an instance made ahead of its call: randomness unbound, `limits` the most any call may have
+    /// until [`CallState::bind`] gives it the call's.
     pub(crate) fn ahead(
-        ceiling: Limits,
+        limits: Limits,
         sandbox: Weak<SandboxInner>,
         scratch: &Arc<ScratchPool>,
     ) -> std::io::Result<Self> {
@@ -75,27 +76,7 @@ impl CallState {
             call_key: String::new(),
             depth: 0,
         };
-        let (secure, insecure) = (SharedRng::unbound(), SharedRng::unbound());
-        Self::build(
-            ceiling,
-            identity,
-            secure,
-            insecure,
-            InsecureSeed::default(),
-            sandbox,
-            scratch,
-        )
-    }
-
-    fn build(
-        limits: Limits,
-        identity: CallIdentity,
-        secure_random: SharedRng,
-        insecure_random: SharedRng,
-        insecure_seed: InsecureSeed,
-        sandbox: Weak<SandboxInner>,
-        scratch: &Arc<ScratchPool>,
-    ) -> std::io::Result<Self> {
+        let (secure_random, insecure_random) = (SharedRng::unbound(), SharedRng::unbound());
         let scratch = scratch.take()?;
         let clock = VirtualClock::default();
         // Guest stdout is diagnostics only (a tool's result is its return value): keep a bounded prefix.
@@ -127,7 +108,7 @@ impl CallState {
             stdout,
             secure_random,
             insecure_random,
-            insecure_seed,
+            insecure_seed: InsecureSeed::default(),
             limits,
             identity,
             child_calls: 0,

@@ -231,8 +231,8 @@ fn sandbox(cli: &Cli, bench: &SandboxBench) -> anyhow::Result<()> {
         "| mean latency | {:.1} µs |",
         latency.mean.as_secs_f64() * 1e6
     );
-    let (used, unusable) = sandbox.instances_ahead_counts();
-    println!("| calls on an instance made ahead (unusable ones) | {used} ({unusable}) |");
+    let (used, set_aside) = sandbox.instances_ahead_counts();
+    println!("| calls on an instance made ahead (set aside) | {used} ({set_aside}) |");
     if let Some(baseline) = subprocess_baseline(&bench.baseline, bench.baseline_calls)? {
         println!(
             "| baseline `{}` per call, median | {:.1} µs |",

@@ -204,14 +204,19 @@ impl DemoSettings {
         Ok(())
     }
 
+    /// The size and the supervised training of the `role` model.
+    pub fn model(&self, role: Role) -> (ModelSize, SftConfig) {
+        match role {
+            Role::Teacher => (self.teacher, self.teacher_sft),
+            Role::Student => (self.student, self.student_sft),
+        }
+    }
+
     /// The part of the settings the cached `role` model depends on (the data, the tokenizer, its size and its
     /// supervised training), hashed: its cache directory's name. The teacher and the student are cached apart, so
     /// that changing the student's settings does not rebuild the teacher.
     pub fn model_cache_key(&self, role: Role) -> String {
-        let (size, sft) = match role {
-            Role::Teacher => (self.teacher, self.teacher_sft),
-            Role::Student => (self.student, self.student_sft),
-        };
+        let (size, sft) = self.model(role);
         let key = serde_json::json!({
             "version": "sod-demo-model-v3",
             "role": role.name(),
@@ -429,10 +434,7 @@ fn prepare_model(
         .collect::<Result<_, _>>()?;
     let corpus_refs: Vec<&str> = rendered.iter().map(String::as_str).collect();
 
-    let (size, sft_config) = match role {
-        Role::Teacher => (settings.teacher, settings.teacher_sft),
-        Role::Student => (settings.student, settings.student_sft),
-    };
+    let (size, sft_config) = settings.model(role);
     let init = dir.join("init");
     let config = size.config(settings.vocab_size, settings.rope_theta);
     write_tiny_model_dir(&init, &config, &corpus_refs, settings.seed)

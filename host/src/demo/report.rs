@@ -111,13 +111,13 @@ pub fn verdict(outcome: &DemoOutcome) -> String {
             sod.after.problems
         )
     };
-    let against_start = match (a > start, b > start) {
-        (true, true) => format!("both improved on the cold start ({start:.3})"),
-        (true, false) => format!("only SOD improved on the cold start ({start:.3})"),
-        (false, true) => format!("only OPD improved on the cold start ({start:.3})"),
-        (false, false) => format!("neither improved on the cold start ({start:.3})"),
+    let improved = match (a > start, b > start) {
+        (true, true) => "both",
+        (true, false) => "only SOD",
+        (false, true) => "only OPD",
+        (false, false) => "neither",
     };
-    format!("{comparison}; {against_start}.")
+    format!("{comparison}; {improved} improved on the cold start ({start:.3}).")
 }
 
 fn chart(
@@ -209,7 +209,7 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         m.teacher.gold_prompt_tokens as f64 / m.teacher.conversations.max(1) as f64,
         m.teacher.gold_trained_tokens as f64 / m.teacher.conversations.max(1) as f64
     );
-    for (name, cfg, last) in [
+    for (name, cfg, model) in [
         ("teacher", s.teacher_sft, &m.teacher),
         ("student cold start", s.student_sft, &m.student),
     ] {
@@ -219,14 +219,14 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
             cfg.steps,
             cfg.batch_size,
             cfg.learning_rate,
-            last.sft_last.map_or(String::new(), |l| format!(
+            model.sft_last.map_or(String::new(), |l| format!(
                 ", last loss {:.4}, tokens predicted with p > 1/2: {:.3}",
                 l.loss, l.confident_fraction
             )),
-            if last.cached {
+            if model.cached {
                 " (taken from the cache)".to_string()
             } else {
-                format!(" ({:.0} s to build)", last.build_seconds)
+                format!(" ({:.0} s to build)", model.build_seconds)
             }
         );
     }

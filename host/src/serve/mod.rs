@@ -144,6 +144,11 @@ impl From<Sandbox> for Backend {
 }
 
 impl Backend {
+    /// Worker processes running the calls (0: the server's own process).
+    pub fn processes(&self) -> usize {
+        self.pool.as_ref().map_or(0, |pool| pool.len())
+    }
+
     /// Runs one call (blocking): in a worker process when there is a pool, else in the sandbox.
     fn call(&self, tool: &Tool, arguments: &str, options: &CallOptions) -> Outcome {
         match &self.pool {
@@ -155,7 +160,6 @@ impl Backend {
 
 /// Shared state of the handlers.
 struct AppState {
-    sandbox: Sandbox,
     backend: Backend,
     config: ServeConfig,
     admission: Arc<Admission>,
@@ -221,7 +225,7 @@ async fn run_code_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
             return error(StatusCode::UNPROCESSABLE_ENTITY, message);
         }
     };
-    let tool = match state.sandbox.tool(&state.config.python_tool) {
+    let tool = match state.backend.sandbox.tool(&state.config.python_tool) {
         Ok(tool) => tool,
         Err(err) => {
             let message = format!("the python tool is not available: {err}");
@@ -317,7 +321,7 @@ async fn tool_call_handler(
         Ok(limits) => limits,
         Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, message),
     };
-    let tool = match state.sandbox.tool(&name) {
+    let tool = match state.backend.sandbox.tool(&name) {
         Ok(tool) => tool,
         Err(err) => return error(StatusCode::NOT_FOUND, err.to_string()),
     };
@@ -347,6 +351,7 @@ async fn tool_call_handler(
 
 async fn tools_handler(State(state): State<Arc<AppState>>) -> Response {
     let rows: Vec<serde_json::Value> = state
+        .backend
         .sandbox
         .tools()
         .iter()
@@ -378,11 +383,11 @@ async fn healthz_handler(State(state): State<Arc<AppState>>) -> Response {
         axum::Json(json!({
             "status": status,
             "workers": load.workers,
-            "processes": state.backend.pool.as_ref().map_or(0, |pool| pool.len()),
+            "processes": state.backend.processes(),
             "queue": load.queue,
             "running": load.running,
             "queued": load.queued,
-            "tools": state.sandbox.tool_names(),
+            "tools": state.backend.sandbox.tool_names(),
         })),
     )
         .into_response()
@@ -418,7 +423,6 @@ fn router(
     let admission = Admission::new(config.workers, config.queue);
     let max_body = config.max_body_bytes;
     let state = Arc::new(AppState {
-        sandbox: backend.sandbox.clone(),
         backend,
         config,
         admission,
@@ -458,7 +462,7 @@ pub async fn serve(
     };
     let precompiled = matches!(wrapper, RunCodeWrapper::Compiled(_));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let processes = backend.pool.as_ref().map_or(0, |pool| pool.len());
+    let processes = backend.processes();
     let app = router(backend, config, wrapper, stop_rx);
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, precompiled_wrapper = precompiled, processes, "listening");
