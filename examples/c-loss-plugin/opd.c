@@ -6,8 +6,12 @@
  *   0 on prompt / tool output / padding and on sequences flagged SOD_LOSS_FLAG_INFRA_FAULT,
  * where A_GRPO is the reward minus its group's mean, divided by the group's population standard
  * deviation plus std_eps (unless normalize_std is false).
- * Settings: c (1), grpo_weight (1), normalize_std (true), std_eps (1e-6), min_group_size (1).
- * The overlong penalty and drop_truncated of the Rust plugin are not implemented here.
+ * Settings: c (1), grpo_weight (1), normalize_std (true), std_eps (1e-6), min_group_size (1),
+ * signal ("sampled", or "full": ABI version 2's full-distribution term, the reverse KL between the
+ * student's and the teacher's next-token distributions at every generated position, which the host
+ * computes and differentiates with weight c per token; the advantage is then grpo_weight * A_GRPO).
+ * The overlong penalty, drop_truncated and the other divergences of the Rust plugin are not
+ * implemented here.
  *
  * Build:  cc -std=c11 -O2 -shared -fPIC -I sdk/loss-abi/include \
  *             examples/c-loss-plugin/opd.c -o libsod_loss_c_opd.so -lm
@@ -27,6 +31,7 @@ typedef struct OpdConfig {
     int normalize_std;
     double std_eps;
     uint32_t min_group_size;
+    int full; /* signal = full */
 } OpdConfig;
 
 static int32_t fail(SodLossErrorBuf *error, int32_t status, const char *format, ...) {
@@ -63,7 +68,7 @@ static int parse_bool(const char *text, int *out) {
 
 static int32_t opd_create(const SodLossSetting *settings, size_t num_settings, void **out_instance,
                           SodLossErrorBuf *error) {
-    OpdConfig config = {1.0, 1.0, 1, 1e-6, 1};
+    OpdConfig config = {1.0, 1.0, 1, 1e-6, 1, 0};
     for (size_t i = 0; i < num_settings; i++) {
         const char *key = settings[i].key;
         const char *value = settings[i].value;
@@ -93,6 +98,13 @@ static int32_t opd_create(const SodLossSetting *settings, size_t num_settings, v
                 return fail(error, SOD_LOSS_ERR_CONFIG, "setting '%s' = '%s' is not a boolean", key,
                             value);
             }
+        } else if (strcmp(key, "signal") == 0) {
+            if (strcmp(value, "sampled") == 0 || strcmp(value, "full") == 0) {
+                config.full = strcmp(value, "full") == 0;
+            } else {
+                return fail(error, SOD_LOSS_ERR_CONFIG,
+                            "setting 'signal' = '%s' must be one of sampled, full", value);
+            }
         } else if (strcmp(key, "min_group_size") == 0) {
             if (!parse_number(value, &number) || number < 1 || number > 4294967295.0 ||
                 number != floor(number)) {
@@ -103,7 +115,7 @@ static int32_t opd_create(const SodLossSetting *settings, size_t num_settings, v
         } else {
             return fail(error, SOD_LOSS_ERR_CONFIG,
                         "unknown setting '%s' for loss 'c-opd' (known settings: c, grpo_weight, "
-                        "min_group_size, normalize_std, std_eps)",
+                        "min_group_size, normalize_std, signal, std_eps)",
                         key);
         }
     }
@@ -127,6 +139,11 @@ static int32_t opd_requirements(const void *instance, SodLossRequirements *out, 
     out->data_source = SOD_LOSS_DATA_ON_POLICY;
     out->min_group_size = config->min_group_size;
     out->reserved = 0;
+    /* v2: ask the host for the reverse KL at every generated position when the signal is full. */
+    out->divergence =
+        config->full && config->c != 0.0 ? SOD_LOSS_DIVERGENCE_REVERSE_KL : SOD_LOSS_DIVERGENCE_NONE;
+    out->top_k = 0;
+    out->beta = 0.0;
     return SOD_LOSS_OK;
 }
 
@@ -172,8 +189,12 @@ static int32_t opd_compute(void *instance, const SodLossBatch *batch, const SodL
                            SodLossErrorBuf *error) {
     const OpdConfig *config = instance;
     size_t sequences = (size_t)batch->num_sequences;
+    int full = config->full && config->c != 0.0;
     if (config->c != 0.0 && batch->teacher_logprob == NULL) {
         return fail(error, SOD_LOSS_ERR_BATCH, "loss 'c-opd' needs teacher log-probs, but the batch has none");
+    }
+    if (full && (batch->divergence == NULL || output->divergence_weights == NULL)) {
+        return fail(error, SOD_LOSS_ERR_BATCH, "loss 'c-opd' with signal = full needs the divergence");
     }
     Member *members = malloc((sequences + 1) * sizeof *members);
     double *outcome = calloc(sequences + 1, sizeof *outcome);
@@ -249,6 +270,13 @@ static int32_t opd_compute(void *instance, const SodLossBatch *batch, const SodL
                 output->advantages[t] = (float)base;
                 continue;
             }
+            if (full) {
+                signal_sum += (double)batch->divergence[t];
+                signal_tokens++;
+                output->advantages[t] = (float)base;
+                output->divergence_weights[t] = (float)config->c;
+                continue;
+            }
             double signal = (double)batch->teacher_logprob[t] - (double)batch->old_logprob[t];
             signal_sum += signal;
             signal_tokens++;
@@ -266,7 +294,8 @@ static int32_t opd_compute(void *instance, const SodLossBatch *batch, const SodL
     emit(output, "zero_variance_groups", (double)zero_variance_groups);
     emit(output, "dropped_sequences", (double)(sequences - used));
     emit(output, "mean_steps", kept ? steps_total / (double)kept : 0.0);
-    emit(output, "mean_signal", signal_tokens ? signal_total / (double)signal_tokens : 0.0);
+    emit(output, full ? "mean_divergence" : "mean_signal",
+         signal_tokens ? signal_total / (double)signal_tokens : 0.0);
     free(members);
     free(outcome);
     free(per_seq);

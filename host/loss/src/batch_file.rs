@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use crate::{Batch, LossError, LossPlugin};
 
 /// A recorded batch. Log-probs may be `null` where the mask is 0 (there is nothing to record);
-/// `teacher_logprob` and `cur_logprob` may be absent; `flags` defaults to zeros. Step indices are
-/// derived from the mask.
+/// `teacher_logprob`, `cur_logprob` and `divergence` (a full-distribution loss's per-token divergence) may be
+/// absent; `flags` defaults to zeros. Step indices are derived from the mask.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchFile {
@@ -24,6 +24,8 @@ struct BatchFile {
     group: Vec<u32>,
     #[serde(default)]
     flags: Option<Vec<u32>>,
+    #[serde(default)]
+    divergence: Option<Vec<Option<f32>>>,
 }
 
 fn logprobs(values: Vec<Option<f32>>) -> Vec<f32> {
@@ -44,6 +46,7 @@ impl BatchFile {
             reward: self.reward,
             group: self.group,
             flags,
+            divergence: self.divergence.map(logprobs),
         }
     }
 }
@@ -69,7 +72,8 @@ fn f32_json(value: f32) -> Value {
 }
 
 /// Loads `plugin` (a name looked up in `plugin_dir`, or a path), configures it with `settings`,
-/// runs it on the batch in `batch_json`, and returns `{"advantages": [...], "metrics": {...}}`.
+/// runs it on the batch in `batch_json`, and returns `{"advantages": [...], "metrics": {...}}`, with
+/// `"divergence_weights": [...]` for a loss that asks for a divergence.
 pub fn run_batch_file(
     plugin: &str,
     plugin_dir: &Path,
@@ -88,6 +92,14 @@ pub fn run_batch_file(
     let advantages: Vec<Value> = output.advantages.into_iter().map(f32_json).collect();
     let mut result = Map::new();
     result.insert("advantages".into(), Value::Array(advantages));
+    if loss.requirements().divergence.is_some() {
+        let weights: Vec<Value> = output
+            .divergence_weights
+            .into_iter()
+            .map(f32_json)
+            .collect();
+        result.insert("divergence_weights".into(), Value::Array(weights));
+    }
     result.insert("metrics".into(), Value::Object(metrics));
     Ok(Value::Object(result))
 }

@@ -45,7 +45,7 @@ pub enum LossError {
     },
     /// The plugin was built for another ABI version.
     #[error(
-        "{origin} was built for sod loss ABI version {found}, but this host speaks version {expected}; rebuild the plugin against this version of sod_loss.h / sod-loss-abi"
+        "{origin} was built for sod loss ABI version {found}, but this host speaks versions 1 to {expected}; rebuild the plugin against this version of sod_loss.h / sod-loss-abi"
     )]
     AbiVersion {
         /// The plugin file.

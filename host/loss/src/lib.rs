@@ -25,14 +25,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sod_loss_abi::{
-    PluginErrorKind, SOD_LOSS_ABI_VERSION, SOD_LOSS_ENTRY_SYMBOL, SOD_LOSS_OK, SodLossComputeFn,
-    SodLossCreateFn, SodLossDestroyFn, SodLossEntryFn, SodLossErrorBuf, SodLossOutput,
-    SodLossPlugin, SodLossRequirements, SodLossRequirementsFn, SodLossSetting,
+    PluginErrorKind, SOD_LOSS_ABI_VERSION, SOD_LOSS_ABI_VERSION_MIN, SOD_LOSS_ENTRY_SYMBOL,
+    SOD_LOSS_OK, SodLossComputeFn, SodLossCreateFn, SodLossDestroyFn, SodLossEntryFn,
+    SodLossErrorBuf, SodLossOutput, SodLossPlugin, SodLossRequirements, SodLossRequirementsFn,
+    SodLossSetting,
 };
 
 pub use batch_file::{read_batch_file, run_batch_file};
 pub use error::LossError;
-pub use sod_loss_abi::{Batch, BatchError, DataSource, Requirements};
+pub use sod_loss_abi::{
+    Batch, BatchError, DataSource, DivergenceKind, DivergenceSpec, Requirements,
+};
 
 /// Size of the buffer lent to a plugin for an error message.
 const ERROR_CAPACITY: usize = 4096;
@@ -54,6 +57,7 @@ pub struct LossPlugin {
     origin: String,
     name: String,
     description: String,
+    abi_version: u32,
 }
 
 // SAFETY: the ABI requires `create` to be callable from any thread and the table to be immutable.
@@ -216,14 +220,15 @@ impl LossPlugin {
         // another version may have another layout.
         // SAFETY: non-null, and every ABI version starts with a u32 version.
         let found = unsafe { table.cast::<u32>().read() };
-        if found != SOD_LOSS_ABI_VERSION {
+        if !(SOD_LOSS_ABI_VERSION_MIN..=SOD_LOSS_ABI_VERSION).contains(&found) {
             return Err(LossError::AbiVersion {
                 origin,
                 found,
                 expected: SOD_LOSS_ABI_VERSION,
             });
         }
-        // SAFETY: a version-1 table, valid as the caller guarantees.
+        // SAFETY: a table of a known version (every version has version 1's table layout), valid as the caller
+        // guarantees.
         let table = unsafe { &*table };
         // SAFETY: the ABI requires NUL-terminated strings that live as long as the table.
         let name = unsafe { table_string(table.name) }
@@ -246,7 +251,13 @@ impl LossPlugin {
             origin,
             name,
             description,
+            abi_version: found,
         })
+    }
+
+    /// The ABI version of the plugin's table (1 or 2).
+    pub fn abi_version(&self) -> u32 {
+        self.abi_version
     }
 
     /// The plugin's name, e.g. `sod`.
@@ -311,6 +322,7 @@ impl LossPlugin {
                 needs_teacher: false,
                 data: DataSource::OnPolicy,
                 min_group_size: 1,
+                divergence: None,
             },
         };
         configured.requirements = configured.query_requirements()?;
@@ -410,6 +422,9 @@ pub struct RunShape {
 pub struct LossOutput {
     /// One advantage per token position (0 where the mask is 0).
     pub advantages: Vec<f32>,
+    /// One weight of the divergence term per token position (0 where the mask is 0; all 0 for a loss that asked
+    /// for no divergence, every version-1 plugin among them).
+    pub divergence_weights: Vec<f32>,
     /// Named scalar metrics, in the order the plugin emitted them.
     pub metrics: Vec<(String, f64)>,
 }
@@ -452,6 +467,7 @@ impl ConfiguredLoss {
     }
 
     fn query_requirements(&self) -> Result<Requirements, LossError> {
+        // Zero-filled: a version-1 plugin writes only the version-1 prefix, leaving "no divergence".
         let mut raw = SodLossRequirements::default();
         let mut message = ErrorMessage::new();
         // SAFETY: a live instance of this plugin and valid out pointers.
@@ -505,13 +521,30 @@ impl ConfiguredLoss {
                         problem: "it needs teacher log-probs, but the batch has none".into(),
                     });
                 }
+                if let Some(spec) = &self.requirements.divergence
+                    && view.divergence.is_none()
+                {
+                    return Err(LossError::Requirement {
+                        plugin: name.clone(),
+                        problem: format!(
+                            "it needs the {} divergence per token, but the batch has none",
+                            spec.kind.name()
+                        ),
+                    });
+                }
                 let raw_batch = view.to_ffi();
                 let mut advantages = vec![0.0f32; view.num_tokens()];
+                let mut weights = vec![0.0f32; view.num_tokens()];
                 let mut collector = MetricCollector::default();
                 let output = SodLossOutput {
                     advantages: advantages.as_mut_ptr(),
                     metric_ctx: (&mut collector as *mut MetricCollector).cast::<c_void>(),
                     emit_metric: Some(collect_metric),
+                    divergence_weights: if self.requirements.divergence.is_some() {
+                        weights.as_mut_ptr()
+                    } else {
+                        std::ptr::null_mut()
+                    },
                 };
                 let mut message = ErrorMessage::new();
                 // SAFETY: the batch arrays, the output buffer and the collector outlive the call.
@@ -519,9 +552,10 @@ impl ConfiguredLoss {
                     (self.functions.compute)(self.instance, &raw_batch, &output, message.as_ffi())
                 };
                 plugin_status(&self.name, &self.origin, "compute", status, &message)?;
-                self.check_output(&advantages, view.mask, &collector)?;
+                self.check_output(&advantages, &weights, view.mask, &collector)?;
                 Ok(LossOutput {
                     advantages,
+                    divergence_weights: weights,
                     metrics: collector.metrics,
                 })
             })
@@ -534,11 +568,26 @@ impl ConfiguredLoss {
     fn check_output(
         &self,
         advantages: &[f32],
+        weights: &[f32],
         mask: &[u8],
         collector: &MetricCollector,
     ) -> Result<(), LossError> {
         let problem = if let Some(problem) = &collector.problem {
             Some(problem.clone())
+        } else if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
+            Some(format!(
+                "divergence weight {} at token {i} is not finite",
+                weights[i]
+            ))
+        } else if let Some(i) = weights
+            .iter()
+            .zip(mask)
+            .position(|(&w, &m)| m == 0 && w != 0.0)
+        {
+            Some(format!(
+                "divergence weight {} at token {i}, where the mask is 0 (must be 0)",
+                weights[i]
+            ))
         } else if let Some(i) = advantages.iter().position(|a| !a.is_finite()) {
             Some(format!(
                 "advantage {} at token {i} is not finite",

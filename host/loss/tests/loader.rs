@@ -62,7 +62,10 @@ fn wrong_abi_version_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let message = load_error(&broken(dir.path(), &["-DABI_VERSION=999"]));
     assert!(message.contains("ABI version 999"), "{message}");
-    assert!(message.contains("speaks version 1"), "{message}");
+    assert!(message.contains("speaks versions 1 to 2"), "{message}");
+    // Version 0 predates every version: refused too.
+    let message = load_error(&broken(dir.path(), &["-DABI_VERSION=0"]));
+    assert!(message.contains("ABI version 0"), "{message}");
     host_is_alive();
 }
 
@@ -188,6 +191,7 @@ impl LossImpl for Panicky {
             needs_teacher: false,
             data: DataSource::OnPolicy,
             min_group_size: 1,
+            divergence: None,
         }
     }
 

@@ -221,10 +221,21 @@ fn the_c_example_matches_the_rust_opd_plugin() {
         } else {
             "false"
         };
+        // A third of the cases with a teacher use ABI v2's full-distribution signal.
+        let full = teacher && case % 3 == 0;
+        if full {
+            batch.divergence = Some(
+                (0..batch.num_tokens())
+                    .map(|_| rng.uniform(0.0, 3.0) as f32)
+                    .collect(),
+            );
+        }
+        let signal = if full { "full" } else { "sampled" };
         let config = settings(&[
             ("c", &c),
             ("grpo_weight", &grpo_weight),
             ("normalize_std", normalize),
+            ("signal", signal),
         ]);
         let from_c = c_plugin
             .configure(&config)
@@ -240,6 +251,13 @@ fn the_c_example_matches_the_rust_opd_plugin() {
             from_c.advantages, from_rust.advantages,
             "case {case} with {config:?}"
         );
+        assert_eq!(
+            from_c.divergence_weights, from_rust.divergence_weights,
+            "case {case} with {config:?}"
+        );
+        if full && c != "0" {
+            assert!(from_c.divergence_weights.iter().any(|&w| w != 0.0));
+        }
         assert_eq!(from_c.metrics.len(), from_rust.metrics.len());
         for ((name_c, value_c), (name_rust, value_rust)) in
             from_c.metrics.iter().zip(&from_rust.metrics)
@@ -270,4 +288,42 @@ fn the_c_example_matches_the_rust_opd_plugin() {
         error.contains("'c' = 'abc' is not a finite number"),
         "{error}"
     );
+}
+
+#[test]
+fn a_version_1_plugin_keeps_loading_and_running() {
+    // A plugin built against the version-1 header (its own copy of the v1 structs): the host hands it
+    // version-2 structs, it reads and writes their version-1 prefix, and its divergence weights stay 0.
+    let dir = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1_plugin.c");
+    let path = compile_c(&source, dir.path(), "libsod_loss_v1.so", &[]);
+    let plugin = LossPlugin::load(path.to_str().unwrap(), &plugin_dir()).unwrap();
+    assert_eq!(plugin.abi_version(), 1);
+    let mut loss = plugin.configure(&[]).unwrap();
+    let requirements = loss.requirements();
+    assert!(requirements.needs_teacher);
+    assert_eq!(requirements.divergence, None);
+    let mut rng = SplitMix64::new(7);
+    for _ in 0..20 {
+        let mut batch = random_batch(&mut rng, true);
+        batch.flags.iter_mut().for_each(|f| *f = 0);
+        let out = loss.compute(&batch).unwrap();
+        let teacher = batch.teacher_logprob.as_ref().unwrap();
+        for t in 0..batch.num_tokens() {
+            let expected = if batch.mask[t] == 1 {
+                teacher[t] - batch.old_logprob[t]
+            } else {
+                0.0
+            };
+            assert_eq!(out.advantages[t], expected);
+        }
+        assert!(out.divergence_weights.iter().all(|&w| w == 0.0));
+        assert_eq!(
+            out.metrics,
+            vec![(
+                "tokens".to_string(),
+                batch.mask.iter().map(|&m| f64::from(m)).sum()
+            )]
+        );
+    }
 }

@@ -52,8 +52,10 @@ impl SamplingParams {
 pub struct SampledToken {
     /// The token id.
     pub token: u32,
-    /// Its log-probability under the model's own distribution (`log_softmax(logits)`, temperature 1, no top-p):
-    /// the behaviour log-prob for importance ratios against the trained policy.
+    /// Its log-probability under the tempered model distribution `log_softmax(logits / T)` at the sampling
+    /// temperature `T` (temperature 1 for greedy), without top-p: the behaviour log-prob for importance ratios
+    /// against the trained policy, which the trainer recomputes the same way (as verl does). At `T != 1` this is
+    /// the distribution the token was drawn from (up to top-p truncation).
     pub logprob: f32,
     /// Its log-probability under the distribution actually sampled from (temperature and top-p applied;
     /// 0 for greedy).
@@ -118,17 +120,23 @@ impl Sampler {
                 .map(|&x| (x as f64 - max).exp())
                 .sum::<f64>()
                 .ln();
-        let model_logprob = |token: usize| (logits[token] as f64 - log_z) as f32;
-
         if self.params.temperature == 0.0 {
             let token = first_argmax(logits);
             return Ok(SampledToken {
                 token: token as u32,
-                logprob: model_logprob(token),
+                logprob: (logits[token] as f64 - log_z) as f32,
                 sampling_logprob: 0.0,
             });
         }
         let t = self.params.temperature;
+        // log Z of softmax(logits / t), for the tempered log-prob of the chosen token.
+        let log_z_t = max / t
+            + logits
+                .iter()
+                .map(|&x| ((x as f64 - max) / t).exp())
+                .sum::<f64>()
+                .ln();
+        let model_logprob = |token: usize| (logits[token] as f64 / t - log_z_t) as f32;
         let mut probs: Vec<f64> = logits
             .iter()
             .map(|&x| ((x as f64 - max) / t).exp())

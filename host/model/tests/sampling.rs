@@ -85,6 +85,32 @@ fn sampler_logprobs_and_truncation() {
     assert!(matches!(greedy.sample(&[]), Err(ModelError::Input(_))));
 }
 
+#[test]
+fn behaviour_logprobs_are_taken_at_the_sampling_temperature() {
+    // At T = 0.7 the token is drawn from softmax(z / 0.7): its behaviour log-prob must be that distribution's,
+    // or the PPO ratio and the distillation signal are off by the temperature.
+    let logits = [2.0f32, 1.0, 0.5, -1.0, -3.0];
+    let t = 0.7f64;
+    let log_z_t = logits
+        .iter()
+        .map(|&x| (x as f64 / t).exp())
+        .sum::<f64>()
+        .ln();
+    let mut warm = Sampler::new(params(t, 1.0), 3, "w", 0).unwrap();
+    for _ in 0..50 {
+        let s = warm.sample(&logits).unwrap();
+        let expected = logits[s.token as usize] as f64 / t - log_z_t;
+        assert!(
+            (s.logprob as f64 - expected).abs() < 1e-5,
+            "token {}: {} vs {expected}",
+            s.token,
+            s.logprob
+        );
+        // Without top-p the tempered log-prob is the sampling log-prob.
+        assert!((s.logprob - s.sampling_logprob).abs() < 1e-5);
+    }
+}
+
 fn samplers(ids: &[(&str, u64)], temperature: f64) -> Vec<Sampler> {
     ids.iter()
         .map(|(p, i)| Sampler::new(params(temperature, 0.95), 11, p, *i).unwrap())

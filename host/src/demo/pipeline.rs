@@ -578,7 +578,7 @@ pub fn evaluate(
         .zip(&trajectories)
         .map(|(task, t)| {
             let given = sod_train::reward::extract_answer(&t.final_text);
-            let correct = !t.truncated
+            let correct = !t.truncated()
                 && !t.infra_fault
                 && given
                     .as_deref()
@@ -591,7 +591,7 @@ pub fn evaluate(
                 turns: t.turns,
                 tool_calls: t.tool_calls,
                 valid_tool_calls: t.valid_tool_calls,
-                truncated: t.truncated,
+                truncated: t.truncated(),
                 transcript: tokenizer.decode(t.response_tokens(), false)?,
             })
         })

@@ -211,7 +211,7 @@ pub fn evaluate(
                         turns: t.turns,
                         tool_calls: t.tool_calls,
                         valid_tool_calls: t.valid_tool_calls,
-                        truncated: t.truncated,
+                        truncated: t.truncated(),
                         fault,
                         response: t.final_text.clone(),
                     }

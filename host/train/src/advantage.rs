@@ -26,6 +26,7 @@ pub fn build_batch(
         reward: Vec::with_capacity(trajectories.len()),
         group: Vec::with_capacity(trajectories.len()),
         flags: Vec::with_capacity(trajectories.len()),
+        divergence: None,
     };
     for (i, traj) in trajectories.iter().enumerate() {
         let n = traj.mask.len();
@@ -62,7 +63,7 @@ pub fn build_batch(
         batch.reward.push(traj.reward);
         batch.group.push(traj.group);
         let mut flags = 0;
-        if traj.truncated {
+        if traj.truncated() {
             flags |= SOD_LOSS_FLAG_TRUNCATED;
         }
         if traj.infra_fault {
@@ -78,6 +79,8 @@ pub fn build_batch(
 pub struct Advantages {
     /// Advantage per response token, split per trajectory.
     pub per_trajectory: Vec<Vec<f32>>,
+    /// Weight of the divergence term per response token, split per trajectory (all 0 for a loss without one).
+    pub divergence_weights: Vec<Vec<f32>>,
     /// The plugin's named metrics, in the order it emitted them.
     pub metrics: Vec<(String, f64)>,
 }
@@ -85,13 +88,16 @@ pub struct Advantages {
 /// Runs the loss plugin on the batch and splits its advantages back per trajectory.
 pub fn compute_advantages(loss: &mut ConfiguredLoss, batch: &Batch) -> Result<Advantages> {
     let output = loss.compute(batch)?;
-    let per_trajectory = batch
-        .seq_offsets
-        .windows(2)
-        .map(|w| output.advantages[w[0] as usize..w[1] as usize].to_vec())
-        .collect();
+    let split = |values: &[f32]| -> Vec<Vec<f32>> {
+        batch
+            .seq_offsets
+            .windows(2)
+            .map(|w| values[w[0] as usize..w[1] as usize].to_vec())
+            .collect()
+    };
     Ok(Advantages {
-        per_trajectory,
+        per_trajectory: split(&output.advantages),
+        divergence_weights: split(&output.divergence_weights),
         metrics: output.metrics,
     })
 }
@@ -114,7 +120,11 @@ mod tests {
             turns: 1,
             tool_calls: 0,
             valid_tool_calls: 0,
-            truncated,
+            finish: if truncated {
+                crate::rollout::Finish::TurnTokens
+            } else {
+                crate::rollout::Finish::Answered
+            },
             infra_fault: false,
             reward,
         }

@@ -172,9 +172,12 @@ pub struct RunConfig {
     /// Peak learning rate of AdamW.
     #[serde(default = "defaults::learning_rate")]
     pub learning_rate: f64,
-    /// Steps of linear warm-up from `learning_rate / warmup_steps` to `learning_rate`.
-    #[serde(default)]
-    pub warmup_steps: u64,
+    /// Steps of linear warm-up from `learning_rate / warmup_steps` to `learning_rate`. Absent: a tenth of `steps`
+    /// or 10, whichever is smaller (see [`RunConfig::warmup`]): a fresh AdamW's first updates move every weight by
+    /// about the learning rate whatever the gradient's size, so a run without warm-up starts with full-size
+    /// steps in the direction of a noisy gradient's sign. Set 0 for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
     /// Decoupled AdamW weight decay.
     #[serde(default)]
     pub weight_decay: f64,
@@ -220,6 +223,13 @@ pub struct RunConfig {
     /// Save a checkpoint every this many steps (0: only at the end). The last step is always saved.
     #[serde(default = "defaults::checkpoint_every")]
     pub checkpoint_every: u64,
+    /// The null-signal control: shuffle the distillation signal across the batch's generated tokens (a seeded
+    /// permutation per step), so the run keeps the signal's magnitudes but loses what it says about each token.
+    /// For a sampled-token loss the per-token gaps `log pT - log pS_old` are permuted; for a full-distribution
+    /// loss, the teacher's next-token distributions. A run that learns as much with it on learned nothing from
+    /// the teacher. Off by default.
+    #[serde(default)]
+    pub null_signal: bool,
 }
 
 mod defaults {
@@ -284,7 +294,18 @@ mod defaults {
     }
 }
 
+/// Warm-up steps of a run of `steps` steps when the config names none: a tenth, at most 10.
+pub fn default_warmup(steps: u64) -> u64 {
+    (steps / 10).min(10)
+}
+
 impl RunConfig {
+    /// The warm-up steps in force: `warmup_steps`, or [`default_warmup`].
+    pub fn warmup(&self) -> u64 {
+        self.warmup_steps
+            .unwrap_or_else(|| default_warmup(self.steps))
+    }
+
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys for tables: `loss.settings.delta=0.3`; the
     /// value is TOML, or a plain string when it does not parse as TOML), resolves relative paths against the
     /// file's directory and validates the result.
@@ -496,6 +517,21 @@ mod tests {
         assert_eq!(c.stateful_tools, ["python"]);
         assert_eq!(c.reward, RewardKind::Math);
         assert!(!c.code_reward.partial_credit);
+        // Warm-up: a tenth of the steps, at most 10, unless set.
+        assert_eq!(c.warmup(), 0);
+        let long =
+            RunConfig::from_toml_str(MINIMAL, &["steps=200".into()], Path::new("/")).unwrap();
+        assert_eq!(long.warmup(), 10);
+        let mid = RunConfig::from_toml_str(MINIMAL, &["steps=64".into()], Path::new("/")).unwrap();
+        assert_eq!(mid.warmup(), 6);
+        let none = RunConfig::from_toml_str(
+            MINIMAL,
+            &["steps=64".into(), "warmup_steps=0".into()],
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(none.warmup(), 0);
+        assert!(!c.null_signal);
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! 2. [`rollout`]: the student generates turns, tool calls run in the sandbox, tool responses are appended with
 //!    mask 0, until a final answer or a budget;
 //! 3. [`reward`]: the final answer is scored against the reference;
-//! 4. [`teacher`]: teacher and current-student log-probs of every response token, without gradients;
+//! 4. [`teacher`]: teacher and current-student log-probs of every generated token at the rollout temperature, and
+//!    the full-distribution [`divergence`] between them where the loss asks for one, without gradients;
 //! 5. [`advantage`]: the trajectories become the loss plugin's flat batch; the plugin (SOD, OPD, GRPO...) returns
-//!    per-token advantages;
-//! 6. [`update`]: PPO's clipped surrogate with exact gradient accumulation, grad-norm clipping, AdamW with
-//!    warm-up;
+//!    per-token advantages and, for a full-distribution loss, per-token divergence weights;
+//! 6. [`update`]: PPO's clipped surrogate plus the weighted divergence, with exact gradient accumulation and
+//!    chunked logits, grad-norm clipping, AdamW with warm-up;
 //! 7. [`checkpoint`]: Hugging Face checkpoints plus optimiser state for bit-identical resumption;
 //!
 //! with [`metrics`] (JSONL per step), [`config`] (`run.toml`) and [`trainer`] (the loop tying them together).
@@ -20,6 +21,7 @@ pub mod advantage;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
+pub mod divergence;
 pub mod error;
 pub mod metrics;
 pub mod reward;

@@ -59,6 +59,17 @@ pub struct StepMetrics {
     pub valid_tool_calls: usize,
     /// Fraction of trajectories ended by a budget.
     pub truncated_fraction: f64,
+    /// Fraction of trajectories by what ended them (`answered`, `turn_tokens`, `total_tokens`, `max_turns`,
+    /// `infra_fault`; see [`crate::rollout::Finish`]).
+    #[serde(default)]
+    pub finish: BTreeMap<String, f64>,
+    /// Mean full-distribution divergence between the current student and the teacher over generated tokens (the
+    /// loss's kind, at the rollout temperature); absent for a loss without one.
+    #[serde(default)]
+    pub divergence: Option<f64>,
+    /// Token mean of the weighted divergence term of the loss (0 without one).
+    #[serde(default)]
+    pub divergence_term: f64,
     /// Trajectories dropped for a sandbox fault.
     pub infra_faults: usize,
     /// The loss plugin's metrics (e.g. SOD step weights), by name.

@@ -111,15 +111,65 @@ pub struct Trajectory {
     pub tool_calls: usize,
     /// Tool calls that parsed, named a known tool and were accepted by it.
     pub valid_tool_calls: usize,
-    /// Ended by a budget rather than by a final answer.
-    pub truncated: bool,
+    /// What ended the trajectory: a final answer, one of the budgets, or a sandbox fault.
+    pub finish: Finish,
     /// A tool call hit a sandbox failure: drop the trajectory, do not blame the model.
     pub infra_fault: bool,
     /// Outcome reward (set by the trainer after scoring).
     pub reward: f32,
 }
 
+/// What ended a trajectory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Finish {
+    /// A turn without tool calls: the final answer (right or wrong).
+    Answered,
+    /// A turn ran out of `max_new_tokens_per_turn` before its end-of-turn token.
+    TurnTokens,
+    /// The whole sequence reached `max_total_tokens` (during a turn, or with the tool responses).
+    TotalTokens,
+    /// The last allowed turn (`max_turns`) still asked for tools.
+    MaxTurns,
+    /// A tool call hit a sandbox failure.
+    InfraFault,
+}
+
+impl Finish {
+    /// Every finish, in metric order.
+    pub const ALL: [Finish; 5] = [
+        Finish::Answered,
+        Finish::TurnTokens,
+        Finish::TotalTokens,
+        Finish::MaxTurns,
+        Finish::InfraFault,
+    ];
+
+    /// Its name in metrics and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Finish::Answered => "answered",
+            Finish::TurnTokens => "turn_tokens",
+            Finish::TotalTokens => "total_tokens",
+            Finish::MaxTurns => "max_turns",
+            Finish::InfraFault => "infra_fault",
+        }
+    }
+
+    /// Ended by a budget rather than by a final answer or a fault.
+    pub fn is_truncation(self) -> bool {
+        matches!(
+            self,
+            Finish::TurnTokens | Finish::TotalTokens | Finish::MaxTurns
+        )
+    }
+}
+
 impl Trajectory {
+    /// Ended by a budget rather than by a final answer (see [`Finish::is_truncation`]).
+    pub fn truncated(&self) -> bool {
+        self.finish.is_truncation()
+    }
+
     /// The response part of `tokens` (everything after the prompt).
     pub fn response_tokens(&self) -> &[u32] {
         &self.tokens[self.prompt_len..]
@@ -397,7 +447,7 @@ pub fn rollout(
                 turns: 0,
                 tool_calls: 0,
                 valid_tool_calls: 0,
-                truncated: false,
+                finish: Finish::Answered,
                 infra_fault: false,
                 reward: 0.0,
             },
@@ -433,11 +483,11 @@ pub fn rollout(
             }
             let text = l.traj.final_text.clone();
             let has_calls = !sod_model::parse_tool_calls(answer_part(&text)).is_empty();
-            if l.traj.truncated || !has_calls {
+            if l.traj.truncated() || !has_calls {
                 l.done = true;
             } else if turn + 1 == settings.max_turns {
                 // It asked for tools but may not continue: no final answer.
-                l.traj.truncated = true;
+                l.traj.finish = Finish::MaxTurns;
                 l.traj.tool_calls += sod_model::parse_tool_calls(answer_part(&text)).len();
                 l.done = true;
             } else {
@@ -506,7 +556,7 @@ fn generate_turn(
     for (budget, members) in by_budget {
         if budget == 0 {
             for &i in &members {
-                live[i].traj.truncated = true;
+                live[i].traj.finish = Finish::TotalTokens;
                 live[i].done = true;
             }
             continue;
@@ -540,9 +590,14 @@ fn generate_turn(
             l.traj
                 .behaviour_logprobs
                 .extend_from_slice(&generation.logprobs);
-            // A turn cut by a budget has no end-of-turn token: the conversation cannot go on.
+            // A turn cut by a budget has no end-of-turn token: the conversation cannot go on. The budget was the
+            // turn's own unless the sequence's room was smaller.
             if generation.finish == FinishReason::Length {
-                l.traj.truncated = true;
+                l.traj.finish = if budget < settings.max_new_tokens_per_turn {
+                    Finish::TotalTokens
+                } else {
+                    Finish::TurnTokens
+                };
             }
             l.traj.final_text = tokenizer.decode(&generation.tokens, false)?;
         }
@@ -565,6 +620,7 @@ fn append_tool_responses(
     traj.valid_tool_calls += result.valid_calls;
     if result.infra_fault {
         traj.infra_fault = true;
+        traj.finish = Finish::InfraFault;
         live.done = true;
         return Ok(());
     }
@@ -590,7 +646,7 @@ fn append_tool_responses(
         traj.tokens.truncate(keep);
         traj.mask.truncate(keep - traj.prompt_len);
         traj.behaviour_logprobs.truncate(keep - traj.prompt_len);
-        traj.truncated = true;
+        traj.finish = Finish::TotalTokens;
         live.done = true;
     }
     Ok(())

@@ -55,7 +55,7 @@ impl SftExample {
             turns: 0,
             tool_calls: 0,
             valid_tool_calls: 0,
-            truncated: false,
+            finish: crate::rollout::Finish::Answered,
             infra_fault: false,
             reward: 0.0,
         }

@@ -1,11 +1,14 @@
-//! Log-probs of finished trajectories under a model without gradients: the teacher's (for the distillation
-//! signal) and the current student's (handed to the loss plugin).
+//! Scores of finished trajectories without gradients: the current student's and the teacher's log-probs of every
+//! generated token at the rollout temperature (the distillation signal and the plugin's batch), and, for a loss
+//! that asks for one, the full-distribution divergence between them at every generated position.
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{D, Device, Tensor};
+use sod_loss_abi::DivergenceSpec;
 use sod_model::{ChatTokenizer, Qwen3, load_model_dir};
 
+use crate::divergence::{CHUNK_ELEMENTS, divergence, rows_per_chunk, tempered_log_softmax};
 use crate::error::{Result, TrainError};
 use crate::rollout::Trajectory;
 
@@ -38,13 +41,9 @@ impl Teacher {
         })
     }
 
-    /// The teacher's log-prob of every response token of each trajectory (see [`response_logprobs`]).
-    pub fn logprobs(
-        &self,
-        trajectories: &[Trajectory],
-        micro_batch: usize,
-    ) -> Result<Vec<Vec<f32>>> {
-        response_logprobs(&self.model, trajectories, micro_batch)
+    /// The frozen teacher model.
+    pub fn model(&self) -> &Qwen3 {
+        &self.model
     }
 }
 
@@ -75,31 +74,6 @@ pub fn check_same_tokenizer(student: &ChatTokenizer, teacher: &ChatTokenizer) ->
         )));
     }
     Ok(())
-}
-
-/// `log p(token | everything before it)` under `model` for every response token of each trajectory, without
-/// building a graph. Trajectories are run `micro_batch` at a time, right-padded.
-pub fn response_logprobs(
-    model: &Qwen3,
-    trajectories: &[Trajectory],
-    micro_batch: usize,
-) -> Result<Vec<Vec<f32>>> {
-    let model = model.detached();
-    let mut out = Vec::with_capacity(trajectories.len());
-    for chunk in trajectories.chunks(micro_batch.max(1)) {
-        let (ids, mask, len) = right_padded(chunk, model.device())?;
-        let logprobs = model
-            .next_token_logprobs(&ids, Some(&mask))?
-            .to_vec2::<f32>()?;
-        for (traj, row) in chunk.iter().zip(logprobs) {
-            // Response token j sits at position prompt_len + j; its log-prob is predicted at the position before.
-            let start = traj.prompt_len - 1;
-            let end = traj.tokens.len() - 1;
-            debug_assert!(end < len);
-            out.push(row[start..end].to_vec());
-        }
-    }
-    Ok(out)
 }
 
 /// Token ids `[b, len]` and padding mask `[b, len]` of right-padded trajectories, and `len`.
@@ -139,4 +113,186 @@ pub(crate) fn right_padded(
         Tensor::from_vec(mask, (b, len), device)?,
         len,
     ))
+}
+
+/// The generated positions of a batch, in trajectory order: row `r` of the batch's gathered hidden states is
+/// response token `response_index[r]` of trajectory `trajectory[r]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedRows {
+    /// First row of each trajectory (one more entry than trajectories: the last is the row count).
+    pub start: Vec<usize>,
+}
+
+impl GeneratedRows {
+    /// The rows of `trajectories`' generated tokens.
+    pub fn of(trajectories: &[Trajectory]) -> Self {
+        let mut start = Vec::with_capacity(trajectories.len() + 1);
+        start.push(0);
+        for t in trajectories {
+            start.push(start.last().copied().unwrap_or(0) + t.generated_tokens());
+        }
+        GeneratedRows { start }
+    }
+
+    /// Number of generated positions.
+    pub fn len(&self) -> usize {
+        self.start.last().copied().unwrap_or(0)
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Hidden states `[n, hidden]` at the positions that predict the generated tokens of `chunk` (in order), from
+/// the model's final hidden states `hidden: [b, len, hidden]` of the right-padded chunk, and the tokens they
+/// predict. Differentiable when `hidden` is.
+pub(crate) fn generated_hidden(
+    hidden: &Tensor,
+    chunk: &[&Trajectory],
+) -> Result<(Tensor, Vec<u32>)> {
+    let (b, len, width) = hidden.dims3()?;
+    let mut index = Vec::new();
+    let mut targets = Vec::new();
+    for (row, traj) in chunk.iter().enumerate() {
+        for (j, &m) in traj.mask.iter().enumerate() {
+            if m == 1 {
+                // Response token j sits at position prompt_len + j and is predicted at the position before.
+                index.push((row * len + traj.prompt_len + j - 1) as u32);
+                targets.push(traj.tokens[traj.prompt_len + j]);
+            }
+        }
+    }
+    let n = index.len();
+    let index = Tensor::from_vec(index, n, hidden.device())?;
+    let rows = hidden.reshape((b * len, width))?.index_select(&index, 0)?;
+    Ok((rows, targets))
+}
+
+/// Picks `lp[r, targets[r]]` of each row: `[n]`.
+pub(crate) fn pick(lp: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let n = targets.len();
+    let idx = Tensor::from_vec(targets.to_vec(), (n, 1), lp.device())?;
+    Ok(lp.gather(&idx, D::Minus1)?.squeeze(1)?)
+}
+
+/// What the trainer knows of a batch before its update, all without gradients and at the rollout temperature.
+#[derive(Debug)]
+pub struct Scores {
+    /// Current student's log-prob of each response token, per trajectory (0 where the mask is 0).
+    pub current: Vec<Vec<f32>>,
+    /// Teacher's log-prob of each response token, per trajectory (0 where the mask is 0); `None` without one.
+    pub teacher: Option<Vec<Vec<f32>>>,
+    /// The requested divergence at each response token, per trajectory (0 where the mask is 0).
+    pub divergence: Option<Vec<Vec<f32>>>,
+    /// The teacher's final hidden states at the generated positions (rows of [`GeneratedRows`], after
+    /// `teacher_order`), kept for the update's divergence term; `None` without a divergence.
+    pub teacher_rows: Option<Tensor>,
+}
+
+/// Scores `trajectories` (see [`Scores`]) `micro_batch` at a time: current student and teacher log-probs of the
+/// generated tokens under `softmax(logits / temperature)`, the distribution the rollout sampled from, and the
+/// `divergence` between their whole next-token distributions. With `teacher_order`, the teacher's distribution at
+/// generated row `r` is the one it has at row `teacher_order[r]` (the null-signal control: the teacher's
+/// guidance shuffled across positions). Logits exist `CHUNK_ELEMENTS` at a time, whatever the vocabulary.
+pub fn score(
+    student: &Qwen3,
+    teacher: Option<&Teacher>,
+    trajectories: &[Trajectory],
+    micro_batch: usize,
+    temperature: f64,
+    spec: Option<&DivergenceSpec>,
+    teacher_order: Option<&[u32]>,
+) -> Result<Scores> {
+    let student = student.detached();
+    let rows = GeneratedRows::of(trajectories);
+    let mut student_rows = Vec::new();
+    let mut teacher_rows = Vec::new();
+    let mut targets = Vec::with_capacity(rows.len());
+    for chunk in trajectories.chunks(micro_batch.max(1)) {
+        let refs: Vec<&Trajectory> = chunk.iter().collect();
+        let (ids, mask, _) = right_padded(chunk, student.device())?;
+        let hidden = student.forward_hidden(&ids, Some(&mask))?;
+        let (h, t) = generated_hidden(&hidden, &refs)?;
+        student_rows.push(h);
+        targets.extend(t);
+        if let Some(teacher) = teacher {
+            let hidden = teacher.model.forward_hidden(&ids, Some(&mask))?;
+            teacher_rows.push(generated_hidden(&hidden, &refs)?.0);
+        }
+    }
+    let zeros = || -> Vec<Vec<f32>> {
+        trajectories
+            .iter()
+            .map(|t| vec![0.0; t.mask.len()])
+            .collect()
+    };
+    let mut scores = Scores {
+        current: zeros(),
+        teacher: teacher.map(|_| zeros()),
+        divergence: spec.filter(|_| teacher.is_some()).map(|_| zeros()),
+        teacher_rows: None,
+    };
+    if rows.is_empty() {
+        return Ok(scores);
+    }
+    let student_rows = Tensor::cat(&student_rows, 0)?;
+    let teacher_rows = match (teacher, teacher_order) {
+        (None, _) => None,
+        (Some(_), order) => {
+            let all = Tensor::cat(&teacher_rows, 0)?;
+            Some(match order {
+                Some(order) => {
+                    let order = Tensor::from_vec(order.to_vec(), order.len(), all.device())?;
+                    all.index_select(&order, 0)?
+                }
+                None => all,
+            })
+        }
+    };
+    let vocab = student.config().vocab_size;
+    let step = rows_per_chunk(CHUNK_ELEMENTS, vocab);
+    let (mut current, mut teacher_lp, mut div) = (Vec::new(), Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < rows.len() {
+        let len = step.min(rows.len() - start);
+        let picked = &targets[start..start + len];
+        let ls = tempered_log_softmax(
+            &student.lm_head(&student_rows.narrow(0, start, len)?)?,
+            temperature,
+        )?;
+        current.extend(pick(&ls, picked)?.to_vec1::<f32>()?);
+        if let (Some(t), Some(t_rows)) = (teacher, &teacher_rows) {
+            let lt = tempered_log_softmax(
+                &t.model.lm_head(&t_rows.narrow(0, start, len)?)?,
+                temperature,
+            )?;
+            teacher_lp.extend(pick(&lt, picked)?.to_vec1::<f32>()?);
+            if let Some(spec) = spec {
+                div.extend(divergence(&ls, &lt, spec)?.to_vec1::<f32>()?);
+            }
+        }
+        start += len;
+    }
+    // Back to per-trajectory arrays over response tokens.
+    for (i, traj) in trajectories.iter().enumerate() {
+        let mut r = rows.start[i];
+        for (j, &m) in traj.mask.iter().enumerate() {
+            if m == 1 {
+                scores.current[i][j] = current[r];
+                if let Some(t) = &mut scores.teacher {
+                    t[i][j] = teacher_lp[r];
+                }
+                if let Some(d) = &mut scores.divergence {
+                    d[i][j] = div[r];
+                }
+                r += 1;
+            }
+        }
+    }
+    if scores.divergence.is_some() {
+        scores.teacher_rows = teacher_rows;
+    }
+    Ok(scores)
 }

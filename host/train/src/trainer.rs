@@ -15,10 +15,11 @@ use crate::dataset::Dataset;
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsWriter, StepMetrics, Timing};
 use crate::reward::{Reward, reward_for, score_all};
-use crate::rollout::{RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
-use crate::teacher::{Teacher, response_logprobs};
+use crate::rollout::{Finish, RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
+use crate::teacher::{GeneratedRows, Teacher, score};
 use crate::update::{
-    AdamW, AdamWConfig, Params, PpoClip, clip_grad_norm, learning_rate, ppo_gradients,
+    AdamW, AdamWConfig, DivergenceTerm, Params, PpoClip, UpdateBatch, clip_grad_norm,
+    learning_rate, policy_gradients,
 };
 
 /// Where the trainer finds what the config does not name, and how it runs.
@@ -292,11 +293,7 @@ impl Trainer {
     /// One optimiser step: roll out, score, compute log-probs and advantages, update, and log the metrics line.
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         let started = Instant::now();
-        let lr = learning_rate(
-            self.config.learning_rate,
-            self.config.warmup_steps,
-            self.step,
-        );
+        let lr = learning_rate(self.config.learning_rate, self.config.warmup(), self.step);
         let requests = self.next_requests();
         let settings = RolloutSettings {
             max_turns: self.config.max_turns,
@@ -324,7 +321,7 @@ impl Trainer {
             .iter()
             .zip(&requests)
             .enumerate()
-            .filter(|(_, (traj, _))| !(traj.truncated || traj.infra_fault))
+            .filter(|(_, (traj, _))| !(traj.truncated() || traj.infra_fault))
             .map(|(i, (traj, (_, example_index)))| {
                 let example = &self.dataset.examples()[*example_index];
                 (i, (traj.final_text.as_str(), example))
@@ -347,25 +344,64 @@ impl Trainer {
 
         let update_started = Instant::now();
         let micro = self.config.micro_batch;
-        let current = response_logprobs(&self.student.model, &trajectories, micro)?;
-        let teacher = match &self.teacher {
-            Some(t) => Some(t.logprobs(&trajectories, micro)?),
-            None => None,
-        };
-        let batch = build_batch(&trajectories, &current, teacher.as_deref())?;
-        let advantages = compute_advantages(&mut self.loss, &batch)?;
-        let clip = PpoClip {
-            low: self.config.clip_low,
-            high: self.config.clip_high,
-        };
-        let (mut grads, surrogate) = ppo_gradients(
+        let spec = self.loss.requirements().divergence;
+        // The null-signal control shuffles the teacher's guidance across the batch's generated positions.
+        let order = self.config.null_signal.then(|| {
+            null_signal_order(
+                self.config.seed,
+                self.step,
+                GeneratedRows::of(&trajectories).len(),
+            )
+        });
+        let scores = score(
             &self.student.model,
-            &self.params,
+            self.teacher.as_ref(),
             &trajectories,
-            &advantages.per_trajectory,
-            clip,
             micro,
+            self.config.temperature,
+            spec.as_ref(),
+            order.as_deref().filter(|_| spec.is_some()),
         )?;
+        // The behaviour ("old") log-probs are the trained model's own recomputation, as verl's are: the sampler
+        // took the same distribution through the KV cache, which differs from a full forward by float noise, and
+        // a noise-sized gap would reach the update as a signal (Adam scales any gradient to lr-sized steps).
+        for (traj, current) in trajectories.iter_mut().zip(&scores.current) {
+            for (j, &m) in traj.mask.iter().enumerate() {
+                if m == 1 {
+                    traj.behaviour_logprobs[j] = current[j];
+                }
+            }
+        }
+        let mut teacher_logprobs = scores.teacher.clone();
+        if let (Some(order), Some(teacher), None) = (&order, &mut teacher_logprobs, &spec) {
+            permute_sampled_signal(&trajectories, teacher, order);
+        }
+        let mut batch = build_batch(&trajectories, &scores.current, teacher_logprobs.as_deref())?;
+        batch.divergence = scores.divergence.as_ref().map(|d| flatten(d));
+        let advantages = compute_advantages(&mut self.loss, &batch)?;
+        let divergence = match (spec, &self.teacher, &scores.teacher_rows) {
+            (Some(spec), Some(teacher), Some(rows)) => Some(DivergenceTerm {
+                spec,
+                weights: &advantages.divergence_weights,
+                teacher: teacher.model(),
+                teacher_rows: rows,
+            }),
+            _ => None,
+        };
+        let update = UpdateBatch {
+            divergence,
+            temperature: self.config.temperature,
+            ..UpdateBatch::ppo(
+                &trajectories,
+                &advantages.per_trajectory,
+                PpoClip {
+                    low: self.config.clip_low,
+                    high: self.config.clip_high,
+                },
+                micro,
+            )
+        };
+        let (mut grads, surrogate) = policy_gradients(&self.student.model, &self.params, &update)?;
         let norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
         if !norm.is_finite() || !surrogate.loss.is_finite() {
             return Err(TrainError::Diverged {
@@ -379,8 +415,7 @@ impl Trainer {
 
         let metrics = self.step_metrics(
             &trajectories,
-            &current,
-            teacher.as_deref(),
+            &scores,
             lr,
             norm,
             surrogate,
@@ -400,8 +435,7 @@ impl Trainer {
     fn step_metrics(
         &self,
         trajectories: &[Trajectory],
-        current: &[Vec<f32>],
-        teacher: Option<&[Vec<f32>]>,
+        scores: &crate::teacher::Scores,
         lr: f64,
         grad_norm: f64,
         surrogate: crate::update::SurrogateStats,
@@ -410,18 +444,27 @@ impl Trainer {
     ) -> StepMetrics {
         let n = trajectories.len().max(1) as f64;
         let tokens: usize = trajectories.iter().map(|t| t.tokens.len()).sum();
-        let kl_teacher = teacher.map(|teacher| {
+        let generated_mean = |values: &[Vec<f32>], other: Option<&[Vec<f32>]>| {
             let (mut sum, mut count) = (0f64, 0usize);
             for (i, traj) in trajectories.iter().enumerate() {
                 for (j, &m) in traj.mask.iter().enumerate() {
                     if m == 1 {
-                        sum += f64::from(current[i][j] - teacher[i][j]);
+                        sum += f64::from(values[i][j] - other.map_or(0.0, |o| o[i][j]));
                         count += 1;
                     }
                 }
             }
             if count == 0 { 0.0 } else { sum / count as f64 }
-        });
+        };
+        // Always the real teacher's (the null-signal control permutes only what the loss sees).
+        let kl_teacher = scores
+            .teacher
+            .as_deref()
+            .map(|teacher| generated_mean(&scores.current, Some(teacher)));
+        let divergence = scores
+            .divergence
+            .as_deref()
+            .map(|d| generated_mean(d, None));
         timing.tokens_per_s = if timing.step_seconds > 0.0 {
             tokens as f64 / timing.step_seconds
         } else {
@@ -451,10 +494,61 @@ impl Trainer {
             turns_mean: trajectories.iter().map(|t| t.turns as f64).sum::<f64>() / n,
             tool_calls: trajectories.iter().map(|t| t.tool_calls).sum(),
             valid_tool_calls: trajectories.iter().map(|t| t.valid_tool_calls).sum(),
-            truncated_fraction: trajectories.iter().filter(|t| t.truncated).count() as f64 / n,
+            truncated_fraction: trajectories.iter().filter(|t| t.truncated()).count() as f64 / n,
+            finish: Finish::ALL
+                .iter()
+                .map(|f| {
+                    let count = trajectories.iter().filter(|t| t.finish == *f).count();
+                    (f.name().to_string(), count as f64 / n)
+                })
+                .collect(),
+            divergence,
+            divergence_term: surrogate.divergence_term,
             infra_faults: trajectories.iter().filter(|t| t.infra_fault).count(),
             plugin: plugin.into_iter().collect(),
             timing,
         }
     }
+}
+
+/// The null-signal control's permutation of a step's `rows` generated positions: a seeded Fisher-Yates shuffle,
+/// a function of the run seed and the step alone (so resuming replays it).
+pub fn null_signal_order(seed: u64, step: u64, rows: usize) -> Vec<u32> {
+    let mut state = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6E75_6C6C_5F73_6967;
+    let mut next = move || {
+        // SplitMix64.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    for i in (1..rows).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// The sampled-token null signal: the teacher log-prob of generated row `r` becomes
+/// `old[r] + (teacher[order[r]] - old[order[r]])`, so each token's gap `log pT - log pS_old` is another token's.
+fn permute_sampled_signal(trajectories: &[Trajectory], teacher: &mut [Vec<f32>], order: &[u32]) {
+    let mut gaps = Vec::with_capacity(order.len());
+    let mut places = Vec::with_capacity(order.len());
+    for (i, traj) in trajectories.iter().enumerate() {
+        for (j, &m) in traj.mask.iter().enumerate() {
+            if m == 1 {
+                gaps.push(teacher[i][j] - traj.behaviour_logprobs[j]);
+                places.push((i, j));
+            }
+        }
+    }
+    for (r, &(i, j)) in places.iter().enumerate() {
+        teacher[i][j] = trajectories[i].behaviour_logprobs[j] + gaps[order[r] as usize];
+    }
+}
+
+fn flatten(per_trajectory: &[Vec<f32>]) -> Vec<f32> {
+    per_trajectory.iter().flatten().copied().collect()
 }

@@ -1,17 +1,27 @@
-//! The policy update: PPO's clipped surrogate over micro-batches with exact gradient accumulation, global
-//! gradient-norm clipping, and AdamW with linear warm-up.
+//! The policy update: PPO's clipped surrogate, plus a loss's full-distribution divergence term, over micro-batches
+//! with exact gradient accumulation; global gradient-norm clipping; AdamW with linear warm-up.
 //!
 //! The loss of a batch is the token mean, over every generated token of the batch, of
-//! `-min(r * A, clip(r, 1 - clip_low, 1 + clip_high) * A)` with `r = exp(logp_new - logp_old)`. Each micro-batch
-//! contributes the sum of its tokens' terms divided by the token count of the whole batch, so the accumulated
-//! gradient equals the one-batch gradient up to float rounding, whatever the micro-batch size.
+//! `-min(r * A, clip(r, 1 - clip_low, 1 + clip_high) * A) + w * D` with `r = exp(logp_new - logp_old)`, `A` the
+//! plugin's advantage, `w` its divergence weight and `D` the divergence between the student's and the teacher's
+//! next-token distributions (0 for a loss that asks for none). Log-probs are those of `softmax(logits / T)` at the
+//! rollout temperature `T`, the distribution the tokens were drawn from. Each micro-batch contributes the sum of
+//! its tokens' terms divided by the token count of the whole batch, so the accumulated gradient equals the
+//! one-batch gradient up to float rounding, whatever the micro-batch size.
+//!
+//! Memory stays bounded at any vocabulary: the trunk runs once per micro-batch, its hidden states at the generated
+//! positions are cut from the graph, and the output head, the log-softmax and the divergence run on chunks of
+//! [`CHUNK_ELEMENTS`] logits, each differentiated at once; the chunks' gradients with respect to the hidden
+//! states are then pushed through the trunk in one backward pass.
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
+use sod_loss_abi::DivergenceSpec;
 
+use crate::divergence::{CHUNK_ELEMENTS, divergence, rows_per_chunk, tempered_log_softmax};
 use crate::error::{Result, TrainError};
 use crate::rollout::Trajectory;
-use crate::teacher::right_padded;
+use crate::teacher::{GeneratedRows, generated_hidden, pick, right_padded};
 
 /// PPO clipping range.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,7 +35,7 @@ pub struct PpoClip {
 /// What one batch's forward/backward passes measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SurrogateStats {
-    /// Value of the loss (token mean of the clipped surrogate, negated).
+    /// Value of the loss (token mean of the clipped surrogate, negated, plus the weighted divergence).
     pub loss: f64,
     /// Fraction of generated tokens whose term was clipped (the gradient through them is zero).
     pub clip_fraction: f64,
@@ -33,19 +43,72 @@ pub struct SurrogateStats {
     pub approx_kl: f64,
     /// Generated tokens that entered the loss.
     pub tokens: usize,
+    /// Token mean of the weighted divergence term (0 without one).
+    pub divergence_term: f64,
 }
 
-/// Computes the PPO loss of `trajectories` with `model`'s current weights, `micro_batch` trajectories per pass,
-/// and returns the accumulated gradient of each variable of `params` (in its order) with statistics. Trajectories
-/// flagged with an infrastructure fault are left out.
-pub fn ppo_gradients(
+/// A loss's full-distribution term: what the update needs to differentiate `w * D`.
+#[derive(Clone, Copy)]
+pub struct DivergenceTerm<'a> {
+    /// Which divergence.
+    pub spec: DivergenceSpec,
+    /// The plugin's weight of each response token, per trajectory.
+    pub weights: &'a [Vec<f32>],
+    /// The teacher (for its output head).
+    pub teacher: &'a sod_model::Qwen3,
+    /// The teacher's final hidden states at the generated positions of the batch ([`GeneratedRows`] order), from
+    /// [`crate::teacher::score`].
+    pub teacher_rows: &'a Tensor,
+}
+
+/// Everything one update differentiates.
+#[derive(Clone, Copy)]
+pub struct UpdateBatch<'a> {
+    /// The batch's trajectories (those flagged with an infrastructure fault are left out).
+    pub trajectories: &'a [Trajectory],
+    /// The plugin's advantage of each response token, per trajectory.
+    pub advantages: &'a [Vec<f32>],
+    /// The divergence term, if the loss asked for one.
+    pub divergence: Option<DivergenceTerm<'a>>,
+    /// The rollout temperature.
+    pub temperature: f64,
+    /// PPO's clip range.
+    pub clip: PpoClip,
+    /// Trajectories per forward/backward pass.
+    pub micro_batch: usize,
+    /// Logits materialised at once by the head's chunks (per model): [`CHUNK_ELEMENTS`] unless a benchmark says.
+    pub chunk_elements: usize,
+}
+
+impl<'a> UpdateBatch<'a> {
+    /// A batch with only the PPO term, at temperature 1 and the default chunking.
+    pub fn ppo(
+        trajectories: &'a [Trajectory],
+        advantages: &'a [Vec<f32>],
+        clip: PpoClip,
+        micro_batch: usize,
+    ) -> Self {
+        UpdateBatch {
+            trajectories,
+            advantages,
+            divergence: None,
+            temperature: 1.0,
+            clip,
+            micro_batch,
+            chunk_elements: CHUNK_ELEMENTS,
+        }
+    }
+}
+
+/// Computes the batch's loss (see the module docs) with `model`'s current weights and returns the accumulated
+/// gradient of each variable of `params` (in its order) with statistics.
+pub fn policy_gradients(
     model: &sod_model::Qwen3,
     params: &Params,
-    trajectories: &[Trajectory],
-    advantages: &[Vec<f32>],
-    clip: PpoClip,
-    micro_batch: usize,
+    batch: &UpdateBatch<'_>,
 ) -> Result<(Vec<Tensor>, SurrogateStats)> {
+    let trajectories = batch.trajectories;
+    let rows = GeneratedRows::of(trajectories);
     let used: Vec<usize> = (0..trajectories.len())
         .filter(|&i| !trajectories[i].infra_fault)
         .collect();
@@ -63,72 +126,101 @@ pub fn ppo_gradients(
         clip_fraction: 0.0,
         approx_kl: 0.0,
         tokens: total_tokens,
+        divergence_term: 0.0,
     };
     if total_tokens == 0 {
         return Ok((grads, stats));
     }
     let device = model.device().clone();
-    let (mut clipped, mut kl_sum) = (0usize, 0f64);
-    for chunk_ids in used.chunks(micro_batch.max(1)) {
+    let per_token = 1.0 / total_tokens as f32;
+    let step = rows_per_chunk(batch.chunk_elements, model.config().vocab_size);
+    let (clip_low, clip_high) = (batch.clip.low, batch.clip.high);
+    let (mut clipped, mut kl_sum, mut divergence_sum) = (0usize, 0f64, 0f64);
+    let accumulate =
+        |store: &candle_core::backprop::GradStore, grads: &mut Vec<Tensor>| -> Result<()> {
+            for (acc, var) in grads.iter_mut().zip(&params.vars) {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    // Detached: a gradient may carry the graph it was computed through.
+                    *acc = (&*acc + g.detach())?;
+                }
+            }
+            Ok(())
+        };
+    for chunk_ids in used.chunks(batch.micro_batch.max(1)) {
         let chunk: Vec<Trajectory> = chunk_ids.iter().map(|&i| trajectories[i].clone()).collect();
-        let (ids, mask, len) = right_padded(&chunk, &device)?;
-        let b = chunk.len();
-        // Per next-token position (len - 1 of them): old log-prob, advantage and the token's weight in the mean.
-        let (mut old, mut adv, mut weight) = (
-            vec![0f32; b * (len - 1)],
-            vec![0f32; b * (len - 1)],
-            vec![0f32; b * (len - 1)],
-        );
-        for (row, (&i, traj)) in chunk_ids.iter().zip(&chunk).enumerate() {
+        let refs: Vec<&Trajectory> = chunk.iter().collect();
+        let (ids, mask, _) = right_padded(&chunk, &device)?;
+        let hidden = model.forward_hidden(&ids, Some(&mask))?;
+        let (rows_h, targets) = generated_hidden(&hidden, &refs)?;
+        // Per generated row of the micro-batch: old log-prob, advantage, divergence weight, teacher row.
+        let (mut old, mut adv, mut weight, mut teacher_row) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for &i in chunk_ids {
+            let traj = &trajectories[i];
+            let mut r = rows.start[i];
             for (j, &m) in traj.mask.iter().enumerate() {
                 if m == 1 {
-                    let at = row * (len - 1) + traj.prompt_len + j - 1;
-                    old[at] = traj.behaviour_logprobs[j];
-                    adv[at] = advantages[i][j];
-                    weight[at] = 1.0 / total_tokens as f32;
+                    old.push(traj.behaviour_logprobs[j]);
+                    adv.push(batch.advantages[i][j]);
+                    weight.push(batch.divergence.map_or(0.0, |d| d.weights[i][j]));
+                    teacher_row.push(r as u32);
+                    r += 1;
                 }
             }
         }
-        let shape = (b, len - 1);
-        let old = Tensor::from_vec(old, shape, &device)?;
-        let adv = Tensor::from_vec(adv, shape, &device)?;
-        let weight = Tensor::from_vec(weight, shape, &device)?;
-        let new = model.next_token_logprobs(&ids, Some(&mask))?;
-        let ratio = (&new - &old)?.exp()?;
-        let unclipped = (&ratio * &adv)?;
-        let clipped_ratio = ratio.clamp(1.0 - clip.low as f32, 1.0 + clip.high as f32)?;
-        let clipped_term = (&clipped_ratio * &adv)?;
-        let per_token = unclipped.minimum(&clipped_term)?.neg()?;
-        let loss = (&per_token * &weight)?.sum_all()?;
-        let store = loss.backward()?;
-        for (acc, var) in grads.iter_mut().zip(&params.vars) {
-            if let Some(g) = store.get(var.as_tensor()) {
-                *acc = (&*acc + g)?;
+        let n = targets.len();
+        let mut hidden_grads = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = step.min(n - start);
+            let leaf = Var::from_tensor(&rows_h.narrow(0, start, len)?.detach())?;
+            let range = start..start + len;
+            let ls = tempered_log_softmax(&model.lm_head(leaf.as_tensor())?, batch.temperature)?;
+            let new = pick(&ls, &targets[range.clone()])?;
+            let old_t = Tensor::new(&old[range.clone()], &device)?;
+            let adv_t = Tensor::new(&adv[range.clone()], &device)?;
+            let ratio = (&new - &old_t)?.exp()?;
+            let unclipped = (&ratio * &adv_t)?;
+            let clipped_term =
+                (ratio.clamp(1.0 - clip_low as f32, 1.0 + clip_high as f32)? * &adv_t)?;
+            let mut loss =
+                (unclipped.minimum(&clipped_term)?.neg()?.sum_all()? * f64::from(per_token))?;
+            if let Some(term) = &batch.divergence {
+                let idx = Tensor::new(&teacher_row[range.clone()], &device)?;
+                let t_rows = term.teacher_rows.index_select(&idx, 0)?;
+                let lt = tempered_log_softmax(&term.teacher.lm_head(&t_rows)?, batch.temperature)?;
+                let d = divergence(&ls, &lt, &term.spec)?;
+                let w_t = Tensor::new(&weight[range.clone()], &device)?;
+                let weighted = ((d * w_t)?.sum_all()? * f64::from(per_token))?;
+                divergence_sum += f64::from(weighted.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                loss = (loss + weighted)?;
             }
+            let store = loss.backward()?;
+            accumulate(&store, &mut grads)?;
+            hidden_grads.push(match store.get(leaf.as_tensor()) {
+                Some(g) => g.detach(),
+                None => leaf.zeros_like()?,
+            });
+            stats.loss += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            // Host-side statistics.
+            let (ratio, new) = (ratio.to_vec1::<f32>()?, new.to_vec1::<f32>()?);
+            for (k, at) in range.enumerate() {
+                let (r, a) = (f64::from(ratio[k]), adv[at]);
+                if (a > 0.0 && r > 1.0 + clip_high) || (a < 0.0 && r < 1.0 - clip_low) {
+                    clipped += 1;
+                }
+                kl_sum += f64::from(old[at] - new[k]);
+            }
+            start += len;
         }
-        stats.loss += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        // Host-side statistics over generated tokens.
-        let (ratio, new, old, adv, weight) = (
-            ratio.flatten_all()?.to_vec1::<f32>()?,
-            new.flatten_all()?.to_vec1::<f32>()?,
-            old.flatten_all()?.to_vec1::<f32>()?,
-            adv.flatten_all()?.to_vec1::<f32>()?,
-            weight.flatten_all()?.to_vec1::<f32>()?,
-        );
-        for k in 0..ratio.len() {
-            if weight[k] == 0.0 {
-                continue;
-            }
-            let r = f64::from(ratio[k]);
-            let a = adv[k];
-            if (a > 0.0 && r > 1.0 + clip.high) || (a < 0.0 && r < 1.0 - clip.low) {
-                clipped += 1;
-            }
-            kl_sum += f64::from(old[k] - new[k]);
-        }
+        // One backward pass through the trunk: d loss / d params = sum over rows of (d loss / d h) * (d h / d params).
+        let hidden_grad = Tensor::cat(&hidden_grads, 0)?;
+        let trunk = (rows_h * hidden_grad)?.sum_all()?;
+        accumulate(&trunk.backward()?, &mut grads)?;
     }
     stats.clip_fraction = clipped as f64 / total_tokens as f64;
     stats.approx_kl = kl_sum / total_tokens as f64;
+    stats.divergence_term = divergence_sum;
     Ok((grads, stats))
 }
 

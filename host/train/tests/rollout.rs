@@ -6,12 +6,16 @@ mod support;
 use std::cell::RefCell;
 
 use candle_core::Device;
+use sod_loss_abi::{DivergenceKind, DivergenceSpec};
 use sod_model::{
     ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams, load_model_dir,
 };
 use sod_sandbox::{Limits, Sandbox, SandboxConfig};
 use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, rollout};
-use sod_train::update::{Params, PpoClip, grad_norm, ppo_gradients};
+use sod_train::teacher::{Teacher, score};
+use sod_train::update::{
+    DivergenceTerm, Params, PpoClip, UpdateBatch, grad_norm, policy_gradients,
+};
 use support::{Fixture, target_dir, tools_dir};
 
 fn toolbox() -> ToolBox {
@@ -95,7 +99,7 @@ fn tool_calls_run_and_their_responses_are_masked() {
     .unwrap();
     let t = &trajs[0];
     assert_eq!((t.turns, t.tool_calls, t.valid_tool_calls), (2, 1, 1));
-    assert!(!t.truncated && !t.infra_fault);
+    assert!(!t.truncated() && !t.infra_fault);
     assert!(t.final_text.contains("\\boxed{42}"));
     assert_eq!(t.mask.len(), t.response_tokens().len());
     assert_eq!(t.behaviour_logprobs.len(), t.mask.len());
@@ -169,7 +173,7 @@ fn malformed_and_unknown_calls_are_answered_not_fatal() {
     let t = &rollout(&policy, &tokenizer, &tb, &short, &[request("q", 0)]).unwrap()[0];
     let text = tokenizer.decode(t.response_tokens(), false).unwrap();
     assert!(text.contains("<tool_response>\nerror: "), "{text}");
-    assert!(t.truncated);
+    assert!(t.truncated());
     assert_eq!((t.tool_calls, t.valid_tool_calls), (2, 0));
 }
 
@@ -197,10 +201,19 @@ fn rollouts_are_seeded_per_trajectory_not_per_batch() {
 
 #[test]
 fn micro_batches_accumulate_to_the_full_batch_gradient() {
+    // The PPO term and a full-distribution JSD term to a teacher, at temperature 0.7: one pass over the whole
+    // batch with the default logit chunks equals one trajectory per pass with chunks of 3 rows.
     let fx = Fixture::new();
     let dir = fx.path().join("student");
     let tokenizer = ChatTokenizer::from_dir(&dir).unwrap();
     let model = load_model_dir(&dir, &Device::Cpu).unwrap();
+    let teacher = Teacher::load(
+        &fx.path().join("teacher"),
+        &Device::Cpu,
+        &model.model,
+        &tokenizer,
+    )
+    .unwrap();
     let requests = [
         request("a", 0),
         request("a", 1),
@@ -218,15 +231,54 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
                 .collect()
         })
         .collect();
+    let weights: Vec<Vec<f32>> = trajs
+        .iter()
+        .map(|t| {
+            t.mask
+                .iter()
+                .enumerate()
+                .map(|(j, &m)| f32::from(m) * (1.0 + j as f32 * 0.1))
+                .collect()
+        })
+        .collect();
+    let spec = DivergenceSpec {
+        kind: DivergenceKind::Jsd { beta: 0.3 },
+        top_k: 0,
+    };
+    let scores = score(
+        &model.model,
+        Some(&teacher),
+        &trajs,
+        2,
+        0.7,
+        Some(&spec),
+        None,
+    )
+    .unwrap();
     let params = Params::from_varmap(&model.varmap).unwrap();
     let clip = PpoClip {
         low: 0.2,
         high: 0.28,
     };
-    let (whole, s_whole) =
-        ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 4).unwrap();
-    let (parts, s_parts) =
-        ppo_gradients(&model.model, &params, &trajs, &advantages, clip, 1).unwrap();
+    let batch = |micro: usize, chunk_elements: usize| UpdateBatch {
+        divergence: Some(DivergenceTerm {
+            spec,
+            weights: &weights,
+            teacher: teacher.model(),
+            teacher_rows: scores.teacher_rows.as_ref().unwrap(),
+        }),
+        temperature: 0.7,
+        chunk_elements,
+        ..UpdateBatch::ppo(&trajs, &advantages, clip, micro)
+    };
+    let vocab = model.model.config().vocab_size;
+    let (whole, s_whole) = policy_gradients(&model.model, &params, &batch(4, 1 << 22)).unwrap();
+    let (parts, s_parts) = policy_gradients(&model.model, &params, &batch(1, 3 * vocab)).unwrap();
+    assert!(s_whole.divergence_term > 0.0);
+    assert!(
+        (s_whole.divergence_term - s_parts.divergence_term).abs() < 1e-6,
+        "{s_whole:?} vs {s_parts:?}"
+    );
     assert!(grad_norm(&whole).unwrap() > 0.0);
     assert!(
         (s_whole.loss - s_parts.loss).abs() < 1e-6,
@@ -259,4 +311,35 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
             "gradient differs by {diff} (scale {scale})"
         );
     }
+}
+
+#[test]
+fn sampler_and_trainer_agree_on_log_probs_at_temperature_0_7() {
+    // Tokens drawn at T = 0.7: the sampler's behaviour log-probs (KV cache, one token at a time) and the
+    // trainer's recomputation (one forward over the whole trajectory) are both those of softmax(z / 0.7).
+    let fx = Fixture::new();
+    let dir = fx.path().join("student");
+    let tokenizer = ChatTokenizer::from_dir(&dir).unwrap();
+    let model = load_model_dir(&dir, &Device::Cpu).unwrap();
+    let warm = RolloutSettings {
+        sampling: SamplingParams {
+            temperature: 0.7,
+            top_p: 1.0,
+        },
+        ..settings()
+    };
+    let requests = [request("a", 0), request("b", 1)];
+    let trajs = rollout(&model.model, &tokenizer, &toolbox(), &warm, &requests).unwrap();
+    let scores = score(&model.model, None, &trajs, 2, 0.7, None, None).unwrap();
+    let mut compared = 0;
+    for (t, current) in trajs.iter().zip(&scores.current) {
+        for (j, &m) in t.mask.iter().enumerate() {
+            if m == 1 {
+                let (b, c) = (t.behaviour_logprobs[j], current[j]);
+                assert!((b - c).abs() < 2e-3, "token {j}: sampler {b}, trainer {c}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 10, "{compared}");
 }

@@ -150,7 +150,7 @@ fn python_state_lives_across_turns_in_one_session_per_trajectory() {
     .unwrap();
     for t in &trajs {
         assert_eq!((t.turns, t.tool_calls, t.valid_tool_calls), (3, 2, 2));
-        assert!(!t.truncated && !t.infra_fault);
+        assert!(!t.truncated() && !t.infra_fault);
         let text = tool_text(&tokenizer, t);
         assert!(text.contains("<tool_response>\n42\n"), "{text:?}");
         assert!(!text.contains("43") && !text.contains("Error"), "{text:?}");
@@ -171,7 +171,7 @@ fn sessions_are_released_on_truncation_and_on_errors() {
     // Tool calls on the last allowed turn: truncated.
     let policy = Scripted::new(&fx, &sandbox, vec![call.clone(), call.clone()], None);
     let t = &rollout(&policy, &tokenizer, &tb, &settings(2), &[request(0)]).unwrap()[0];
-    assert!(t.truncated);
+    assert!(t.truncated());
     assert_eq!(*policy.sessions_seen.borrow(), [0, 1]);
     assert_eq!(sandbox.session_count(), 0);
 

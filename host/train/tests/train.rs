@@ -75,45 +75,74 @@ fn sod_run_with_teacher_trains_logs_and_checkpoints() {
 #[test]
 fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let fx = Fixture::new();
-    // Uninterrupted: 4 steps.
-    let whole = fx.config("whole", &["steps=4"]);
-    Trainer::new(whole.clone(), options(false))
-        .unwrap()
-        .run()
-        .unwrap();
-    // Interrupted after 2 steps, then resumed to 4.
-    let first = fx.config("split", &["steps=2"]);
-    Trainer::new(first.clone(), options(false))
-        .unwrap()
-        .run()
-        .unwrap();
-    let resumed_config = fx.config("split", &["steps=4"]);
-    let mut resumed = Trainer::new(resumed_config.clone(), options(true)).unwrap();
-    assert_eq!(resumed.step(), 2);
-    resumed.run().unwrap();
+    // The sampled-token SOD of the fixture, and the full-distribution one at temperature 0.7 with the null-signal
+    // control (its permutation is a function of the step, so a resumed run replays it).
+    let variants: [(&str, &[&str]); 2] = [
+        ("sampled", &[]),
+        (
+            "full",
+            &[
+                "loss.settings.signal=full",
+                "null_signal=true",
+                "temperature=0.7",
+            ],
+        ),
+    ];
+    for (name, extra) in variants {
+        let with = |out: &str, steps: &str| {
+            let mut overrides = vec![steps];
+            overrides.extend_from_slice(extra);
+            fx.config(&format!("{name}-{out}"), &overrides)
+        };
+        // Uninterrupted: 4 steps.
+        let whole = with("whole", "steps=4");
+        Trainer::new(whole.clone(), options(false))
+            .unwrap()
+            .run()
+            .unwrap();
+        // Interrupted after 2 steps, then resumed to 4.
+        let first = with("split", "steps=2");
+        Trainer::new(first.clone(), options(false))
+            .unwrap()
+            .run()
+            .unwrap();
+        let resumed_config = with("split", "steps=4");
+        let mut resumed = Trainer::new(resumed_config.clone(), options(true)).unwrap();
+        assert_eq!(resumed.step(), 2);
+        resumed.run().unwrap();
 
-    let a = metrics_without_timing(&whole.out_dir.join(METRICS_FILE));
-    let b = metrics_without_timing(&resumed_config.out_dir.join(METRICS_FILE));
-    assert_eq!(a.len(), 4);
-    assert_eq!(a, b);
-    let (wa, wb) = (
-        weights(&checkpoint_dir(&whole.out_dir, 4)),
-        weights(&checkpoint_dir(&resumed_config.out_dir, 4)),
-    );
-    assert_eq!(wa.len(), wb.len());
-    for (name, t) in &wa {
-        assert_eq!(flat(t), flat(&wb[name]), "{name} differs after resume");
-    }
-    // Optimizer moments too.
-    let state = |dir: &Path| {
-        candle_core::safetensors::load(dir.join("trainer_state.safetensors"), &Device::Cpu).unwrap()
-    };
-    let (sa, sb) = (
-        state(&checkpoint_dir(&whole.out_dir, 4)),
-        state(&checkpoint_dir(&resumed_config.out_dir, 4)),
-    );
-    for (name, t) in &sa {
-        assert_eq!(flat(t), flat(&sb[name]), "{name} differs after resume");
+        let a = metrics_without_timing(&whole.out_dir.join(METRICS_FILE));
+        let b = metrics_without_timing(&resumed_config.out_dir.join(METRICS_FILE));
+        assert_eq!(a.len(), 4);
+        assert_eq!(a, b, "{name}");
+        let (wa, wb) = (
+            weights(&checkpoint_dir(&whole.out_dir, 4)),
+            weights(&checkpoint_dir(&resumed_config.out_dir, 4)),
+        );
+        assert_eq!(wa.len(), wb.len());
+        for (key, t) in &wa {
+            assert_eq!(
+                flat(t),
+                flat(&wb[key]),
+                "{name}: {key} differs after resume"
+            );
+        }
+        // Optimizer moments too.
+        let state = |dir: &Path| {
+            candle_core::safetensors::load(dir.join("trainer_state.safetensors"), &Device::Cpu)
+                .unwrap()
+        };
+        let (sa, sb) = (
+            state(&checkpoint_dir(&whole.out_dir, 4)),
+            state(&checkpoint_dir(&resumed_config.out_dir, 4)),
+        );
+        for (key, t) in &sa {
+            assert_eq!(
+                flat(t),
+                flat(&sb[key]),
+                "{name}: {key} differs after resume"
+            );
+        }
     }
 }
 

@@ -1,18 +1,23 @@
 //! The `opd` loss plugin: on-policy distillation.
 //!
-//! On generated tokens, `advantage = grpo_weight * A_GRPO + c * (log pT - log pS_old)`; 0 on
-//! prompt, tool output and padding, and on sequences flagged as infrastructure faults.
+//! `signal = sampled` (default, the paper's baseline): on generated tokens, `advantage =
+//! grpo_weight * A_GRPO + c * (log pT - log pS_old)`. `signal = full` (ABI v2): the host computes a
+//! divergence between the student's and the teacher's whole next-token distributions at every
+//! generated position (`divergence` = `reverse_kl` | `forward_kl` | `jsd` with `beta`, over the
+//! teacher's `top_k` when > 0) and differentiates `c * D_t` (token mean); the advantage is
+//! `grpo_weight * A_GRPO`. Both are 0 on prompt, tool output and padding, and on sequences flagged
+//! as infrastructure faults.
 //!
-//! Settings: `c` (default 1; 0 turns the teacher off), `grpo_weight` (default 1), the GRPO
-//! settings `normalize_std`, `std_eps`, `overlong_max_len`, `overlong_buffer_len`,
-//! `overlong_factor`, `drop_truncated`, and `min_group_size` (default 1).
+//! Settings: `c` (default 1; 0 turns the teacher off), `signal`, `divergence`, `beta`, `top_k`,
+//! `grpo_weight` (default 1), the GRPO settings `normalize_std`, `std_eps`, `overlong_max_len`,
+//! `overlong_buffer_len`, `overlong_factor`, `drop_truncated`, and `min_group_size` (default 1).
 //! Metrics: `reward_mean`, `groups`, `zero_variance_groups`, `dropped_sequences`,
-//! `mean_steps`, `mean_signal` (mean `log pT - log pS_old` over generated tokens).
+//! `mean_steps`, `mean_signal` (mean `log pT - log pS_old` over generated tokens) or
+//! `mean_divergence` (full).
 
 #![warn(missing_docs)]
 
 use sod_loss_abi::math::{DistillConfig, distill_advantages, take_min_group_size};
-use sod_loss_abi::plugin::on_policy;
 use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};
 
 /// The configured OPD loss.
@@ -35,7 +40,7 @@ impl LossImpl for OpdLoss {
     }
 
     fn requirements(&self) -> Requirements {
-        on_policy(self.config.needs_teacher(), self.min_group_size)
+        self.config.requirements(self.min_group_size)
     }
 
     fn compute(
@@ -44,9 +49,19 @@ impl LossImpl for OpdLoss {
         advantages: &mut [f32],
         metrics: &mut MetricSink<'_>,
     ) -> Result<(), PluginError> {
-        let (grpo, stats) = distill_advantages(batch, &self.config, advantages);
+        self.compute_weighted(batch, advantages, &mut [], metrics)
+    }
+
+    fn compute_weighted(
+        &mut self,
+        batch: &BatchView<'_>,
+        advantages: &mut [f32],
+        divergence_weights: &mut [f32],
+        metrics: &mut MetricSink<'_>,
+    ) -> Result<(), PluginError> {
+        let (grpo, stats) = distill_advantages(batch, &self.config, advantages, divergence_weights);
         grpo.emit(&self.config.grpo, metrics)?;
-        stats.emit(false, metrics)
+        stats.emit(false, self.config.divergence().is_some(), metrics)
     }
 }
 

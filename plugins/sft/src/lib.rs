@@ -31,6 +31,7 @@ impl LossImpl for SftLoss {
             needs_teacher: false,
             data: DataSource::Offline,
             min_group_size: 1,
+            divergence: None,
         }
     }
 

@@ -1,24 +1,37 @@
 //! The `sod` loss plugin: step-wise on-policy distillation.
 //!
 //! A step is a maximal run of generated tokens between tool outputs (steps are numbered from 0
-//! in the batch; the formulas below count from 1). Per step, `d_k` is the mean of
-//! `|log pS_old - log pT|` over the step's generated tokens; the step weights are `w_1 = 1` and
-//! `w_k = min(prod_{u<k} (d_u + eps) / (d_{u+1} + eps), 1 + delta)`. On generated tokens,
-//! `advantage = grpo_weight * A_GRPO + c * w_k * (log pT - log pS_old)`; 0 on prompt, tool output
-//! and padding, and on sequences flagged as infrastructure faults.
+//! in the batch; the formulas below count from 1). The step weights are `w_1 = 1` and
+//! `w_k = min(prod_{u<k} (d_u + eps) / (d_{u+1} + eps), 1 + delta)` (the authors' code; it
+//! telescopes to `min((d_1 + eps) / (d_k + eps), 1 + delta)`), or with `reference = adjacent`
+//! `w_k = min((d_{k-1} + eps) / (d_k + eps), 1 + delta)` (a departure from the paper).
+//!
+//! Two signals:
+//! - `signal = sampled` (default, the paper's): `d_k` is the mean of `|log pS_old - log pT|` over
+//!   the step's generated tokens, and `advantage = grpo_weight * A_GRPO + c * w_k * (log pT - log
+//!   pS_old)` on generated tokens;
+//! - `signal = full` (ABI v2): the host computes a divergence `D_t` between the student's and the
+//!   teacher's whole next-token distributions at every generated position (`divergence` =
+//!   `reverse_kl` | `forward_kl` | `jsd` with `beta`, over the teacher's `top_k` when > 0); `d_k`
+//!   is the step mean of `D_t`, the divergence weight of each token is `c * w_k`, and the advantage
+//!   is `grpo_weight * A_GRPO`.
+//!
+//! Both are 0 on prompt, tool output and padding, and on sequences flagged as infrastructure
+//! faults (or truncated, with `drop_truncated`).
 //!
 //! Settings: `c` (default 1; 0 turns the teacher off), `eps` (default 1e-6), `delta` (default
-//! 0.2), `grpo_weight` (default 1), the GRPO settings `normalize_std`, `std_eps`,
-//! `overlong_max_len`, `overlong_buffer_len`, `overlong_factor`, `drop_truncated`, and
-//! `min_group_size` (default 1).
+//! 0.2), `reference` (`first` | `adjacent`), `signal`, `divergence`, `beta`, `top_k`,
+//! `grpo_weight` (default 1), the GRPO settings `normalize_std`, `std_eps`, `overlong_max_len`,
+//! `overlong_buffer_len`, `overlong_factor`, `drop_truncated`, and `min_group_size` (default 1).
 //! Metrics: `reward_mean`, `groups`, `zero_variance_groups`, `dropped_sequences`, `mean_steps`,
-//! `mean_signal`, `mean_d1` (mean first-step divergence), `mean_last_w` (mean weight of the last
-//! step).
+//! `mean_signal` (sampled) or `mean_divergence` (full), `mean_d1` (mean first-step divergence),
+//! `mean_last_w` (mean weight of the last step), `d_step1`..`d_step4` (mean `d_k` per step),
+//! `w_p10`, `w_p50`, `w_p90` (quantiles of the weights of the steps after the first), `w_capped`
+//! (their share at the cap) and `later_steps` (their number).
 
 #![warn(missing_docs)]
 
 use sod_loss_abi::math::{DistillConfig, distill_advantages, take_min_group_size};
-use sod_loss_abi::plugin::on_policy;
 use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};
 
 /// The configured SOD loss.
@@ -41,7 +54,7 @@ impl LossImpl for SodLoss {
     }
 
     fn requirements(&self) -> Requirements {
-        on_policy(self.config.needs_teacher(), self.min_group_size)
+        self.config.requirements(self.min_group_size)
     }
 
     fn compute(
@@ -50,9 +63,19 @@ impl LossImpl for SodLoss {
         advantages: &mut [f32],
         metrics: &mut MetricSink<'_>,
     ) -> Result<(), PluginError> {
-        let (grpo, stats) = distill_advantages(batch, &self.config, advantages);
+        self.compute_weighted(batch, advantages, &mut [], metrics)
+    }
+
+    fn compute_weighted(
+        &mut self,
+        batch: &BatchView<'_>,
+        advantages: &mut [f32],
+        divergence_weights: &mut [f32],
+        metrics: &mut MetricSink<'_>,
+    ) -> Result<(), PluginError> {
+        let (grpo, stats) = distill_advantages(batch, &self.config, advantages, divergence_weights);
         grpo.emit(&self.config.grpo, metrics)?;
-        stats.emit(true, metrics)
+        stats.emit(true, self.config.divergence().is_some(), metrics)
     }
 }
 

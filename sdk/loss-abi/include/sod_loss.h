@@ -12,11 +12,20 @@
  *   2. calls requirements() on the instance (teacher log-probs? on-policy or offline data?
  *      smallest group size?) and refuses a mismatched run before it starts;
  *   3. calls compute() once per batch: the plugin writes one advantage per token position
- *      (the host turns them into the PPO clipped surrogate) and emits named scalar metrics;
+ *      (the host turns them into the PPO clipped surrogate) and emits named scalar metrics; since
+ *      version 2 a plugin may also ask (in its requirements) for a full-distribution divergence
+ *      between student and teacher at every generated position: the host hands the detached
+ *      values in the batch, the plugin writes one weight per token, and the host differentiates
+ *      sum_t weight_t * D_t / N next to the surrogate;
  *   4. calls destroy() on the instance.
  * Functions return SOD_LOSS_OK or an SOD_LOSS_ERR_* code, writing a message into the error buffer.
  * Nothing may unwind (C++ exceptions, Rust panics) out of these functions.
  * An instance is used by one thread at a time but may move between threads.
+ *
+ * Versions: version 2 only appends fields to SodLossRequirements, SodLossBatch and SodLossOutput
+ * (marked "v2"); every version-1 field keeps its offset. A host passes version-2 structs to a
+ * version-1 plugin, which reads and writes only their version-1 prefix: version-1 plugins keep
+ * loading unchanged.
  */
 #ifndef SOD_LOSS_H
 #define SOD_LOSS_H
@@ -28,7 +37,8 @@
 extern "C" {
 #endif
 
-#define SOD_LOSS_ABI_VERSION 1u
+#define SOD_LOSS_ABI_VERSION 2u
+#define SOD_LOSS_ABI_VERSION_MIN 1u /* the oldest version a host still loads */
 #define SOD_LOSS_ENTRY_SYMBOL "sod_loss_plugin"
 
 /* Step index of a token outside every step (mask 0). */
@@ -42,6 +52,13 @@ extern "C" {
 /* SodLossRequirements.data_source */
 #define SOD_LOSS_DATA_ON_POLICY 0u
 #define SOD_LOSS_DATA_OFFLINE 1u
+
+/* SodLossRequirements.divergence (v2): the divergence D_t(pS, pT) the host computes per generated
+ * position, at the rollout temperature. */
+#define SOD_LOSS_DIVERGENCE_NONE 0u       /* no full-distribution term (every v1 plugin) */
+#define SOD_LOSS_DIVERGENCE_REVERSE_KL 1u /* KL(pS || pT) */
+#define SOD_LOSS_DIVERGENCE_FORWARD_KL 2u /* KL(pT || pS) */
+#define SOD_LOSS_DIVERGENCE_JSD 3u        /* beta KL(pT || M) + (1 - beta) KL(pS || M), M = beta pT + (1 - beta) pS */
 
 /* Status codes. */
 #define SOD_LOSS_OK 0
@@ -67,6 +84,10 @@ typedef struct SodLossRequirements {
     uint32_t data_source;    /* SOD_LOSS_DATA_ON_POLICY or SOD_LOSS_DATA_OFFLINE */
     uint32_t min_group_size; /* at least 1 */
     uint32_t reserved;       /* 0 */
+    /* v2 */
+    uint32_t divergence;     /* SOD_LOSS_DIVERGENCE_*; needs needs_teacher = 1 */
+    uint32_t top_k;          /* 0: whole vocabulary; k: the teacher's top k plus one bucket for the rest */
+    double beta;             /* JSD's beta in (0, 1); ignored otherwise */
 } SodLossRequirements;
 
 /*
@@ -86,6 +107,8 @@ typedef struct SodLossBatch {
     const float *reward;          /* num_sequences */
     const uint32_t *group;        /* num_sequences; samples of one prompt share a group id */
     const uint32_t *flags;        /* num_sequences; SOD_LOSS_FLAG_* bits */
+    /* v2 */
+    const float *divergence;      /* num_tokens, detached D_t; NULL unless the plugin asked for one */
 } SodLossBatch;
 
 typedef void (*SodLossMetricFn)(void *ctx, const char *name, double value);
@@ -94,6 +117,8 @@ typedef struct SodLossOutput {
     float *advantages;         /* num_tokens, zero-initialised; must stay 0 where mask is 0 */
     void *metric_ctx;          /* pass to emit_metric */
     SodLossMetricFn emit_metric; /* may be NULL */
+    /* v2 */
+    float *divergence_weights; /* num_tokens, zero-initialised; 0 where mask is 0; NULL without a divergence */
 } SodLossOutput;
 
 typedef int32_t (*SodLossCreateFn)(const SodLossSetting *settings, size_t num_settings,

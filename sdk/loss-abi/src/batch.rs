@@ -100,6 +100,8 @@ pub struct Batch {
     pub group: Vec<u32>,
     /// Flags per sequence ([`crate::SOD_LOSS_FLAG_TRUNCATED`], [`crate::SOD_LOSS_FLAG_INFRA_FAULT`]).
     pub flags: Vec<u32>,
+    /// (v2) The requested full-distribution divergence per token (detached); `None` when the loss asked for none.
+    pub divergence: Option<Vec<f32>>,
 }
 
 impl Batch {
@@ -137,6 +139,7 @@ impl Batch {
             reward: &self.reward,
             group: &self.group,
             flags: &self.flags,
+            divergence: self.divergence.as_deref(),
         };
         view.validate()?;
         Ok(f(view))
@@ -185,6 +188,7 @@ impl Batch {
             reward: order.iter().map(|&i| self.reward[i]).collect(),
             group: order.iter().map(|&i| self.group[i]).collect(),
             flags: order.iter().map(|&i| self.flags[i]).collect(),
+            divergence: self.divergence.as_deref().map(gather_tokens),
         }
     }
 }
@@ -210,6 +214,8 @@ pub struct BatchView<'a> {
     pub group: &'a [u32],
     /// Flags per sequence.
     pub flags: &'a [u32],
+    /// (v2) The requested divergence per token, if the loss asked for one.
+    pub divergence: Option<&'a [f32]>,
 }
 
 impl<'a> BatchView<'a> {
@@ -242,6 +248,11 @@ impl<'a> BatchView<'a> {
                 reward: slice(raw.reward, sequences, "reward")?,
                 group: slice(raw.group, sequences, "group")?,
                 flags: slice(raw.flags, sequences, "flags")?,
+                divergence: if raw.divergence.is_null() {
+                    None
+                } else {
+                    Some(slice(raw.divergence, tokens, "divergence")?)
+                },
             }
         };
         view.validate()?;
@@ -264,6 +275,7 @@ impl<'a> BatchView<'a> {
             reward: self.reward.as_ptr(),
             group: self.group.as_ptr(),
             flags: self.flags.as_ptr(),
+            divergence: self.divergence.map_or(std::ptr::null(), <[f32]>::as_ptr),
         }
     }
 
@@ -304,6 +316,9 @@ impl<'a> BatchView<'a> {
         if let Some(teacher) = self.teacher_logprob {
             check_len("teacher_logprob", teacher, tokens, "one per token")?;
         }
+        if let Some(divergence) = self.divergence {
+            check_len("divergence", divergence, tokens, "one per token")?;
+        }
         check_len("mask", self.mask, tokens, "one per token")?;
         check_len("step_index", self.step_index, tokens, "one per token")?;
         check_len("reward", self.reward, sequences, "one per sequence")?;
@@ -327,6 +342,7 @@ impl<'a> BatchView<'a> {
             ("old_logprob", Some(self.old_logprob)),
             ("cur_logprob", Some(self.cur_logprob)),
             ("teacher_logprob", self.teacher_logprob),
+            ("divergence", self.divergence),
         ];
         for (array, values) in logprobs {
             let Some(values) = values else { continue };

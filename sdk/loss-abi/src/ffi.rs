@@ -6,8 +6,14 @@
 
 use std::ffi::{c_char, c_void};
 
-/// The ABI version this crate implements. A host refuses tables with another version.
-pub const SOD_LOSS_ABI_VERSION: u32 = 1;
+/// The ABI version this crate implements. Version 2 extends version 1 by appending fields (the full-distribution
+/// divergence: [`SodLossRequirements::divergence`], [`SodLossBatch::divergence`],
+/// [`SodLossOutput::divergence_weights`]); every version-1 field keeps its place, so a host passes version-2
+/// structs to a version-1 plugin, which reads and writes only their version-1 prefix.
+pub const SOD_LOSS_ABI_VERSION: u32 = 2;
+
+/// The oldest ABI version a host of this crate still loads.
+pub const SOD_LOSS_ABI_VERSION_MIN: u32 = 1;
 
 /// The name of the one symbol a plugin exports: a [`SodLossEntryFn`].
 pub const SOD_LOSS_ENTRY_SYMBOL: &str = "sod_loss_plugin";
@@ -27,6 +33,16 @@ pub const SOD_LOSS_FLAG_ALL: u32 = SOD_LOSS_FLAG_TRUNCATED | SOD_LOSS_FLAG_INFRA
 pub const SOD_LOSS_DATA_ON_POLICY: u32 = 0;
 /// [`SodLossRequirements::data_source`]: trains on a fixed dataset.
 pub const SOD_LOSS_DATA_OFFLINE: u32 = 1;
+
+/// [`SodLossRequirements::divergence`]: no full-distribution term (every version-1 plugin).
+pub const SOD_LOSS_DIVERGENCE_NONE: u32 = 0;
+/// Reverse KL, `KL(pS || pT) = sum_v pS(v) (log pS(v) - log pT(v))`: mode-seeking.
+pub const SOD_LOSS_DIVERGENCE_REVERSE_KL: u32 = 1;
+/// Forward KL, `KL(pT || pS) = sum_v pT(v) (log pT(v) - log pS(v))`: mode-covering.
+pub const SOD_LOSS_DIVERGENCE_FORWARD_KL: u32 = 2;
+/// Generalised Jensen-Shannon divergence with `M = beta pT + (1 - beta) pS`:
+/// `beta KL(pT || M) + (1 - beta) KL(pS || M)`, `0 < beta < 1` (GKD's form).
+pub const SOD_LOSS_DIVERGENCE_JSD: u32 = 3;
 
 /// Status: success.
 pub const SOD_LOSS_OK: i32 = 0;
@@ -62,7 +78,7 @@ pub struct SodLossSetting {
 
 /// What a configured loss needs from a run.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SodLossRequirements {
     /// 1 if the loss reads teacher log-probs, else 0.
     pub needs_teacher: u32,
@@ -72,6 +88,16 @@ pub struct SodLossRequirements {
     pub min_group_size: u32,
     /// Must be 0.
     pub reserved: u32,
+    /// (v2) The full-distribution divergence the loss wants the host to compute per generated position between
+    /// student and teacher: a `SOD_LOSS_DIVERGENCE_*` code. The host hands its values to `compute`
+    /// ([`SodLossBatch::divergence`]), and differentiates `sum_t divergence_weights[t] * D_t / N` next to the
+    /// PPO surrogate. A version-1 plugin leaves it 0 (the host zero-fills the struct).
+    pub divergence: u32,
+    /// (v2) 0: over the whole vocabulary; k > 0: over the teacher's top-k tokens plus one bucket for the rest
+    /// of the mass (both distributions renormalised onto those k + 1 outcomes).
+    pub top_k: u32,
+    /// (v2) `beta` of [`SOD_LOSS_DIVERGENCE_JSD`], in (0, 1); ignored by the other kinds.
+    pub beta: f64,
 }
 
 /// A batch: flat arrays over the token positions of all sequences, concatenated.
@@ -107,6 +133,10 @@ pub struct SodLossBatch {
     pub group: *const u32,
     /// Flags per sequence: [`SOD_LOSS_FLAG_TRUNCATED`], [`SOD_LOSS_FLAG_INFRA_FAULT`].
     pub flags: *const u32,
+    /// (v2) The divergence the loss asked for ([`SodLossRequirements::divergence`]) between the current student
+    /// and the teacher at each generated position, detached; `num_tokens` values (unspecified at mask 0), or null
+    /// when the loss asked for none.
+    pub divergence: *const f32,
 }
 
 /// Receives one named metric. `name` is NUL-terminated UTF-8, valid during the call.
@@ -122,6 +152,9 @@ pub struct SodLossOutput {
     pub metric_ctx: *mut c_void,
     /// Called once per metric; may be null, then metrics are discarded.
     pub emit_metric: Option<SodLossMetricFn>,
+    /// (v2) `num_tokens` weights of the divergence term, zero-initialised by the host; null when the loss asked
+    /// for no divergence. Must stay 0 where the mask is 0. A version-1 plugin never sees or writes it.
+    pub divergence_weights: *mut f32,
 }
 
 /// Creates an instance from settings (`num_settings` entries; `settings` may be null when 0).
@@ -158,7 +191,8 @@ pub type SodLossDestroyFn = unsafe extern "C" fn(instance: *mut c_void);
 #[repr(C)]
 #[derive(Debug)]
 pub struct SodLossPlugin {
-    /// Must be [`SOD_LOSS_ABI_VERSION`]; read before any other field.
+    /// [`SOD_LOSS_ABI_VERSION`] (or an older version from [`SOD_LOSS_ABI_VERSION_MIN`] on); read before any
+    /// other field.
     pub abi_version: u32,
     /// Must be 0.
     pub reserved: u32,

@@ -72,9 +72,43 @@ impl std::fmt::Display for DataSource {
     }
 }
 
+/// A divergence between two distributions over the vocabulary (ABI v2, `SOD_LOSS_DIVERGENCE_*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DivergenceKind {
+    /// `KL(pS || pT)`.
+    ReverseKl,
+    /// `KL(pT || pS)`.
+    ForwardKl,
+    /// `beta KL(pT || M) + (1 - beta) KL(pS || M)` with `M = beta pT + (1 - beta) pS`, `0 < beta < 1`.
+    Jsd {
+        /// The teacher's share of the mixture.
+        beta: f64,
+    },
+}
+
+impl DivergenceKind {
+    /// The setting value that names this kind (`reverse_kl`, `forward_kl`, `jsd`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DivergenceKind::ReverseKl => "reverse_kl",
+            DivergenceKind::ForwardKl => "forward_kl",
+            DivergenceKind::Jsd { .. } => "jsd",
+        }
+    }
+}
+
+/// The full-distribution term a loss asks the host to compute and differentiate (ABI v2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DivergenceSpec {
+    /// Which divergence.
+    pub kind: DivergenceKind,
+    /// 0: the whole vocabulary; k > 0: the teacher's top-k tokens plus one bucket for the rest.
+    pub top_k: u32,
+}
+
 /// What a configured loss needs from a run, so that the trainer can refuse a mismatched run
 /// before it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Requirements {
     /// The loss reads teacher log-probs; a batch without them is an error.
     pub needs_teacher: bool,
@@ -82,6 +116,9 @@ pub struct Requirements {
     pub data: DataSource,
     /// The smallest number of samples per prompt (group) the loss is meaningful with.
     pub min_group_size: u32,
+    /// (v2) The full-distribution divergence the host computes per generated position; `None` for a loss that
+    /// only returns advantages (every version-1 plugin).
+    pub divergence: Option<DivergenceSpec>,
 }
 
 impl Requirements {
@@ -92,6 +129,17 @@ impl Requirements {
             data_source: self.data.code(),
             min_group_size: self.min_group_size,
             reserved: 0,
+            divergence: match self.divergence.map(|d| d.kind) {
+                None => SOD_LOSS_DIVERGENCE_NONE,
+                Some(DivergenceKind::ReverseKl) => SOD_LOSS_DIVERGENCE_REVERSE_KL,
+                Some(DivergenceKind::ForwardKl) => SOD_LOSS_DIVERGENCE_FORWARD_KL,
+                Some(DivergenceKind::Jsd { .. }) => SOD_LOSS_DIVERGENCE_JSD,
+            },
+            top_k: self.divergence.map_or(0, |d| d.top_k),
+            beta: match self.divergence.map(|d| d.kind) {
+                Some(DivergenceKind::Jsd { beta }) => beta,
+                _ => 0.0,
+            },
         }
     }
 
@@ -107,10 +155,37 @@ impl Requirements {
         if raw.min_group_size == 0 {
             return Err("min_group_size must be at least 1".to_string());
         }
+        let kind = match raw.divergence {
+            SOD_LOSS_DIVERGENCE_NONE => None,
+            SOD_LOSS_DIVERGENCE_REVERSE_KL => Some(DivergenceKind::ReverseKl),
+            SOD_LOSS_DIVERGENCE_FORWARD_KL => Some(DivergenceKind::ForwardKl),
+            SOD_LOSS_DIVERGENCE_JSD => {
+                if !(raw.beta > 0.0 && raw.beta < 1.0) {
+                    return Err(format!(
+                        "the JSD's beta must be in (0, 1), got {}",
+                        raw.beta
+                    ));
+                }
+                Some(DivergenceKind::Jsd { beta: raw.beta })
+            }
+            other => return Err(format!("unknown divergence code {other}")),
+        };
+        if kind.is_none() && raw.top_k != 0 {
+            return Err(format!("top_k = {} without a divergence", raw.top_k));
+        }
+        if kind.is_some() && !needs_teacher {
+            return Err(
+                "a divergence to the teacher needs teacher log-probs (needs_teacher = 1)".into(),
+            );
+        }
         Ok(Requirements {
             needs_teacher,
             data,
             min_group_size: raw.min_group_size,
+            divergence: kind.map(|kind| DivergenceSpec {
+                kind,
+                top_k: raw.top_k,
+            }),
         })
     }
 }

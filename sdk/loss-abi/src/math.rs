@@ -9,6 +9,7 @@ use crate::batch::BatchView;
 use crate::ffi::{SOD_LOSS_FLAG_INFRA_FAULT, SOD_LOSS_FLAG_TRUNCATED, SOD_LOSS_NO_STEP};
 use crate::plugin::{MetricSink, PluginError};
 use crate::settings::Settings;
+use crate::{DivergenceKind, DivergenceSpec, Requirements};
 
 /// Derives step indices from a loss mask: within each sequence, every maximal run of mask-1
 /// tokens is one step, numbered from 0; mask-0 tokens (prompt, tool output, padding) get
@@ -282,6 +283,17 @@ pub fn grpo_advantages(batch: &BatchView<'_>, config: &GrpoConfig) -> GrpoOutcom
     }
 }
 
+/// Which step each step's divergence is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightReference {
+    /// The paper's and the authors' code: `w_k = min(prod_{u<k} (d_u + eps) / (d_{u+1} + eps), 1 + delta)`, which
+    /// telescopes to `min((d_1 + eps) / (d_k + eps), 1 + delta)`: every step is compared with the first.
+    First,
+    /// A departure from the authors' code: `w_k = min((d_{k-1} + eps) / (d_k + eps), 1 + delta)`, each step
+    /// compared with the one before it.
+    Adjacent,
+}
+
 /// The SOD step-weight parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepWeighting {
@@ -289,6 +301,8 @@ pub struct StepWeighting {
     pub eps: f64,
     /// Weights are capped at `1 + delta`.
     pub delta: f64,
+    /// Which step a step is compared with (default [`WeightReference::First`]).
+    pub reference: WeightReference,
 }
 
 impl Default for StepWeighting {
@@ -296,6 +310,7 @@ impl Default for StepWeighting {
         StepWeighting {
             eps: 1e-6,
             delta: 0.2,
+            reference: WeightReference::First,
         }
     }
 }
@@ -309,28 +324,45 @@ pub fn step_divergences(
     steps: &[u32],
     divergences: &mut Vec<f64>,
 ) {
-    divergences.clear();
+    step_means(
+        old.iter()
+            .zip(teacher)
+            .map(|(&o, &t)| (f64::from(o) - f64::from(t)).abs()),
+        mask,
+        steps,
+        divergences,
+    );
+}
+
+/// Mean of `values` over the generated tokens of each step of one sequence: `means[k]` for step index `k`.
+pub fn step_means(
+    values: impl Iterator<Item = f64>,
+    mask: &[u8],
+    steps: &[u32],
+    means: &mut Vec<f64>,
+) {
+    means.clear();
     let mut counts: Vec<u32> = Vec::new();
-    for (((&o, &t), &m), &step) in old.iter().zip(teacher).zip(mask).zip(steps) {
+    for ((value, &m), &step) in values.zip(mask).zip(steps) {
         if m == 0 {
             continue;
         }
         let step = step as usize;
-        if step == divergences.len() {
-            divergences.push(0.0);
+        if step == means.len() {
+            means.push(0.0);
             counts.push(0);
         }
-        divergences[step] += (f64::from(o) - f64::from(t)).abs();
+        means[step] += value;
         counts[step] += 1;
     }
-    for (d, &count) in divergences.iter_mut().zip(&counts) {
+    for (d, &count) in means.iter_mut().zip(&counts) {
         *d /= f64::from(count);
     }
 }
 
-/// SOD step weights from step divergences: `w_1 = 1` and
+/// SOD step weights from step divergences: `w_1 = 1` and, with [`WeightReference::First`],
 /// `w_k = min(prod_{u<k} (d_u + eps) / (d_{u+1} + eps), 1 + delta)`, the product running over the
-/// uncapped ratios.
+/// uncapped ratios; with [`WeightReference::Adjacent`], `w_k = min((d_{k-1} + eps) / (d_k + eps), 1 + delta)`.
 pub fn sod_weights(divergences: &[f64], weighting: &StepWeighting, weights: &mut Vec<f64>) {
     weights.clear();
     let cap = 1.0 + weighting.delta;
@@ -338,11 +370,29 @@ pub fn sod_weights(divergences: &[f64], weighting: &StepWeighting, weights: &mut
     for (k, &d) in divergences.iter().enumerate() {
         if k == 0 {
             weights.push(1.0);
-        } else {
-            product *= (divergences[k - 1] + weighting.eps) / (d + weighting.eps);
-            weights.push(product.min(cap));
+            continue;
+        }
+        let ratio = (divergences[k - 1] + weighting.eps) / (d + weighting.eps);
+        match weighting.reference {
+            WeightReference::First => {
+                product *= ratio;
+                weights.push(product.min(cap));
+            }
+            WeightReference::Adjacent => weights.push(ratio.min(cap)),
         }
     }
+}
+
+/// What the distillation term is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// The paper's: the sampled token's `log pT - log pS_old`, added to the advantage (policy gradient through
+    /// the PPO surrogate); `d_k` is the step mean of `|log pS_old - log pT|`.
+    Sampled,
+    /// A divergence over the whole distribution (or the teacher's top-k) at every generated position,
+    /// differentiated directly by the host; the plugin weights it per token (`c * w_k`), and `d_k` is the step
+    /// mean of the same divergence.
+    Full(DivergenceSpec),
 }
 
 /// Settings of the distillation losses (OPD, and SOD when `step_weighting` is set).
@@ -356,11 +406,16 @@ pub struct DistillConfig {
     pub grpo: GrpoConfig,
     /// SOD step weights; `None` is OPD (every weight 1).
     pub step_weighting: Option<StepWeighting>,
+    /// Sampled-token or full-distribution distillation.
+    pub signal: Signal,
 }
 
 impl DistillConfig {
-    /// Reads `c` (default 1), `grpo_weight` (default 1) and the GRPO settings; with
-    /// `step_weighted` (SOD) also `eps` (default 1e-6, > 0) and `delta` (default 0.2, >= 0).
+    /// Reads `c` (default 1), `grpo_weight` (default 1), `signal` (`sampled`, the default, or `full`; with
+    /// `full` also `divergence` = `reverse_kl` (default) | `forward_kl` | `jsd`, `beta` (JSD, default 0.5, in
+    /// (0, 1)) and `top_k` (default 0: the whole vocabulary)) and the GRPO settings; with `step_weighted`
+    /// (SOD) also `eps` (default 1e-6, > 0), `delta` (default 0.2, >= 0) and `reference` (`first`, the
+    /// default, or `adjacent`).
     pub fn from_settings(
         settings: &mut Settings,
         step_weighted: bool,
@@ -372,9 +427,38 @@ impl DistillConfig {
             Some(StepWeighting {
                 eps: settings.take_f64_at_least("eps", defaults.eps, 0.0, false)?,
                 delta: settings.take_f64_at_least("delta", defaults.delta, 0.0, true)?,
+                reference: match settings.take_choice("reference", &["first", "adjacent"])? {
+                    "adjacent" => WeightReference::Adjacent,
+                    _ => WeightReference::First,
+                },
             })
         } else {
             None
+        };
+        let signal = match settings.take_choice("signal", &["sampled", "full"])? {
+            "full" => {
+                let kind = match settings
+                    .take_choice("divergence", &["reverse_kl", "forward_kl", "jsd"])?
+                {
+                    "forward_kl" => DivergenceKind::ForwardKl,
+                    "jsd" => {
+                        let beta = settings.take_f64("beta", 0.5)?;
+                        if !(beta > 0.0 && beta < 1.0) {
+                            return Err(PluginError::config(format!(
+                                "setting 'beta' = {beta} must be in (0, 1) (beta 0 and 1 are forward_kl and reverse_kl)"
+                            )));
+                        }
+                        DivergenceKind::Jsd { beta }
+                    }
+                    _ => DivergenceKind::ReverseKl,
+                };
+                let top_k = settings.take_u64("top_k")?.unwrap_or(0);
+                let top_k = u32::try_from(top_k).map_err(|_| {
+                    PluginError::config(format!("setting 'top_k' = {top_k} is too large"))
+                })?;
+                Signal::Full(DivergenceSpec { kind, top_k })
+            }
+            _ => Signal::Sampled,
         };
         let grpo = GrpoConfig::from_settings(settings)?;
         Ok(DistillConfig {
@@ -382,6 +466,7 @@ impl DistillConfig {
             grpo_weight,
             grpo,
             step_weighting,
+            signal,
         })
     }
 
@@ -389,7 +474,26 @@ impl DistillConfig {
     pub fn needs_teacher(&self) -> bool {
         self.c != 0.0
     }
+
+    /// The divergence the host must compute: the full-distribution one, when the distillation term is on.
+    pub fn divergence(&self) -> Option<DivergenceSpec> {
+        match self.signal {
+            Signal::Full(spec) if self.needs_teacher() => Some(spec),
+            _ => None,
+        }
+    }
+
+    /// The requirements of an on-policy distillation loss with these settings.
+    pub fn requirements(&self, min_group_size: u32) -> Requirements {
+        Requirements {
+            divergence: self.divergence(),
+            ..crate::plugin::on_policy(self.needs_teacher(), min_group_size)
+        }
+    }
 }
+
+/// Steps whose mean divergence is reported one by one (`d_step1` ...); later steps are not.
+pub const REPORTED_STEPS: usize = 4;
 
 /// Batch statistics of the distillation term.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -400,37 +504,78 @@ pub struct DistillStats {
     pub mean_d1: f64,
     /// Mean weight of the last step over the sequences used that have a step.
     pub mean_last_w: f64,
-    /// Mean distillation signal `log pT - log pS_old` over the generated tokens used.
+    /// Mean distillation signal over the generated tokens used: `log pT - log pS_old` (sampled) or the
+    /// divergence `D_t` (full).
     pub mean_signal: f64,
+    /// Mean `d_k` of step `k + 1` over the sequences that have it, for the first [`REPORTED_STEPS`] steps.
+    pub mean_d_step: Vec<f64>,
+    /// Quantiles 0.1, 0.5, 0.9 of the weights of every step after the first (1 when there is none).
+    pub w_quantiles: [f64; 3],
+    /// Share of the steps after the first whose weight sits at the cap `1 + delta`.
+    pub w_capped_fraction: f64,
+    /// Number of steps after the first.
+    pub later_steps: usize,
 }
 
 impl DistillStats {
-    /// Emits `mean_steps` and `mean_signal`; with `step_weighted` also `mean_d1` and
-    /// `mean_last_w`.
+    /// Emits `mean_steps` and `mean_signal` (`mean_divergence` for the full signal); with `step_weighted`
+    /// also `mean_d1`, `mean_last_w`, `d_step1` ... `d_step4` (mean `d_k` of that step), `w_p10`, `w_p50`,
+    /// `w_p90` (quantiles of the weights of the steps after the first), `w_capped` (their share at the cap)
+    /// and `later_steps` (their number).
     pub fn emit(
         &self,
         step_weighted: bool,
+        full: bool,
         metrics: &mut MetricSink<'_>,
     ) -> Result<(), PluginError> {
         metrics.emit("mean_steps", self.mean_steps)?;
-        metrics.emit("mean_signal", self.mean_signal)?;
+        metrics.emit(
+            if full {
+                "mean_divergence"
+            } else {
+                "mean_signal"
+            },
+            self.mean_signal,
+        )?;
         if step_weighted {
             metrics.emit("mean_d1", self.mean_d1)?;
             metrics.emit("mean_last_w", self.mean_last_w)?;
+            for (k, d) in self.mean_d_step.iter().enumerate() {
+                metrics.emit(&format!("d_step{}", k + 1), *d)?;
+            }
+            metrics.emit("w_p10", self.w_quantiles[0])?;
+            metrics.emit("w_p50", self.w_quantiles[1])?;
+            metrics.emit("w_p90", self.w_quantiles[2])?;
+            metrics.emit("w_capped", self.w_capped_fraction)?;
+            metrics.emit("later_steps", self.later_steps as f64)?;
         }
         Ok(())
     }
 }
 
-/// Per-token advantages of OPD and SOD:
-/// `grpo_weight * A_GRPO + c * w_k * (log pT - log pS_old)` on generated tokens, 0 on mask-0
-/// tokens and on dropped sequences. Without teacher log-probs the distillation term is 0.
+/// The `q`-quantile of sorted values (nearest rank); 1 for none.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 1.0;
+    }
+    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Per-token advantages (and, for the full signal, divergence weights) of OPD and SOD.
+///
+/// Sampled signal: `advantage = grpo_weight * A_GRPO + c * w_k * (log pT - log pS_old)` on generated tokens.
+/// Full signal: `advantage = grpo_weight * A_GRPO` and `divergence_weight = c * w_k` on generated tokens, `d_k`
+/// taken from the batch's divergence. Both are 0 on mask-0 tokens and on dropped sequences. Without teacher
+/// log-probs the distillation term is 0. `divergence_weights` may be empty for the sampled signal.
 pub fn distill_advantages(
     batch: &BatchView<'_>,
     config: &DistillConfig,
     advantages: &mut [f32],
+    divergence_weights: &mut [f32],
 ) -> (GrpoOutcome, DistillStats) {
     let grpo = grpo_advantages(batch, &config.grpo);
+    let full = config.divergence().is_some() && batch.divergence.is_some();
     let mut divergences = Vec::new();
     let mut weights = Vec::new();
     let mut steps_per_seq = Vec::new();
@@ -438,16 +583,20 @@ pub fn distill_advantages(
     let mut last_weights = Vec::new();
     let mut signal_sums = Vec::new();
     let mut signal_tokens = 0u64;
+    let mut per_step: Vec<Vec<f64>> = vec![Vec::new(); REPORTED_STEPS];
+    let mut later_weights = Vec::new();
     for (seq, range) in batch.sequences().enumerate() {
         if grpo.dropped[seq] {
-            advantages[range].fill(0.0);
+            advantages[range.clone()].fill(0.0);
+            if full {
+                divergence_weights[range].fill(0.0);
+            }
             continue;
         }
         let outcome = config.grpo_weight * grpo.advantages[seq];
         let mask = &batch.mask[range.clone()];
         let steps = &batch.step_index[range.clone()];
         let old = &batch.old_logprob[range.clone()];
-        let out = &mut advantages[range.clone()];
         steps_per_seq.push(
             steps
                 .iter()
@@ -456,12 +605,26 @@ pub fn distill_advantages(
                 .map_or(0.0, |&s| f64::from(s) + 1.0),
         );
         let Some(teacher) = batch.teacher_logprob.map(|t| &t[range.clone()]) else {
-            for (a, &m) in out.iter_mut().zip(mask) {
+            for (a, &m) in advantages[range.clone()].iter_mut().zip(mask) {
                 *a = if m == 1 { outcome as f32 } else { 0.0 };
             }
             continue;
         };
-        step_divergences(old, teacher, mask, steps, &mut divergences);
+        let per_token: Vec<f64> = match (full, batch.divergence) {
+            (true, Some(d)) => d[range.clone()].iter().map(|&x| f64::from(x)).collect(),
+            _ => old
+                .iter()
+                .zip(teacher)
+                .map(|(&o, &t)| f64::from(t) - f64::from(o))
+                .collect(),
+        };
+        // d_k: the step mean of the divergence (full) or of |log pS_old - log pT| (sampled).
+        step_means(
+            per_token.iter().map(|x| x.abs()),
+            mask,
+            steps,
+            &mut divergences,
+        );
         weights.clear();
         match &config.step_weighting {
             Some(weighting) => sod_weights(&divergences, weighting, &mut weights),
@@ -471,22 +634,33 @@ pub fn distill_advantages(
             first_divergences.push(d1);
             last_weights.push(last_w);
         }
+        for (k, &d) in divergences.iter().enumerate().take(REPORTED_STEPS) {
+            per_step[k].push(d);
+        }
+        later_weights.extend(weights.iter().skip(1).copied());
         let mut signal_sum = 0.0;
-        for ((((a, &m), &step), &o), &t) in
-            out.iter_mut().zip(mask).zip(steps).zip(old).zip(teacher)
-        {
+        for (t, (&m, &step)) in mask.iter().zip(steps).enumerate() {
+            let at = range.start + t;
             if m == 0 {
-                *a = 0.0;
+                advantages[at] = 0.0;
                 continue;
             }
-            let signal = f64::from(t) - f64::from(o);
-            signal_sum += signal;
+            signal_sum += per_token[t];
             signal_tokens += 1;
-            *a = (outcome + config.c * weights[step as usize] * signal) as f32;
+            let weight = config.c * weights[step as usize];
+            if full {
+                advantages[at] = outcome as f32;
+                divergence_weights[at] = weight as f32;
+            } else {
+                advantages[at] = (outcome + weight * per_token[t]) as f32;
+            }
         }
         signal_sums.push(signal_sum);
     }
     let signal_total = order_independent_sum(&mut signal_sums);
+    let cap = config.step_weighting.map_or(1.0, |w| 1.0 + w.delta);
+    later_weights.sort_unstable_by(f64::total_cmp);
+    let capped = later_weights.iter().filter(|&&w| w >= cap).count();
     let stats = DistillStats {
         mean_steps: order_independent_mean(&mut steps_per_seq),
         mean_d1: order_independent_mean(&mut first_divergences),
@@ -496,6 +670,21 @@ pub fn distill_advantages(
         } else {
             signal_total / signal_tokens as f64
         },
+        mean_d_step: per_step
+            .iter_mut()
+            .map(|values| order_independent_mean(values))
+            .collect(),
+        w_quantiles: [
+            quantile(&later_weights, 0.1),
+            quantile(&later_weights, 0.5),
+            quantile(&later_weights, 0.9),
+        ],
+        w_capped_fraction: if later_weights.is_empty() {
+            0.0
+        } else {
+            capped as f64 / later_weights.len() as f64
+        },
+        later_steps: later_weights.len(),
     };
     (grpo, stats)
 }
@@ -539,6 +728,7 @@ mod tests {
         let weighting = StepWeighting {
             eps: 0.0,
             delta: 0.2,
+            reference: WeightReference::First,
         };
         sod_weights(&[0.5, 0.25, 1.0, 0.4], &weighting, &mut weights);
         assert_eq!(weights, vec![1.0, 1.2, 0.5, 1.2]);
@@ -547,12 +737,68 @@ mod tests {
         let weighting = StepWeighting {
             eps: 0.1,
             delta: 0.5,
+            reference: WeightReference::First,
         };
         sod_weights(&[0.3, 0.7, 0.1], &weighting, &mut weights);
         let expected = [1.0, 0.5, 1.5];
         for (w, e) in weights.iter().zip(expected) {
             assert!((w - e).abs() < 1e-12, "{weights:?}");
         }
+    }
+
+    #[test]
+    fn adjacent_weights_compare_each_step_with_the_one_before() {
+        // d = [0.5, 0.25, 1.0, 0.4], eps = 0: w = [1, min(2, 1.2), 0.25, min(2.5, 1.2)].
+        let mut weights = Vec::new();
+        let weighting = StepWeighting {
+            eps: 0.0,
+            delta: 0.2,
+            reference: WeightReference::Adjacent,
+        };
+        sod_weights(&[0.5, 0.25, 1.0, 0.4], &weighting, &mut weights);
+        assert_eq!(weights, vec![1.0, 1.2, 0.25, 1.2]);
+    }
+
+    #[test]
+    fn full_signal_weights_the_divergence_and_keeps_the_sampled_gap_out() {
+        // One sequence, two steps: divergences [0.2, 0.6 | 1.6], so d = [0.4, 1.6] and w = [1, 0.25].
+        let mut b = batch(vec![0, 1, 1, 0, 1], vec![0, 5], vec![0.0], vec![0]);
+        b.teacher_logprob = Some(vec![0.0, -3.0, -3.0, 0.0, -3.0]);
+        b.divergence = Some(vec![0.0, 0.2, 0.6, 0.0, 1.6]);
+        let mut settings =
+            Settings::new([("signal", "full"), ("c", "2"), ("eps", "1e-12")]).unwrap();
+        let config = DistillConfig::from_settings(&mut settings, true).unwrap();
+        settings.finish("sod").unwrap();
+        assert_eq!(
+            config.divergence(),
+            Some(DivergenceSpec {
+                kind: DivergenceKind::ReverseKl,
+                top_k: 0
+            })
+        );
+        b.with_view(|view| {
+            let mut advantages = vec![9.0f32; 5];
+            let mut weights = vec![9.0f32; 5];
+            let (_, stats) = distill_advantages(&view, &config, &mut advantages, &mut weights);
+            // A single-sample group: A_GRPO = 0, and the sampled gap (-2 per token) does not enter.
+            assert_eq!(advantages, vec![0.0; 5]);
+            let expected = [9.0, 2.0, 2.0, 9.0, 0.5];
+            for (w, e) in weights.iter().zip(expected) {
+                assert!((w - e).abs() < 1e-5, "{weights:?}");
+            }
+            assert!((stats.mean_signal - 0.8).abs() < 1e-6);
+            assert!((stats.mean_d_step[1] - 1.6).abs() < 1e-6);
+            assert_eq!(stats.later_steps, 1);
+            assert!((stats.w_quantiles[1] - 0.25).abs() < 1e-6);
+        })
+        .unwrap();
+        // Settings of the full signal are refused with the sampled one.
+        let mut settings = Settings::new([("divergence", "jsd")]).unwrap();
+        DistillConfig::from_settings(&mut settings, false).unwrap();
+        assert!(settings.finish("opd").is_err());
+        let mut settings =
+            Settings::new([("signal", "full"), ("divergence", "jsd"), ("beta", "1")]).unwrap();
+        assert!(DistillConfig::from_settings(&mut settings, false).is_err());
     }
 
     #[test]

@@ -124,6 +124,21 @@ pub trait LossImpl: Sized + Send + 'static {
         advantages: &mut [f32],
         metrics: &mut MetricSink<'_>,
     ) -> Result<(), PluginError>;
+
+    /// (ABI v2) Like [`Self::compute`], and also writes the weight of the full-distribution divergence term of
+    /// each token into `divergence_weights` (zero-initialised, as long as the batch; 0 where the mask is 0). Only
+    /// called with a non-empty `divergence_weights` for a loss whose requirements ask for a divergence; the
+    /// default ignores it and calls [`Self::compute`].
+    fn compute_weighted(
+        &mut self,
+        batch: &BatchView<'_>,
+        advantages: &mut [f32],
+        divergence_weights: &mut [f32],
+        metrics: &mut MetricSink<'_>,
+    ) -> Result<(), PluginError> {
+        let _ = divergence_weights;
+        self.compute(batch, advantages, metrics)
+    }
 }
 
 /// Where a loss sends its named scalar metrics.
@@ -179,6 +194,14 @@ pub fn check_batch_requirements(
             "loss '{plugin}' needs teacher log-probs, but the batch has none"
         )));
     }
+    if let Some(spec) = &requirements.divergence
+        && batch.divergence.is_none()
+    {
+        return Err(PluginError::batch(format!(
+            "loss '{plugin}' needs the {} divergence per token, but the batch has none",
+            spec.kind.name()
+        )));
+    }
     Ok(())
 }
 
@@ -188,16 +211,27 @@ pub fn run_loss<L: LossImpl>(
     loss: &mut L,
     batch: &BatchView<'_>,
 ) -> Result<(Vec<f32>, Metrics), PluginError> {
+    run_loss_weighted(loss, batch).map(|(advantages, _, metrics)| (advantages, metrics))
+}
+
+/// Like [`run_loss`], also returning the divergence weights (all 0 for a loss without a divergence).
+pub fn run_loss_weighted<L: LossImpl>(
+    loss: &mut L,
+    batch: &BatchView<'_>,
+) -> Result<(Vec<f32>, Vec<f32>, Metrics), PluginError> {
     batch.validate()?;
-    check_batch_requirements(&L::NAME.to_string_lossy(), &loss.requirements(), batch)?;
+    let requirements = loss.requirements();
+    check_batch_requirements(&L::NAME.to_string_lossy(), &requirements, batch)?;
     let mut advantages = vec![0.0f32; batch.num_tokens()];
+    let mut weights = vec![0.0f32; batch.num_tokens()];
     let mut metrics = Vec::new();
-    loss.compute(
-        batch,
-        &mut advantages,
-        &mut MetricSink::collect_into(&mut metrics),
-    )?;
-    Ok((advantages, metrics))
+    let sink = &mut MetricSink::collect_into(&mut metrics);
+    if requirements.divergence.is_some() {
+        loss.compute_weighted(batch, &mut advantages, &mut weights, sink)?;
+    } else {
+        loss.compute(batch, &mut advantages, sink)?;
+    }
+    Ok((advantages, weights, metrics))
 }
 
 /// The ABI table for a Rust loss. [`crate::export_loss_plugin!`] puts it in a static and exports
@@ -367,7 +401,8 @@ unsafe extern "C" fn ffi_compute<L: LossImpl>(
                 .as_ref()
                 .ok_or_else(|| PluginError::compute("output is a null pointer"))?;
             let view = BatchView::from_ffi(raw)?;
-            check_batch_requirements(&L::NAME.to_string_lossy(), &loss.requirements(), &view)?;
+            let requirements = loss.requirements();
+            check_batch_requirements(&L::NAME.to_string_lossy(), &requirements, &view)?;
             let advantages: &mut [f32] = if view.num_tokens() == 0 {
                 &mut []
             } else if output.advantages.is_null() {
@@ -382,7 +417,19 @@ unsafe extern "C" fn ffi_compute<L: LossImpl>(
                     _borrow: PhantomData,
                 },
             };
-            loss.compute(&view, advantages, &mut metrics)
+            if requirements.divergence.is_none() {
+                return loss.compute(&view, advantages, &mut metrics);
+            }
+            let weights: &mut [f32] = if view.num_tokens() == 0 {
+                &mut []
+            } else if output.divergence_weights.is_null() {
+                return Err(PluginError::compute(
+                    "output.divergence_weights is a null pointer, but the loss asked for a divergence",
+                ));
+            } else {
+                std::slice::from_raw_parts_mut(output.divergence_weights, view.num_tokens())
+            };
+            loss.compute_weighted(&view, advantages, weights, &mut metrics)
         })
     }
 }
@@ -404,6 +451,7 @@ pub const fn on_policy(needs_teacher: bool, min_group_size: u32) -> Requirements
         needs_teacher,
         data: DataSource::OnPolicy,
         min_group_size,
+        divergence: None,
     }
 }
 

@@ -102,6 +102,27 @@ impl Settings {
         }
     }
 
+    /// Takes one of `choices` (the first is the default when the key is absent).
+    pub fn take_choice(
+        &mut self,
+        key: &'static str,
+        choices: &[&'static str],
+    ) -> Result<&'static str, PluginError> {
+        match self.take(key) {
+            None => Ok(choices[0]),
+            Some(raw) => choices
+                .iter()
+                .find(|c| **c == raw.trim())
+                .copied()
+                .ok_or_else(|| {
+                    PluginError::config(format!(
+                        "setting '{key}' = '{raw}' must be one of {}",
+                        choices.join(", ")
+                    ))
+                }),
+        }
+    }
+
     /// Rejects every key no `take_*` call asked for, listing the keys the plugin knows.
     pub fn finish(self, plugin: &str) -> Result<(), PluginError> {
         if self.entries.is_empty() {

@@ -51,7 +51,10 @@ fn checks() -> Vec<Check> {
             needs_teacher,
             data_source,
             min_group_size,
-            reserved
+            reserved,
+            divergence,
+            top_k,
+            beta
         }
     );
     layout!(
@@ -68,6 +71,7 @@ fn checks() -> Vec<Check> {
             reward,
             group,
             flags,
+            divergence,
         }
     );
     layout!(
@@ -75,7 +79,8 @@ fn checks() -> Vec<Check> {
         SodLossOutput {
             advantages,
             metric_ctx,
-            emit_metric
+            emit_metric,
+            divergence_weights
         }
     );
     layout!(
@@ -92,6 +97,11 @@ fn checks() -> Vec<Check> {
         }
     );
     constant!(checks, SOD_LOSS_ABI_VERSION);
+    constant!(checks, SOD_LOSS_ABI_VERSION_MIN);
+    constant!(checks, SOD_LOSS_DIVERGENCE_NONE);
+    constant!(checks, SOD_LOSS_DIVERGENCE_REVERSE_KL);
+    constant!(checks, SOD_LOSS_DIVERGENCE_FORWARD_KL);
+    constant!(checks, SOD_LOSS_DIVERGENCE_JSD);
     constant!(checks, SOD_LOSS_NO_STEP);
     constant!(checks, SOD_LOSS_FLAG_TRUNCATED);
     constant!(checks, SOD_LOSS_FLAG_INFRA_FAULT);
