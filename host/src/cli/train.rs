@@ -78,6 +78,7 @@ pub(super) fn run(cli: &Cli, args: &TrainArgs) -> anyhow::Result<()> {
         sandbox_cache_dir: None,
         resume: args.resume,
         progress: std::io::stderr().is_terminal(),
+        log_every: 8,
     };
     let mut trainer = Trainer::new(config, options).map_err(classify)?;
     let summary = trainer.run().map_err(classify)?;

@@ -71,7 +71,9 @@ fn tiny_settings() -> DemoSettings {
             prompts_per_step: 1,
             samples_per_prompt: 2,
             learning_rate: 1e-3,
-            temperature: 1.0,
+            sampled_learning_rate: 1e-4,
+            warmup_steps: 0,
+            temperature: 0.6,
             delta: 0.2,
         },
         max_new_tokens_per_turn: 12,
@@ -134,14 +136,18 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         "reward.png",
         "accuracy.png",
         "kl.png",
-        "opd/metrics.jsonl",
-        "sod/metrics.jsonl",
+        "opd-sampled/metrics.jsonl",
+        "sod-sampled/metrics.jsonl",
+        "opd-full/metrics.jsonl",
+        "sod-full/metrics.jsonl",
+        "eval/student-sod-full.jsonl",
     ] {
         assert!(out.join(file).is_file(), "{file} is written");
     }
     // The run configs written into the run directory work from anywhere: `sod train --config` resolves
     // relative paths against the config's directory.
-    let run_toml = std::fs::read_to_string(out.join("opd/run.toml")).expect("opd/run.toml");
+    let run_toml =
+        std::fs::read_to_string(out.join("opd-full/run.toml")).expect("opd-full/run.toml");
     let run: toml::Value = toml::from_str(&run_toml).expect("run.toml parses");
     for key in ["student", "teacher", "dataset", "out_dir"] {
         let path = run[key].as_str().expect(key);
@@ -154,19 +160,17 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     for row in [
         "teacher",
         "student (cold start)",
-        "student + OPD",
-        "student + SOD",
+        "student + OPD (sampled-token)",
+        "student + SOD (sampled-token)",
+        "student + OPD (full KL)",
+        "student + SOD (full KL)",
     ] {
         assert!(text.contains(row), "table row {row}:\n{text}");
     }
     let losses: Vec<&str> = first.runs.iter().map(|r| r.loss.as_str()).collect();
-    assert_eq!(losses, ["opd", "sod"]);
-    let evaluations = [
-        first.teacher,
-        first.student_before,
-        first.runs[0].after,
-        first.runs[1].after,
-    ];
+    assert_eq!(losses, ["opd", "sod", "opd", "sod"]);
+    let mut evaluations = vec![first.teacher, first.student_before];
+    evaluations.extend(first.runs.iter().map(|r| r.after));
     for e in evaluations {
         assert_eq!(e.problems, settings.test_tasks);
         for fraction in [e.accuracy, e.valid_tool_call_fraction, e.truncated_fraction] {
@@ -174,17 +178,29 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         }
         assert!(e.mean_steps >= 1.0 && e.mean_steps <= 5.0, "{e:?}");
     }
+    assert_eq!(first.student_before_correct.len(), settings.test_tasks);
     for run in &first.runs {
+        assert_eq!(run.correct.len(), settings.test_tasks);
         assert_eq!(run.steps.len() as u64, settings.rl.steps);
+        // The full-distribution arms report their divergence; the sampled-token ones do not compute it.
+        assert_eq!(
+            run.steps.iter().all(|s| s.divergence.is_some()),
+            run.arm.full(),
+            "{:?}",
+            run.arm
+        );
         assert!(
             run.steps.iter().all(|s| s.kl_teacher.is_some()),
             "both losses use the teacher"
         );
     }
-    assert!(
-        first.runs[1].steps[0].plugin.contains_key("mean_last_w"),
-        "SOD reports its step weights"
-    );
+    for run in first.runs.iter().filter(|r| r.arm.step_weighted()) {
+        let plugin = &run.steps[0].plugin;
+        assert!(
+            plugin.contains_key("mean_last_w") && plugin.contains_key("w_p50"),
+            "SOD reports its step weights: {plugin:?}"
+        );
+    }
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(report.contains("SOD") && report.contains("OPD") && report.contains("![Mean reward"));
 

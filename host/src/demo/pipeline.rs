@@ -50,7 +50,7 @@ impl ModelSize {
     }
 }
 
-/// The on-policy phase (identical for OPD and SOD except the loss).
+/// The on-policy phase (identical for every arm except the loss and its learning rate).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RlSettings {
@@ -60,12 +60,74 @@ pub struct RlSettings {
     pub prompts_per_step: usize,
     /// Trajectories per prompt.
     pub samples_per_prompt: usize,
-    /// Peak learning rate.
+    /// Peak learning rate of the full-distribution arms.
     pub learning_rate: f64,
-    /// Rollout temperature.
+    /// Peak learning rate of the sampled-token arms (the paper's signal is far noisier: at the full arms' rate
+    /// it collapses this student into run-on turns, docs/training.md).
+    pub sampled_learning_rate: f64,
+    /// Steps of linear warm-up.
+    pub warmup_steps: u64,
+    /// Rollout temperature (log-probs are taken at it too).
     pub temperature: f64,
     /// SOD's cap on step weights (`w_k <= 1 + delta`).
     pub delta: f64,
+}
+
+/// One on-policy arm of the demo: a loss plugin and the signal it distils.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arm {
+    /// OPD with the paper's sampled-token signal.
+    OpdSampled,
+    /// SOD with the paper's sampled-token signal.
+    SodSampled,
+    /// OPD with the full-vocabulary reverse KL.
+    OpdFull,
+    /// SOD's step weights on the full-vocabulary reverse KL.
+    SodFull,
+}
+
+impl Arm {
+    /// The arms the demo runs, in table order.
+    pub const ALL: [Arm; 4] = [Arm::OpdSampled, Arm::SodSampled, Arm::OpdFull, Arm::SodFull];
+
+    /// The loss plugin.
+    pub fn loss(self) -> &'static str {
+        match self {
+            Arm::OpdSampled | Arm::OpdFull => "opd",
+            Arm::SodSampled | Arm::SodFull => "sod",
+        }
+    }
+
+    /// Whether the signal is the full-distribution one.
+    pub fn full(self) -> bool {
+        matches!(self, Arm::OpdFull | Arm::SodFull)
+    }
+
+    /// Whether SOD's step weights apply.
+    pub fn step_weighted(self) -> bool {
+        self.loss() == "sod"
+    }
+
+    /// Its name in tables: `OPD (sampled-token)`, `SOD (full KL)`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            Arm::OpdSampled => "OPD (sampled-token)",
+            Arm::SodSampled => "SOD (sampled-token)",
+            Arm::OpdFull => "OPD (full KL)",
+            Arm::SodFull => "SOD (full KL)",
+        }
+    }
+
+    /// Its directory in the run directory (and the name of its evaluation file).
+    pub fn dir(self) -> &'static str {
+        match self {
+            Arm::OpdSampled => "opd-sampled",
+            Arm::SodSampled => "sod-sampled",
+            Arm::OpdFull => "opd-full",
+            Arm::SodFull => "sod-full",
+        }
+    }
 }
 
 /// Everything that determines a demo run.
@@ -124,7 +186,7 @@ impl DemoSettings {
         DemoSettings {
             seed,
             train_tasks: 2048,
-            test_tasks: 64,
+            test_tasks: 256,
             vocab_size: 1024,
             rope_theta: 10_000.0,
             teacher: ModelSize {
@@ -144,11 +206,13 @@ impl DemoSettings {
             teacher_sft: sft(600, 16, 1e-3, seed),
             student_sft: sft(480, 16, 1e-3, seed),
             rl: RlSettings {
-                steps: 32,
-                prompts_per_step: 4,
+                steps: 64,
+                prompts_per_step: 8,
                 samples_per_prompt: 4,
-                learning_rate: 1e-4,
-                temperature: 1.0,
+                learning_rate: 1e-3,
+                sampled_learning_rate: 1e-4,
+                warmup_steps: 10,
+                temperature: 0.6,
                 delta: 0.2,
             },
             max_new_tokens_per_turn: 48,
@@ -189,8 +253,13 @@ impl DemoSettings {
         if rl.prompts_per_step == 0 || rl.samples_per_prompt == 0 {
             bail!("rl: prompts_per_step and samples_per_prompt must be at least 1");
         }
-        if !(rl.learning_rate.is_finite() && rl.learning_rate > 0.0) {
-            bail!("rl.learning_rate must be a positive number");
+        for (name, lr) in [
+            ("learning_rate", rl.learning_rate),
+            ("sampled_learning_rate", rl.sampled_learning_rate),
+        ] {
+            if !(lr.is_finite() && lr > 0.0) {
+                bail!("rl.{name} must be a positive number");
+            }
         }
         if !(rl.temperature.is_finite() && rl.temperature > 0.0) {
             bail!("rl.temperature must be positive (on-policy training samples)");
@@ -313,11 +382,15 @@ pub struct ModelsRecord {
     pub student: BuiltModel,
 }
 
-/// One on-policy run (OPD or SOD) and its result.
+/// One on-policy run (an [`Arm`]) and its result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RlRun {
+    /// The arm.
+    pub arm: Arm,
     /// Loss plugin name.
     pub loss: String,
+    /// Whether each test problem was answered right after training, in test order (for paired comparisons).
+    pub correct: Vec<bool>,
     /// Per-step metrics, as in the run's `metrics.jsonl`.
     pub steps: Vec<StepMetrics>,
     /// The trained student on the test split.
@@ -337,7 +410,9 @@ pub struct DemoOutcome {
     pub teacher: Evaluation,
     /// The student after its cold start, before on-policy training.
     pub student_before: Evaluation,
-    /// On-policy runs, OPD first, then SOD.
+    /// Whether the cold-start student answered each test problem right, in test order.
+    pub student_before_correct: Vec<bool>,
+    /// On-policy runs, in [`Arm::ALL`] order.
     pub runs: Vec<RlRun>,
 }
 
@@ -508,13 +583,15 @@ fn prepare_model(
     Ok((model_dir, record))
 }
 
-fn rollout_settings(settings: &DemoSettings) -> RolloutSettings {
+/// The demo's rollout budget and sampling, one definition for the on-policy runs (at `temperature`) and the
+/// greedy evaluations (`temperature` 0).
+fn rollout_settings(settings: &DemoSettings, temperature: f64) -> RolloutSettings {
     RolloutSettings {
-        max_turns: 5,
+        max_turns: sod_train::config::DEFAULT_MAX_TURNS,
         max_new_tokens_per_turn: settings.max_new_tokens_per_turn,
         max_total_tokens: 1024,
         sampling: SamplingParams {
-            temperature: 0.0,
+            temperature,
             top_p: 1.0,
         },
         seed: settings.seed,
@@ -569,7 +646,7 @@ pub fn evaluate(
         model,
         tokenizer,
         toolbox,
-        &rollout_settings(settings),
+        &rollout_settings(settings, 0.0),
         &requests,
         32,
     )?;
@@ -623,7 +700,7 @@ fn evaluate_and_record(
     settings: &DemoSettings,
     tasks: &[Task],
     out_dir: &Path,
-) -> anyhow::Result<Evaluation> {
+) -> anyhow::Result<(Evaluation, Vec<bool>)> {
     let (evaluation, problems) = evaluate(model, tokenizer, toolbox, settings, tasks)?;
     let dir = out_dir.join("eval");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -633,61 +710,68 @@ fn evaluate_and_record(
         .collect::<Result<_, _>>()?;
     let file = dir.join(format!("{name}.jsonl"));
     std::fs::write(&file, lines).with_context(|| format!("writing {}", file.display()))?;
-    Ok(evaluation)
+    Ok((evaluation, problems.iter().map(|p| p.correct).collect()))
 }
 
-/// A TOML basic string (JSON string syntax is a subset for the text written here).
-fn toml_string(text: &str) -> String {
-    serde_json::Value::String(text.to_string()).to_string()
+/// `path` made absolute: the trainer writes the config into the run directory (`run.toml`), and `sod train
+/// --config` resolves relative paths against the config's own directory, so a relative path would not survive
+/// that copy.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))
 }
 
-/// `path` made absolute, as a TOML string: the trainer writes the config into the run directory
-/// (`run.toml`), and `sod train --config` resolves relative paths against the config's own directory, so a
-/// relative path would not survive that copy.
-fn path_string(path: &Path) -> anyhow::Result<String> {
-    let absolute =
-        std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))?;
-    Ok(toml_string(&absolute.display().to_string()))
-}
-
-/// The run config of the on-policy phase with `loss`.
+/// The run config of the on-policy phase of `arm`.
 fn rl_config(
     settings: &DemoSettings,
+    arm: Arm,
     teacher: &Path,
     student: &Path,
     dataset: &Path,
     out_dir: &Path,
-    loss: &str,
 ) -> anyhow::Result<RunConfig> {
     let rl = settings.rl;
-    let loss_settings = if loss == "sod" {
-        format!("{{ delta = {} }}", rl.delta)
-    } else {
-        "{}".to_string()
-    };
-    let text = format!(
-        "student = {student}\nteacher = {teacher}\ndataset = {dataset}\nout_dir = {out}\n\
-         tools = [\"calculator\"]\ntool_schemas_in_prompt = {schemas_in_prompt}\nsystem_prompt = {system}\nsteps = {steps}\n\
-         prompts_per_step = {pps}\nsamples_per_prompt = {spp}\nmicro_batch = 8\n\
-         learning_rate = {lr:?}\ntemperature = {temp:?}\nmax_turns = 5\n\
-         max_new_tokens_per_turn = {mnt}\nmax_total_tokens = 1024\nseed = {seed}\ncheckpoint_every = 0\n\
-         [loss]\nname = {loss_name}\nsettings = {loss_settings}\n",
-        student = path_string(student)?,
-        teacher = path_string(teacher)?,
-        dataset = path_string(dataset)?,
-        out = path_string(out_dir)?,
-        schemas_in_prompt = TOOL_SCHEMAS_IN_PROMPT,
-        system = toml_string(SYSTEM_PROMPT),
-        steps = rl.steps,
-        pps = rl.prompts_per_step,
-        spp = rl.samples_per_prompt,
-        lr = rl.learning_rate,
-        temp = rl.temperature,
-        mnt = settings.max_new_tokens_per_turn,
-        seed = settings.seed,
-        loss_name = toml_string(loss),
+    let rollout = rollout_settings(settings, rl.temperature);
+    let mut config = RunConfig::new(
+        absolute(student)?,
+        absolute(dataset)?,
+        absolute(out_dir)?,
+        rl.steps,
     );
-    Ok(RunConfig::from_toml_str(&text, &[], Path::new("."))?)
+    config.teacher = Some(absolute(teacher)?);
+    config.tools = vec!["calculator".to_string()];
+    config.tool_schemas_in_prompt = TOOL_SCHEMAS_IN_PROMPT;
+    config.system_prompt = Some(SYSTEM_PROMPT.to_string());
+    config.prompts_per_step = rl.prompts_per_step;
+    config.samples_per_prompt = rl.samples_per_prompt;
+    config.micro_batch = 8;
+    config.learning_rate = if arm.full() {
+        rl.learning_rate
+    } else {
+        rl.sampled_learning_rate
+    };
+    config.warmup_steps = Some(rl.warmup_steps);
+    config.temperature = rollout.sampling.temperature;
+    config.top_p = rollout.sampling.top_p;
+    config.max_turns = rollout.max_turns;
+    config.max_new_tokens_per_turn = rollout.max_new_tokens_per_turn;
+    config.max_total_tokens = rollout.max_total_tokens;
+    config.seed = rollout.seed;
+    config.checkpoint_every = 0;
+    config.loss.name = arm.loss().to_string();
+    if arm.step_weighted() {
+        config
+            .loss
+            .settings
+            .insert("delta".into(), toml::Value::Float(rl.delta));
+    }
+    if arm.full() {
+        config
+            .loss
+            .settings
+            .insert("signal".into(), toml::Value::String("full".into()));
+    }
+    config.validate()?;
+    Ok(config)
 }
 
 fn read_metrics(path: &Path) -> anyhow::Result<Vec<StepMetrics>> {
@@ -746,7 +830,7 @@ pub fn run_demo(
     .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT);
     let tokenizer = ChatTokenizer::from_dir(&student_dir)?;
     let teacher_model = load_model_dir(&teacher_dir, &Device::Cpu)?;
-    let teacher = evaluate_and_record(
+    let (teacher, _) = evaluate_and_record(
         "teacher",
         &teacher_model.model,
         &tokenizer,
@@ -762,7 +846,7 @@ pub fn run_demo(
     ));
     drop(teacher_model);
     let student_model = load_model_dir(&student_dir, &Device::Cpu)?;
-    let student_before = evaluate_and_record(
+    let (student_before, student_before_correct) = evaluate_and_record(
         "student-cold-start",
         &student_model.model,
         &tokenizer,
@@ -778,13 +862,17 @@ pub fn run_demo(
     drop(student_model);
 
     let mut runs = Vec::new();
-    for loss in ["opd", "sod"] {
-        let out = paths.out_dir.join(loss);
-        let config = rl_config(settings, &teacher_dir, &student_dir, &dataset, &out, loss)?;
+    for arm in Arm::ALL {
+        let out = paths.out_dir.join(arm.dir());
+        let config = rl_config(settings, arm, &teacher_dir, &student_dir, &dataset, &out)?;
         let started = Instant::now();
         log(&format!(
-            "{loss}: {} on-policy steps of {} prompts x {} samples",
-            settings.rl.steps, settings.rl.prompts_per_step, settings.rl.samples_per_prompt
+            "{}: {} on-policy steps of {} prompts x {} samples, lr {}",
+            arm.label(),
+            settings.rl.steps,
+            settings.rl.prompts_per_step,
+            settings.rl.samples_per_prompt,
+            config.learning_rate
         ));
         let mut trainer = Trainer::new(
             config,
@@ -795,12 +883,13 @@ pub fn run_demo(
                 sandbox_cache_dir: None,
                 resume: false,
                 progress,
+                log_every: (settings.rl.steps / 8).max(1),
             },
         )?;
         trainer.run()?;
         let train_seconds = started.elapsed().as_secs_f64();
-        let after = evaluate_and_record(
-            &format!("student-{loss}"),
+        let (after, correct) = evaluate_and_record(
+            &format!("student-{}", arm.dir()),
             &trainer.student().model,
             &tokenizer,
             &toolbox,
@@ -809,11 +898,14 @@ pub fn run_demo(
             &paths.out_dir,
         )?;
         log(&format!(
-            "{loss}: accuracy after training {:.3}",
+            "{}: accuracy after training {:.3}",
+            arm.label(),
             after.accuracy
         ));
         runs.push(RlRun {
-            loss: loss.to_string(),
+            arm,
+            loss: arm.loss().to_string(),
+            correct,
             steps: read_metrics(&out.join(sod_train::METRICS_FILE))?,
             after,
             train_seconds,
@@ -824,6 +916,7 @@ pub fn run_demo(
         models: record,
         teacher,
         student_before,
+        student_before_correct,
         runs,
     })
 }
@@ -833,10 +926,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_config_paths_are_absolute() {
-        let written = path_string(Path::new("runs/demo-cache/student-x/model")).expect("path");
-        let path: String = serde_json::from_str(&written).expect("a quoted string");
-        assert!(Path::new(&path).is_absolute(), "{path}");
-        assert!(path.ends_with("runs/demo-cache/student-x/model"), "{path}");
+    fn run_configs_have_absolute_paths_and_the_arms_settings() {
+        let settings = DemoSettings::standard(3);
+        let rel = |p: &str| Path::new(p).to_path_buf();
+        for arm in Arm::ALL {
+            let c = rl_config(
+                &settings,
+                arm,
+                &rel("t"),
+                &rel("runs/demo-cache/student-x/model"),
+                &rel("d.jsonl"),
+                &rel("out"),
+            )
+            .expect("config");
+            assert!(c.student.is_absolute() && c.out_dir.is_absolute());
+            assert!(c.student.ends_with("runs/demo-cache/student-x/model"));
+            assert_eq!(c.loss.name, arm.loss());
+            assert_eq!(c.loss.settings.contains_key("signal"), arm.full());
+            assert_eq!(c.loss.settings.contains_key("delta"), arm.step_weighted());
+            // The on-policy runs use the evaluation's budget.
+            let eval = rollout_settings(&settings, 0.0);
+            assert_eq!(
+                (c.max_turns, c.max_new_tokens_per_turn, c.max_total_tokens),
+                (
+                    eval.max_turns,
+                    eval.max_new_tokens_per_turn,
+                    eval.max_total_tokens
+                )
+            );
+            // Its TOML record reads back as the same config.
+            let back = RunConfig::from_toml_str(&c.to_toml_string(), &[], Path::new("/"))
+                .expect("reads back");
+            assert_eq!(back.learning_rate, c.learning_rate);
+            assert_eq!(back.loss.settings, c.loss.settings);
+        }
     }
 }

@@ -5,11 +5,56 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::pipeline::{DemoOutcome, Evaluation, ModelSize, RlRun};
+use super::pipeline::{Arm, DemoOutcome, Evaluation, ModelSize, RlRun};
 use super::plot::{Series, line_chart_png, y_range};
 
-const OPD_COLOR: [u8; 3] = [31, 119, 180];
-const SOD_COLOR: [u8; 3] = [214, 39, 40];
+/// One colour per arm, in [`Arm::ALL`] order.
+fn arm_color(arm: Arm) -> [u8; 3] {
+    match arm {
+        Arm::OpdSampled => [31, 119, 180],
+        Arm::SodSampled => [214, 39, 40],
+        Arm::OpdFull => [44, 160, 44],
+        Arm::SodFull => [255, 127, 14],
+    }
+}
+
+/// 95% Wilson score interval of a proportion `p` measured on `n` trials.
+pub fn wilson_interval(p: f64, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (n, z) = (n as f64, 1.96f64);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Mean of the paired per-problem difference `a - b` (each 1, 0 or -1) and its 95% interval (normal
+/// approximation with the sample standard deviation of the differences).
+pub fn paired_difference(a: &[bool], b: &[bool]) -> (f64, f64, f64) {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return (0.0, -1.0, 1.0);
+    }
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(u8::from(x)) - f64::from(u8::from(y)))
+        .collect();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let half = 1.96 * (var / n as f64).sqrt();
+    (mean, mean - half, mean + half)
+}
+
+/// `+0.123 [+0.080, +0.166]`, and whether the interval excludes 0.
+fn difference_text(a: &[bool], b: &[bool]) -> (String, bool) {
+    let (mean, lo, hi) = paired_difference(a, b);
+    (
+        format!("{mean:+.3} [{lo:+.3}, {hi:+.3}]"),
+        lo > 0.0 || hi < 0.0,
+    )
+}
 
 /// Mean of a plugin metric over a run's steps, if the plugin reported it.
 fn plugin_mean(run: &RlRun, name: &str) -> Option<f64> {
@@ -26,10 +71,10 @@ fn weights_cell(run: &RlRun) -> String {
         plugin_mean(run, "mean_last_w"),
         plugin_mean(run, "mean_steps"),
     ) {
-        (Some(w), Some(steps)) if run.loss == "sod" => {
+        (Some(w), Some(steps)) if run.arm.step_weighted() => {
             format!("last-step w {w:.3} ({steps:.2} steps)")
         }
-        _ if run.loss == "opd" => "w = 1".to_string(),
+        _ if !run.arm.step_weighted() => "w = 1".to_string(),
         _ => "-".to_string(),
     }
 }
@@ -54,7 +99,7 @@ fn rows(outcome: &DemoOutcome) -> Vec<(String, Evaluation, String)> {
     ];
     for run in &outcome.runs {
         rows.push((
-            format!("student + {}", run.loss.to_uppercase()),
+            format!("student + {}", run.arm.label()),
             run.after,
             weights_cell(run),
         ));
@@ -67,57 +112,74 @@ pub fn table(outcome: &DemoOutcome) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:>9} {:>12} {:>11} {:>11}  SOD weights",
-        "model", "accuracy", "valid calls", "tool calls", "mean steps"
+        "{:<32} {:>9} {:>15} {:>12} {:>11} {:>11}  SOD weights",
+        "model", "accuracy", "95% interval", "valid calls", "tool calls", "mean steps"
     );
     for (name, e, weights) in rows(outcome) {
+        let (lo, hi) = wilson_interval(e.accuracy, e.problems);
         let _ = writeln!(
             out,
-            "{:<22} {:>9.3} {:>12.3} {:>11.2} {:>11.2}  {}",
-            name, e.accuracy, e.valid_tool_call_fraction, e.mean_tool_calls, e.mean_steps, weights
+            "{:<32} {:>9.3} {:>15} {:>12.3} {:>11.2} {:>11.2}  {}",
+            name,
+            e.accuracy,
+            format!("[{lo:.3}, {hi:.3}]"),
+            e.valid_tool_call_fraction,
+            e.mean_tool_calls,
+            e.mean_steps,
+            weights
         );
     }
     out
 }
 
-/// One sentence comparing SOD with OPD, with the numbers, whichever way it went.
+/// What the run separates and what it does not: each arm against the cold start, and SOD against OPD for each
+/// signal, as paired per-problem differences with 95% intervals.
 pub fn verdict(outcome: &DemoOutcome) -> String {
-    let find = |loss: &str| outcome.runs.iter().find(|r| r.loss == loss);
-    let (Some(opd), Some(sod)) = (find("opd"), find("sod")) else {
-        return "The run has no OPD/SOD pair to compare.".to_string();
-    };
-    let n = sod.after.problems.max(1) as f64;
-    let (a, b) = (sod.after.accuracy, opd.after.accuracy);
-    // Standard error of the difference of two independent proportions on n problems each.
-    let se = ((a * (1.0 - a) + b * (1.0 - b)) / n).sqrt();
-    let diff = a - b;
-    let separated = se > 0.0 && diff.abs() >= 2.0 * se;
-    let start = outcome.student_before.accuracy;
-    let comparison = if diff == 0.0 {
-        format!("SOD and OPD tied on this run: test accuracy {a:.3} each")
-    } else {
-        let head = if !separated {
-            "SOD and OPD are not separated on this run"
-        } else if diff > 0.0 {
-            "SOD beat OPD on this run"
-        } else {
-            "SOD did worse than OPD on this run"
-        };
-        format!(
-            "{head}: test accuracy {a:.3} vs {b:.3}, a difference of {diff:+.3}, {} two standard errors ({:.3}) \
-             on {} test problems",
-            if separated { "beyond" } else { "within" },
-            2.0 * se,
-            sod.after.problems
-        )
-    };
-    let improved = match (a > start, b > start) {
-        (true, true) => "both",
-        (true, false) => "only SOD",
-        (false, true) => "only OPD",
-        (false, false) => "neither",
-    };
-    format!("{comparison}; {improved} improved on the cold start ({start:.3}).")
+    let mut lines = Vec::new();
+    let start = &outcome.student_before_correct;
+    let n = start.len();
+    for run in &outcome.runs {
+        let (text, separated) = difference_text(&run.correct, start);
+        lines.push(format!(
+            "{} vs the cold start: {text}, {}",
+            run.arm.label(),
+            match (
+                separated,
+                run.after.accuracy > outcome.student_before.accuracy
+            ) {
+                (false, _) => "not separated",
+                (true, true) => "an improvement",
+                (true, false) => "worse",
+            }
+        ));
+    }
+    for (sod, opd) in [
+        (Arm::SodSampled, Arm::OpdSampled),
+        (Arm::SodFull, Arm::OpdFull),
+    ] {
+        let find = |arm: Arm| outcome.runs.iter().find(|r| r.arm == arm);
+        if let (Some(s), Some(o)) = (find(sod), find(opd)) {
+            let (text, separated) = difference_text(&s.correct, &o.correct);
+            lines.push(format!(
+                "{} - {}: {text}, {}",
+                sod.label(),
+                opd.label(),
+                match (separated, s.after.accuracy > o.after.accuracy) {
+                    (false, _) => "not separated",
+                    (true, true) => "SOD better",
+                    (true, false) => "SOD worse",
+                }
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return "The run has no on-policy arm to compare.".to_string();
+    }
+    format!(
+        "Paired differences in test accuracy on {n} problems, 95% intervals (one seed: the intervals cover the \
+         problems, not training noise):\n- {}",
+        lines.join("\n- ")
+    )
 }
 
 fn chart(
@@ -132,17 +194,13 @@ fn chart(
         .runs
         .iter()
         .map(|run| Series {
-            name: run.loss.to_uppercase(),
+            name: run.arm.label().to_string(),
             values: run
                 .steps
                 .iter()
                 .map(|s| metric(s).unwrap_or(f64::NAN))
                 .collect(),
-            color: if run.loss == "sod" {
-                SOD_COLOR
-            } else {
-                OPD_COLOR
-            },
+            color: arm_color(run.arm),
         })
         .collect();
     let path = out_dir.join(file);
@@ -152,8 +210,13 @@ fn chart(
     let _ = writeln!(
         markdown,
         "### {title}\n\n![{title}]({file})\n\nx: training step 1..{}; y: {low:.4} (bottom) to {high:.4} (top). \
-         Red: SOD, blue: OPD.\n",
-        series.iter().map(|s| s.values.len()).max().unwrap_or(0)
+         Colours: {}.\n",
+        series.iter().map(|s| s.values.len()).max().unwrap_or(0),
+        series
+            .iter()
+            .map(|s| format!("{} rgb{:?}", s.name, s.color))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for s in &series {
         let values: Vec<String> = s.values.iter().map(|v| format!("{v:.3}")).collect();
@@ -232,12 +295,15 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     }
     let _ = writeln!(
         md,
-        "- On-policy phase, identical for both losses except the plugin: {} steps x {} prompts x {} samples, \
-         lr {}, temperature {}, seed {}; SOD delta {}.",
+        "- On-policy phase, identical for every arm except the plugin and its learning rate: {} steps x {} \
+         prompts x {} samples, lr {} (full KL) / {} (sampled-token), {} warm-up steps, temperature {} (log-probs \
+         at the same temperature), seed {}; SOD delta {}.",
         s.rl.steps,
         s.rl.prompts_per_step,
         s.rl.samples_per_prompt,
         s.rl.learning_rate,
+        s.rl.sampled_learning_rate,
+        s.rl.warmup_steps,
         s.rl.temperature,
         s.seed,
         s.rl.delta,
@@ -246,9 +312,9 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         let _ = writeln!(
             md,
             "- {}: {:.1} s of training; metrics in `{}/metrics.jsonl`.",
-            run.loss.to_uppercase(),
+            run.arm.label(),
             run.train_seconds,
-            run.loss
+            run.arm.dir()
         );
     }
     let _ = writeln!(md, "\n## Training curves\n");
@@ -291,10 +357,15 @@ mod verdict_tests {
         BuiltModel, DemoOutcome, DemoSettings, Evaluation, ModelsRecord, RlRun,
     };
 
-    fn evaluation(accuracy: f64) -> Evaluation {
+    /// `k` of `n` problems right, the first `k`.
+    fn answers(k: usize, n: usize) -> Vec<bool> {
+        (0..n).map(|i| i < k).collect()
+    }
+
+    fn evaluation(correct: &[bool]) -> Evaluation {
         Evaluation {
-            problems: 64,
-            accuracy,
+            problems: correct.len(),
+            accuracy: correct.iter().filter(|&&c| c).count() as f64 / correct.len() as f64,
             valid_tool_call_fraction: 1.0,
             mean_tool_calls: 2.0,
             mean_steps: 3.0,
@@ -302,7 +373,8 @@ mod verdict_tests {
         }
     }
 
-    fn outcome(start: f64, opd: f64, sod: f64) -> DemoOutcome {
+    fn outcome(start: usize, arms: [usize; 4]) -> DemoOutcome {
+        let n = 256;
         let model = BuiltModel {
             key: "k".into(),
             conversations: 1,
@@ -313,43 +385,75 @@ mod verdict_tests {
             build_seconds: 0.0,
             cached: true,
         };
-        let run = |loss: &str, accuracy| RlRun {
-            loss: loss.into(),
-            steps: Vec::new(),
-            after: evaluation(accuracy),
-            train_seconds: 0.0,
-        };
+        let runs = Arm::ALL
+            .iter()
+            .zip(arms)
+            .map(|(&arm, k)| RlRun {
+                arm,
+                loss: arm.loss().into(),
+                correct: answers(k, n),
+                steps: Vec::new(),
+                after: evaluation(&answers(k, n)),
+                train_seconds: 0.0,
+            })
+            .collect();
         DemoOutcome {
             settings: DemoSettings::standard(0),
             models: ModelsRecord {
                 teacher: model.clone(),
                 student: model,
             },
-            teacher: evaluation(1.0),
-            student_before: evaluation(start),
-            runs: vec![run("opd", opd), run("sod", sod)],
+            teacher: evaluation(&answers(n, n)),
+            student_before: evaluation(&answers(start, n)),
+            student_before_correct: answers(start, n),
+            runs,
         }
     }
 
     #[test]
-    fn verdict_names_noise_as_noise_and_compares_with_the_start() {
-        let close = verdict(&outcome(0.109, 0.062, 0.078));
+    fn verdict_names_what_is_separated_and_what_is_not() {
+        let v = verdict(&outcome(28, [25, 30, 110, 100]));
         assert!(
-            close.starts_with("SOD and OPD are not separated on this run")
-                && close.contains("within two standard errors")
-                && close.ends_with("neither improved on the cold start (0.109)."),
-            "{close}"
+            v.contains("OPD (sampled-token) vs the cold start: -0.012"),
+            "{v}"
         );
-        let clear = verdict(&outcome(0.1, 0.2, 0.8));
         assert!(
-            clear.starts_with("SOD beat OPD") && clear.contains("both improved"),
-            "{clear}"
+            v.contains("OPD (sampled-token) vs the cold start: -0.012 [")
+                && v.contains("not separated"),
+            "{v}"
         );
-        let worse = verdict(&outcome(0.5, 0.9, 0.1));
         assert!(
-            worse.starts_with("SOD did worse than OPD") && worse.contains("only OPD improved"),
+            v.contains("OPD (full KL) vs the cold start: +0.320") && v.contains("an improvement"),
+            "{v}"
+        );
+        assert!(v.contains("SOD (full KL) - OPD (full KL): -0.039"), "{v}");
+        let worse = verdict(&outcome(100, [10, 100, 100, 100]));
+        assert!(
+            worse.contains("OPD (sampled-token) vs the cold start: -0.352")
+                && worse.contains("worse"),
             "{worse}"
         );
-        assert!(verdict(&outcome(0.0, 0.0, 0.0)).starts_with("SOD and OPD tied"));
+        assert!(worse.contains("SOD better"), "{worse}");
+    }
+
+    #[test]
+    fn intervals_match_hand_computations() {
+        // Wilson, p = 0.5, n = 100: 0.5 -/+ 0.0962.
+        let (lo, hi) = wilson_interval(0.5, 100);
+        assert!(
+            (lo - 0.4038).abs() < 1e-3 && (hi - 0.5962).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        // Paired: 10 problems, a right on 3 more: mean 0.3, sd sqrt(0.9 * 0.3 * 0.7 / 0.9 ...).
+        let a = answers(6, 10);
+        let b = answers(3, 10);
+        let (mean, lo, hi) = paired_difference(&a, &b);
+        let sd = (3.0f64 * 0.7f64.powi(2) + 7.0 * 0.3f64.powi(2)) / 9.0;
+        let half = 1.96 * (sd / 10.0).sqrt();
+        assert!(
+            (mean - 0.3).abs() < 1e-12
+                && (lo - (0.3 - half)).abs() < 1e-12
+                && (hi - (0.3 + half)).abs() < 1e-12
+        );
     }
 }

@@ -134,14 +134,15 @@ fn one() -> usize {
 fn one_f() -> f64 {
     1.0
 }
+// The rollout budget's defaults are the trainer's: a model is evaluated as it was trained unless told otherwise.
 fn max_turns() -> usize {
-    5
+    sod_train::config::DEFAULT_MAX_TURNS
 }
 fn max_new_tokens() -> usize {
-    512
+    sod_train::config::DEFAULT_MAX_NEW_TOKENS_PER_TURN
 }
 fn max_total_tokens() -> usize {
-    4096
+    sod_train::config::DEFAULT_MAX_TOTAL_TOKENS
 }
 fn batch_size() -> usize {
     16

@@ -127,6 +127,7 @@ name = "sod"
         sandbox_cache_dir: None,
         resume: false,
         progress: false,
+        log_every: 0,
     };
     let mut trainer = Trainer::new(run, options).expect("trainer");
     trainer.run().expect("run");

@@ -202,6 +202,10 @@ pub struct RunConfig {
     /// Sampling temperature of rollouts.
     #[serde(default = "defaults::one")]
     pub temperature: f64,
+    /// Temperature of the student's and the teacher's distributions in a full-distribution divergence (a loss
+    /// with `signal = full`); absent: the rollout `temperature`, as verl and TRL's distillation trainers do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence_temperature: Option<f64>,
     /// Nucleus sampling threshold of rollouts.
     #[serde(default = "defaults::one")]
     pub top_p: f64,
@@ -231,6 +235,13 @@ pub struct RunConfig {
     #[serde(default)]
     pub null_signal: bool,
 }
+
+/// Default rollout budget of training and evaluation alike (`sod train`, `sod eval`): most assistant turns.
+pub const DEFAULT_MAX_TURNS: usize = 5;
+/// Default rollout budget: most tokens generated per assistant turn.
+pub const DEFAULT_MAX_NEW_TOKENS_PER_TURN: usize = 512;
+/// Default rollout budget: most tokens of a whole trajectory.
+pub const DEFAULT_MAX_TOTAL_TOKENS: usize = 4096;
 
 mod defaults {
     use super::RewardKind;
@@ -281,13 +292,13 @@ mod defaults {
         1.0
     }
     pub fn max_turns() -> usize {
-        4
+        super::DEFAULT_MAX_TURNS
     }
     pub fn max_new_tokens_per_turn() -> usize {
-        512
+        super::DEFAULT_MAX_NEW_TOKENS_PER_TURN
     }
     pub fn max_total_tokens() -> usize {
-        4096
+        super::DEFAULT_MAX_TOTAL_TOKENS
     }
     pub fn checkpoint_every() -> u64 {
         50
@@ -304,6 +315,23 @@ impl RunConfig {
     pub fn warmup(&self) -> u64 {
         self.warmup_steps
             .unwrap_or_else(|| default_warmup(self.steps))
+    }
+
+    /// A run of `steps` steps training `student` on `dataset` into `out_dir`, every other field at its default
+    /// (as a config file naming only these four would have it); adjust the fields, then [`Self::validate`].
+    pub fn new(student: PathBuf, dataset: PathBuf, out_dir: PathBuf, steps: u64) -> Self {
+        let mut table = toml::Table::new();
+        let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
+        table.insert("student".into(), path(&student));
+        table.insert("dataset".into(), path(&dataset));
+        table.insert("out_dir".into(), path(&out_dir));
+        table.insert("steps".into(), toml::Value::Integer(steps as i64));
+        let mut config: RunConfig = table
+            .try_into()
+            .expect("the four required fields make a complete config");
+        // Paths as given, not as re-read through a string.
+        (config.student, config.dataset, config.out_dir) = (student, dataset, out_dir);
+        config
     }
 
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys for tables: `loss.settings.delta=0.3`; the
@@ -411,6 +439,11 @@ impl RunConfig {
                     self.temperature
                 ),
             );
+        }
+        if let Some(t) = self.divergence_temperature
+            && !(t.is_finite() && t > 0.0)
+        {
+            return bad("divergence_temperature", format!("{t} must be positive"));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p", format!("{} must be in (0, 1]", self.top_p));

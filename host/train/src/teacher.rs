@@ -41,6 +41,13 @@ impl Teacher {
         })
     }
 
+    /// A teacher from a model already loaded (benchmarks, tests); the caller vouches for the tokenizer.
+    pub fn from_model(model: Qwen3) -> Self {
+        Teacher {
+            model: model.detached(),
+        }
+    }
+
     /// The frozen teacher model.
     pub fn model(&self) -> &Qwen3 {
         &self.model
@@ -193,7 +200,7 @@ pub struct Scores {
 
 /// Scores `trajectories` (see [`Scores`]) `micro_batch` at a time: current student and teacher log-probs of the
 /// generated tokens under `softmax(logits / temperature)`, the distribution the rollout sampled from, and the
-/// `divergence` between their whole next-token distributions. With `teacher_order`, the teacher's distribution at
+/// `divergence` between their whole next-token distributions, both at `divergence.1` (a temperature). With `teacher_order`, the teacher's distribution at
 /// generated row `r` is the one it has at row `teacher_order[r]` (the null-signal control: the teacher's
 /// guidance shuffled across positions). Logits exist `CHUNK_ELEMENTS` at a time, whatever the vocabulary.
 pub fn score(
@@ -202,9 +209,10 @@ pub fn score(
     trajectories: &[Trajectory],
     micro_batch: usize,
     temperature: f64,
-    spec: Option<&DivergenceSpec>,
+    divergence_at: Option<(&DivergenceSpec, f64)>,
     teacher_order: Option<&[u32]>,
 ) -> Result<Scores> {
+    let spec = divergence_at.map(|(spec, _)| spec);
     let student = student.detached();
     let rows = GeneratedRows::of(trajectories);
     let mut student_rows = Vec::new();
@@ -269,7 +277,19 @@ pub fn score(
                 temperature,
             )?;
             teacher_lp.extend(pick(&lt, picked)?.to_vec1::<f32>()?);
-            if let Some(spec) = spec {
+            if let Some((spec, t_div)) = divergence_at {
+                let (ls, lt) = if t_div == temperature {
+                    (ls.clone(), lt)
+                } else {
+                    let s_rows = student_rows.narrow(0, start, len)?;
+                    (
+                        tempered_log_softmax(&student.lm_head(&s_rows)?, t_div)?,
+                        tempered_log_softmax(
+                            &t.model.lm_head(&t_rows.narrow(0, start, len)?)?,
+                            t_div,
+                        )?,
+                    )
+                };
                 div.extend(divergence(&ls, &lt, spec)?.to_vec1::<f32>()?);
             }
         }

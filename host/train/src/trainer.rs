@@ -37,6 +37,9 @@ pub struct TrainerOptions {
     pub resume: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Without the bar: write a line to stderr every this many steps (step, reward, teacher KL, divergence,
+    /// truncation, seconds per step, ETA); 0 writes none.
+    pub log_every: u64,
 }
 
 /// The result of [`Trainer::run`].
@@ -216,9 +219,29 @@ impl Trainer {
             last: None,
             checkpoint: None,
         };
+        let started = Instant::now();
+        let first_step = self.step;
         while self.step < self.config.steps {
             let metrics = self.train_step()?;
             bar.set_position(self.step);
+            let every = self.options.log_every;
+            if !self.options.progress
+                && every > 0
+                && (self.step.is_multiple_of(every) || self.step == self.config.steps)
+            {
+                let per_step = started.elapsed().as_secs_f64() / (self.step - first_step) as f64;
+                eprintln!(
+                    "  step {:>4}/{}: reward {:.3}  teacher KL {}  divergence {}  truncated {:.2}  {:.1} s/step  ETA {:.0} s",
+                    self.step,
+                    self.config.steps,
+                    metrics.reward_mean,
+                    metrics.kl_teacher.map_or("-".into(), |k| format!("{k:.3}")),
+                    metrics.divergence.map_or("-".into(), |d| format!("{d:.3}")),
+                    metrics.truncated_fraction,
+                    per_step,
+                    per_step * (self.config.steps - self.step) as f64
+                );
+            }
             bar.set_message(format!(
                 "reward {:.3}  acc {:.3}  {:.0} tok/s",
                 metrics.reward_mean, metrics.accuracy, metrics.timing.tokens_per_s
@@ -345,6 +368,10 @@ impl Trainer {
         let update_started = Instant::now();
         let micro = self.config.micro_batch;
         let spec = self.loss.requirements().divergence;
+        let divergence_temperature = self
+            .config
+            .divergence_temperature
+            .unwrap_or(self.config.temperature);
         // The null-signal control shuffles the teacher's guidance across the batch's generated positions.
         let order = self.config.null_signal.then(|| {
             null_signal_order(
@@ -359,7 +386,7 @@ impl Trainer {
             &trajectories,
             micro,
             self.config.temperature,
-            spec.as_ref(),
+            spec.as_ref().map(|s| (s, divergence_temperature)),
             order.as_deref().filter(|_| spec.is_some()),
         )?;
         // The behaviour ("old") log-probs are the trained model's own recomputation, as verl's are: the sampler
@@ -385,6 +412,7 @@ impl Trainer {
                 weights: &advantages.divergence_weights,
                 teacher: teacher.model(),
                 teacher_rows: rows,
+                temperature: divergence_temperature,
             }),
             _ => None,
         };

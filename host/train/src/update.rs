@@ -59,6 +59,8 @@ pub struct DivergenceTerm<'a> {
     /// The teacher's final hidden states at the generated positions of the batch ([`GeneratedRows`] order), from
     /// [`crate::teacher::score`].
     pub teacher_rows: &'a Tensor,
+    /// Temperature of both distributions of the divergence.
+    pub temperature: f64,
 }
 
 /// Everything one update differentiates.
@@ -188,8 +190,13 @@ pub fn policy_gradients(
             if let Some(term) = &batch.divergence {
                 let idx = Tensor::new(&teacher_row[range.clone()], &device)?;
                 let t_rows = term.teacher_rows.index_select(&idx, 0)?;
-                let lt = tempered_log_softmax(&term.teacher.lm_head(&t_rows)?, batch.temperature)?;
-                let d = divergence(&ls, &lt, &term.spec)?;
+                let lt = tempered_log_softmax(&term.teacher.lm_head(&t_rows)?, term.temperature)?;
+                let ls_d = if term.temperature == batch.temperature {
+                    ls.clone()
+                } else {
+                    tempered_log_softmax(&model.lm_head(leaf.as_tensor())?, term.temperature)?
+                };
+                let d = divergence(&ls_d, &lt, &term.spec)?;
                 let w_t = Tensor::new(&weight[range.clone()], &device)?;
                 let weighted = ((d * w_t)?.sum_all()? * f64::from(per_token))?;
                 divergence_sum += f64::from(weighted.to_dtype(DType::F32)?.to_scalar::<f32>()?);

@@ -187,7 +187,7 @@ fn on_a_bandit_both_objectives_lower_the_reverse_kl_at_every_step() {
                 &trajs,
                 64,
                 1.0,
-                full.then_some(&spec),
+                full.then_some((&spec, 1.0)),
                 None,
             )
             .unwrap();
@@ -213,6 +213,7 @@ fn on_a_bandit_both_objectives_lower_the_reverse_kl_at_every_step() {
                     weights: &weights,
                     teacher: teacher.model(),
                     teacher_rows: scores.teacher_rows.as_ref().unwrap(),
+                    temperature: 1.0,
                 }),
                 ..UpdateBatch::ppo(
                     &trajs,

@@ -201,7 +201,7 @@ fn rollouts_are_seeded_per_trajectory_not_per_batch() {
 
 #[test]
 fn micro_batches_accumulate_to_the_full_batch_gradient() {
-    // The PPO term and a full-distribution JSD term to a teacher, at temperature 0.7: one pass over the whole
+    // The PPO term at temperature 0.7 and a full-distribution JSD term to a teacher at temperature 1: one pass over the whole
     // batch with the default logit chunks equals one trajectory per pass with chunks of 3 rows.
     let fx = Fixture::new();
     let dir = fx.path().join("student");
@@ -251,7 +251,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         &trajs,
         2,
         0.7,
-        Some(&spec),
+        Some((&spec, 1.0)),
         None,
     )
     .unwrap();
@@ -266,6 +266,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
             weights: &weights,
             teacher: teacher.model(),
             teacher_rows: scores.teacher_rows.as_ref().unwrap(),
+            temperature: 1.0,
         }),
         temperature: 0.7,
         chunk_elements,

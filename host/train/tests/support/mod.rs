@@ -158,6 +158,7 @@ pub fn options(resume: bool) -> TrainerOptions {
         sandbox_cache_dir: Some(target_dir().join("test-cache")),
         resume,
         progress: false,
+        log_every: 0,
     }
 }
 
