@@ -103,6 +103,7 @@ fn main() {
         grpo_weight: 1.0,
         grpo: Default::default(),
         step_weighting: Some(StepWeighting::default()),
+        signal: sod_loss_abi::math::Signal::Sampled,
     };
     let steps = sod_loss_abi::math::derive_step_indices(&batch.mask, &batch.seq_offsets);
     let mut with_steps = batch.clone();
@@ -113,7 +114,7 @@ fn main() {
             row(
                 "SOD math only (steps given, no validation)",
                 &time(|| {
-                    black_box(distill_advantages(&view, &config, &mut advantages));
+                    black_box(distill_advantages(&view, &config, &mut advantages, &mut []));
                 }),
                 tokens,
             );
