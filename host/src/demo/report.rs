@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::pipeline::{Arm, DemoOutcome, Evaluation, ModelSize, RlRun};
-use super::plot::{Series, line_chart_png, y_range};
+use super::plot::{Bar, ChartLabels, Series, bar_chart_png, line_chart_png, y_range};
 
 /// One colour per arm, in [`Arm::ALL`] order.
 fn arm_color(arm: Arm) -> [u8; 3] {
@@ -185,7 +185,7 @@ pub fn verdict(outcome: &DemoOutcome) -> String {
 fn chart(
     out_dir: &Path,
     file: &str,
-    title: &str,
+    (title, y_label): (&str, &str),
     outcome: &DemoOutcome,
     metric: impl Fn(&sod_train::StepMetrics) -> Option<f64>,
     markdown: &mut String,
@@ -204,7 +204,12 @@ fn chart(
         })
         .collect();
     let path = out_dir.join(file);
-    std::fs::write(&path, line_chart_png(&series, 480, 240))
+    let labels = ChartLabels {
+        title,
+        x: "on-policy training step",
+        y: y_label,
+    };
+    std::fs::write(&path, line_chart_png(&series, &labels, 640, 400))
         .with_context(|| format!("writing {}", path.display()))?;
     let (low, high) = y_range(&series);
     let _ = writeln!(
@@ -226,7 +231,44 @@ fn chart(
     Ok(())
 }
 
-/// Writes `report.md`, `reward.png`, `accuracy.png`, `kl.png` and `outcome.json` into `out_dir`.
+/// `accuracy_bars.png`: the test accuracy of every model with its 95% interval.
+fn accuracy_bars(
+    outcome: &DemoOutcome,
+    out_dir: &Path,
+    markdown: &mut String,
+) -> anyhow::Result<()> {
+    let mut bars = Vec::new();
+    let colors = [[120, 120, 120], [180, 180, 180]];
+    for (k, (name, e, _)) in rows(outcome).into_iter().enumerate() {
+        let color = outcome
+            .runs
+            .iter()
+            .find(|r| name == format!("student + {}", r.arm.label()))
+            .map_or(colors[k.min(1)], |r| arm_color(r.arm));
+        bars.push(Bar {
+            name,
+            value: e.accuracy,
+            interval: wilson_interval(e.accuracy, e.problems),
+            color,
+        });
+    }
+    let labels = ChartLabels {
+        title: "Test accuracy (greedy) with 95% intervals",
+        x: "model",
+        y: "accuracy",
+    };
+    let path = out_dir.join("accuracy_bars.png");
+    std::fs::write(&path, bar_chart_png(&bars, &labels, 640, 400))
+        .with_context(|| format!("writing {}", path.display()))?;
+    let _ = writeln!(
+        markdown,
+        "### Test accuracy\n\n![Test accuracy](accuracy_bars.png)\n"
+    );
+    Ok(())
+}
+
+/// Writes `report.md`, `accuracy_bars.png`, `reward.png`, `accuracy.png`, `kl.png` and `outcome.json` into
+/// `out_dir`.
 pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()> {
     let s = &outcome.settings;
     let m = &outcome.models;
@@ -318,10 +360,11 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         );
     }
     let _ = writeln!(md, "\n## Training curves\n");
+    accuracy_bars(outcome, out_dir, &mut md)?;
     chart(
         out_dir,
         "reward.png",
-        "Mean reward of the rollouts",
+        ("Mean reward of the rollouts", "reward"),
         outcome,
         |s| Some(s.reward_mean),
         &mut md,
@@ -329,7 +372,7 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     chart(
         out_dir,
         "accuracy.png",
-        "Accuracy of the rollouts (sampled)",
+        ("Accuracy of the rollouts (sampled)", "accuracy"),
         outcome,
         |s| Some(s.accuracy),
         &mut md,
@@ -337,7 +380,10 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     chart(
         out_dir,
         "kl.png",
-        "KL estimate to the teacher (mean log pS - log pT on generated tokens)",
+        (
+            "KL to the teacher (mean log pS - log pT, sampled tokens)",
+            "nats per token",
+        ),
         outcome,
         |s| s.kl_teacher,
         &mut md,
