@@ -69,6 +69,9 @@ pub struct RlSettings {
     pub warmup_steps: u64,
     /// Rollout temperature (log-probs are taken at it too).
     pub temperature: f64,
+    /// Temperature of both distributions in the full-distribution arms' divergence (chosen on a validation
+    /// split: 1 taught this student faster than the rollout temperature 0.6, docs/training.md).
+    pub divergence_temperature: f64,
     /// SOD's cap on step weights (`w_k <= 1 + delta`).
     pub delta: f64,
 }
@@ -213,6 +216,7 @@ impl DemoSettings {
                 sampled_learning_rate: 1e-4,
                 warmup_steps: 10,
                 temperature: 0.6,
+                divergence_temperature: 1.0,
                 delta: 0.2,
             },
             max_new_tokens_per_turn: 48,
@@ -263,6 +267,9 @@ impl DemoSettings {
         }
         if !(rl.temperature.is_finite() && rl.temperature > 0.0) {
             bail!("rl.temperature must be positive (on-policy training samples)");
+        }
+        if !(rl.divergence_temperature.is_finite() && rl.divergence_temperature > 0.0) {
+            bail!("rl.divergence_temperature must be positive");
         }
         if !(rl.delta.is_finite() && rl.delta >= 0.0) {
             bail!("rl.delta must be >= 0");
@@ -751,6 +758,7 @@ fn rl_config(
     };
     config.warmup_steps = Some(rl.warmup_steps);
     config.temperature = rollout.sampling.temperature;
+    config.divergence_temperature = Some(rl.divergence_temperature);
     config.top_p = rollout.sampling.top_p;
     config.max_turns = rollout.max_turns;
     config.max_new_tokens_per_turn = rollout.max_new_tokens_per_turn;

@@ -339,7 +339,7 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         md,
         "- On-policy phase, identical for every arm except the plugin and its learning rate: {} steps x {} \
          prompts x {} samples, lr {} (full KL) / {} (sampled-token), {} warm-up steps, temperature {} (log-probs \
-         at the same temperature), seed {}; SOD delta {}.",
+         at the same temperature; the full KL at temperature {}), seed {}; SOD delta {}.",
         s.rl.steps,
         s.rl.prompts_per_step,
         s.rl.samples_per_prompt,
@@ -347,6 +347,7 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         s.rl.sampled_learning_rate,
         s.rl.warmup_steps,
         s.rl.temperature,
+        s.rl.divergence_temperature,
         s.seed,
         s.rl.delta,
     );

@@ -246,17 +246,20 @@ pub fn score(
         return Ok(scores);
     }
     let student_rows = Tensor::cat(&student_rows, 0)?;
-    let teacher_rows = match (teacher, teacher_order) {
-        (None, _) => None,
-        (Some(_), order) => {
+    // The teacher's rows as they are (its log-probs of the sampled tokens are always the real ones), and as the
+    // divergence sees them (shuffled under the null-signal control).
+    let (real_rows, teacher_rows) = match teacher {
+        None => (None, None),
+        Some(_) => {
             let all = Tensor::cat(&teacher_rows, 0)?;
-            Some(match order {
+            let seen = match teacher_order {
                 Some(order) => {
                     let order = Tensor::from_vec(order.to_vec(), order.len(), all.device())?;
                     all.index_select(&order, 0)?
                 }
-                None => all,
-            })
+                None => all.clone(),
+            };
+            (Some(all), Some(seen))
         }
     };
     let vocab = student.config().vocab_size;
@@ -271,13 +274,19 @@ pub fn score(
             temperature,
         )?;
         current.extend(pick(&ls, picked)?.to_vec1::<f32>()?);
-        if let (Some(t), Some(t_rows)) = (teacher, &teacher_rows) {
-            let lt = tempered_log_softmax(
-                &t.model.lm_head(&t_rows.narrow(0, start, len)?)?,
-                temperature,
-            )?;
-            teacher_lp.extend(pick(&lt, picked)?.to_vec1::<f32>()?);
+        if let (Some(t), Some(t_rows), Some(real)) = (teacher, &teacher_rows, &real_rows) {
+            let real_lt =
+                tempered_log_softmax(&t.model.lm_head(&real.narrow(0, start, len)?)?, temperature)?;
+            teacher_lp.extend(pick(&real_lt, picked)?.to_vec1::<f32>()?);
             if let Some((spec, t_div)) = divergence_at {
+                let lt = if teacher_order.is_some() {
+                    tempered_log_softmax(
+                        &t.model.lm_head(&t_rows.narrow(0, start, len)?)?,
+                        temperature,
+                    )?
+                } else {
+                    real_lt
+                };
                 let (ls, lt) = if t_div == temperature {
                     (ls.clone(), lt)
                 } else {
