@@ -1,6 +1,7 @@
-//! Invariants of on-policy distillation: distilling a model into itself changes nothing, and on a one-step bandit
+//! Invariants of on-policy distillation: distilling a model into itself changes nothing; on a one-step bandit
 //! with a known optimum (the teacher's distribution) both the sampled-token OPD gradient and the full-distribution
-//! gradient lower the reverse KL to the teacher at every step.
+//! gradient lower the reverse KL to the teacher at every step; a student that already answers as the teacher does
+//! keeps doing so under 16 on-policy steps.
 
 mod support;
 
@@ -242,6 +243,135 @@ fn on_a_bandit_both_objectives_lower_the_reverse_kl_at_every_step() {
         assert!(
             kl[kl.len() - 1] < 0.9 * kl[0],
             "full = {full}: barely moved: {kl:?}"
+        );
+    }
+}
+
+/// Greedy rollouts of `dir`'s model on the fixture's two prompts, as the trainer would prompt them.
+fn greedy_tokens(fx: &Fixture, dir: &Path) -> Vec<Vec<u32>> {
+    use sod_model::{ChatMessage, ChatTokenizer};
+    use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+    use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, rollout};
+    let model = load_model_dir(dir, &Device::Cpu).unwrap();
+    let tokenizer = ChatTokenizer::from_dir(dir).unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        tools_dir: Some(support::tools_dir()),
+        cache_dir: Some(support::target_dir().join("test-cache")),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let toolbox = ToolBox::new(sandbox, &["calculator".to_string()], Limits::default()).unwrap();
+    let config = fx.config("unused", &[]);
+    let requests: Vec<RolloutRequest> = ["What is 6 * 7?", "What is 2 + 3?"]
+        .iter()
+        .enumerate()
+        .map(|(i, q)| RolloutRequest {
+            prompt_id: format!("p{i}"),
+            sample_index: 0,
+            group: i as u32,
+            messages: vec![
+                ChatMessage::system(config.system_prompt.clone().unwrap()),
+                ChatMessage::user(*q),
+            ],
+        })
+        .collect();
+    let settings = RolloutSettings {
+        max_turns: config.max_turns,
+        max_new_tokens_per_turn: config.max_new_tokens_per_turn,
+        max_total_tokens: config.max_total_tokens,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+        },
+        seed: 0,
+    };
+    rollout(&model.model, &tokenizer, &toolbox, &settings, &requests)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tokens)
+        .collect()
+}
+
+#[test]
+fn a_student_with_the_teachers_greedy_behaviour_keeps_it_under_16_steps() {
+    // A confident teacher (the fixture's teacher with its tied embeddings scaled up, so its greedy choices are
+    // not near-ties) and a student that is the same model with 1% multiplicative noise on every weight: both
+    // answer the prompts greedily token for token alike. Sixteen on-policy steps of the full-distribution
+    // objective, with and without SOD's step weights, at the learning rate that teaches the demo's student,
+    // must not change that.
+    let fx = Fixture::new();
+    let teacher_dir = fx.path().join("sharp-teacher");
+    let student_dir = fx.path().join("near-student");
+    let base = load_model_dir(&fx.path().join("teacher"), &Device::Cpu).unwrap();
+    {
+        let data = base.varmap.data().lock().unwrap();
+        let embed = &data["model.embed_tokens.weight"];
+        embed.set(&(embed.as_tensor() * 8.0).unwrap()).unwrap();
+    }
+    let copy_from = fx.path().join("teacher");
+    base.save_checkpoint(&teacher_dir, sod_model::SaveDtype::F32, Some(&copy_from))
+        .unwrap();
+    {
+        let data = base.varmap.data().lock().unwrap();
+        let mut keys: Vec<&String> = data.keys().collect();
+        keys.sort();
+        for (k, key) in keys.into_iter().enumerate() {
+            let var = &data[key];
+            // Deterministic noise in [-0.01, 0.01]: a SplitMix64 stream per variable.
+            let mut state = 0x5EED_u64 ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let factors: Vec<f32> = (0..var.elem_count())
+                .map(|_| {
+                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    let unit = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+                    1.0 + 0.02 * (unit as f32 - 0.5)
+                })
+                .collect();
+            let factors = Tensor::from_vec(factors, var.dims(), &Device::Cpu).unwrap();
+            var.set(&(var.as_tensor() * factors).unwrap()).unwrap();
+        }
+    }
+    base.save_checkpoint(&student_dir, sod_model::SaveDtype::F32, Some(&copy_from))
+        .unwrap();
+    let wanted = greedy_tokens(&fx, &teacher_dir);
+    assert_eq!(
+        greedy_tokens(&fx, &student_dir),
+        wanted,
+        "the precondition: the noisy student answers as the teacher does"
+    );
+    for loss in ["opd", "sod"] {
+        let name = format!("{loss}-near");
+        let config = fx.config(
+            &name,
+            &[
+                "student=near-student",
+                "teacher=sharp-teacher",
+                &format!("loss.name={loss}"),
+                "loss.settings={}",
+                "loss.settings.signal=full",
+                "steps=16",
+                "warmup_steps=2",
+                "learning_rate=1e-3",
+                "weight_decay=0",
+                "temperature=0.6",
+                "divergence_temperature=1.0",
+                "checkpoint_every=0",
+            ],
+        );
+        let summary = Trainer::new(config, options(false)).unwrap().run().unwrap();
+        let after = greedy_tokens(&fx, &summary.checkpoint.unwrap());
+        let changed: usize = after
+            .iter()
+            .zip(&wanted)
+            .map(|(a, w)| {
+                a.iter().zip(w).filter(|(x, y)| x != y).count() + a.len().abs_diff(w.len())
+            })
+            .sum();
+        assert_eq!(
+            changed, 0,
+            "{loss}: the student's greedy answers changed ({changed} tokens)"
         );
     }
 }
