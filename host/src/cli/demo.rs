@@ -102,7 +102,7 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("{}", verdict(&outcome));
     println!(
-        "Report: {} (plots: reward.png, accuracy.png, kl.png); total {:.0} s.",
+        "Report: {} (plots: accuracy_bars.png, reward.png, accuracy.png, kl.png); total {:.0} s.",
         out_dir.join("report.md").display(),
         started.elapsed().as_secs_f64()
     );
