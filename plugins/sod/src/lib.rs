@@ -31,7 +31,7 @@
 
 #![warn(missing_docs)]
 
-use sod_loss_abi::math::{DistillConfig, distill_advantages, take_min_group_size};
+use sod_loss_abi::math::{DistillConfig, distill_compute, take_min_group_size};
 use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};
 
 /// The configured SOD loss.
@@ -73,9 +73,7 @@ impl LossImpl for SodLoss {
         divergence_weights: &mut [f32],
         metrics: &mut MetricSink<'_>,
     ) -> Result<(), PluginError> {
-        let (grpo, stats) = distill_advantages(batch, &self.config, advantages, divergence_weights);
-        grpo.emit(&self.config.grpo, metrics)?;
-        stats.emit(true, self.config.divergence().is_some(), metrics)
+        distill_compute(&self.config, batch, advantages, divergence_weights, metrics)
     }
 }
 

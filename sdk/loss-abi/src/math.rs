@@ -689,6 +689,23 @@ pub fn distill_advantages(
     (grpo, stats)
 }
 
+/// What the `opd` and `sod` plugins compute: [`distill_advantages`], then the GRPO and distillation metrics.
+pub fn distill_compute(
+    config: &DistillConfig,
+    batch: &BatchView<'_>,
+    advantages: &mut [f32],
+    divergence_weights: &mut [f32],
+    metrics: &mut MetricSink<'_>,
+) -> Result<(), PluginError> {
+    let (grpo, stats) = distill_advantages(batch, config, advantages, divergence_weights);
+    grpo.emit(&config.grpo, metrics)?;
+    stats.emit(
+        config.step_weighting.is_some(),
+        config.divergence().is_some(),
+        metrics,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
