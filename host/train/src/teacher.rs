@@ -199,10 +199,12 @@ pub struct Scores {
 }
 
 /// Scores `trajectories` (see [`Scores`]) `micro_batch` at a time: current student and teacher log-probs of the
-/// generated tokens under `softmax(logits / temperature)`, the distribution the rollout sampled from, and the
-/// `divergence` between their whole next-token distributions, both at `divergence.1` (a temperature). With `teacher_order`, the teacher's distribution at
-/// generated row `r` is the one it has at row `teacher_order[r]` (the null-signal control: the teacher's
-/// guidance shuffled across positions). Logits exist `CHUNK_ELEMENTS` at a time, whatever the vocabulary.
+/// generated tokens under `softmax(logits / temperature)`, the distribution the rollout sampled from, and, with
+/// `divergence_at = Some((spec, t))`, the divergence between their whole next-token distributions, both taken at
+/// temperature `t`. With `teacher_order`, the divergence's teacher distribution at generated row `r` is the one it
+/// has at row `teacher_order[r]` (the null-signal control: the teacher's guidance shuffled across positions); the
+/// teacher log-probs of the sampled tokens stay the real ones. Logits exist `CHUNK_ELEMENTS` at a time, whatever
+/// the vocabulary.
 pub fn score(
     student: &Qwen3,
     teacher: Option<&Teacher>,
