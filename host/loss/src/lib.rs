@@ -572,36 +572,29 @@ impl ConfiguredLoss {
         mask: &[u8],
         collector: &MetricCollector,
     ) -> Result<(), LossError> {
+        // Each per-token output must be finite everywhere and 0 where the mask is 0.
+        let per_token = |what: &str, values: &[f32]| {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                Some(format!("{what} {} at token {i} is not finite", values[i]))
+            } else {
+                values
+                    .iter()
+                    .zip(mask)
+                    .position(|(&v, &m)| m == 0 && v != 0.0)
+                    .map(|i| {
+                        format!(
+                            "{what} {} at token {i}, where the mask is 0 (must be 0)",
+                            values[i]
+                        )
+                    })
+            }
+        };
         let problem = if let Some(problem) = &collector.problem {
             Some(problem.clone())
-        } else if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
-            Some(format!(
-                "divergence weight {} at token {i} is not finite",
-                weights[i]
-            ))
-        } else if let Some(i) = weights
-            .iter()
-            .zip(mask)
-            .position(|(&w, &m)| m == 0 && w != 0.0)
+        } else if let Some(problem) =
+            per_token("advantage", advantages).or_else(|| per_token("divergence weight", weights))
         {
-            Some(format!(
-                "divergence weight {} at token {i}, where the mask is 0 (must be 0)",
-                weights[i]
-            ))
-        } else if let Some(i) = advantages.iter().position(|a| !a.is_finite()) {
-            Some(format!(
-                "advantage {} at token {i} is not finite",
-                advantages[i]
-            ))
-        } else if let Some(i) = advantages
-            .iter()
-            .zip(mask)
-            .position(|(&a, &m)| m == 0 && a != 0.0)
-        {
-            Some(format!(
-                "advantage {} at token {i}, where the mask is 0 (must be 0)",
-                advantages[i]
-            ))
+            Some(problem)
         } else {
             let mut names: Vec<&str> = collector.metrics.iter().map(|(n, _)| n.as_str()).collect();
             names.sort_unstable();

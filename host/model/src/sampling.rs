@@ -114,14 +114,14 @@ impl Sampler {
         let max = logits
             .iter()
             .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-        let log_z = max
-            + logits
-                .iter()
-                .map(|&x| (x as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
         if self.params.temperature == 0.0 {
             let token = first_argmax(logits);
+            let log_z = max
+                + logits
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
             return Ok(SampledToken {
                 token: token as u32,
                 logprob: (logits[token] as f64 - log_z) as f32,
@@ -129,19 +129,14 @@ impl Sampler {
             });
         }
         let t = self.params.temperature;
-        // log Z of softmax(logits / t), for the tempered log-prob of the chosen token.
-        let log_z_t = max / t
-            + logits
-                .iter()
-                .map(|&x| ((x as f64 - max) / t).exp())
-                .sum::<f64>()
-                .ln();
-        let model_logprob = |token: usize| (logits[token] as f64 / t - log_z_t) as f32;
         let mut probs: Vec<f64> = logits
             .iter()
             .map(|&x| ((x as f64 - max) / t).exp())
             .collect();
         let total: f64 = probs.iter().sum();
+        // The tempered log-prob of a token, log_softmax(logits / t), from the same normaliser.
+        let log_total = total.ln();
+        let model_logprob = |token: usize| ((logits[token] as f64 - max) / t - log_total) as f32;
         for p in &mut probs {
             *p /= total;
         }

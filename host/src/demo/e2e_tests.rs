@@ -169,7 +169,7 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     ] {
         assert!(text.contains(row), "table row {row}:\n{text}");
     }
-    let losses: Vec<&str> = first.runs.iter().map(|r| r.loss.as_str()).collect();
+    let losses: Vec<&str> = first.runs.iter().map(|r| r.arm.loss()).collect();
     assert_eq!(losses, ["opd", "sod", "opd", "sod"]);
     let mut evaluations = vec![first.teacher, first.student_before];
     evaluations.extend(first.runs.iter().map(|r| r.after));

@@ -392,10 +392,8 @@ pub struct ModelsRecord {
 /// One on-policy run (an [`Arm`]) and its result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RlRun {
-    /// The arm.
+    /// The arm (its loss plugin: [`Arm::loss`]).
     pub arm: Arm,
-    /// Loss plugin name.
-    pub loss: String,
     /// Whether each test problem was answered right after training, in test order (for paired comparisons).
     pub correct: Vec<bool>,
     /// Per-step metrics, as in the run's `metrics.jsonl`.
@@ -912,7 +910,6 @@ pub fn run_demo(
         ));
         runs.push(RlRun {
             arm,
-            loss: arm.loss().to_string(),
             correct,
             steps: read_metrics(&out.join(sod_train::METRICS_FILE))?,
             after,

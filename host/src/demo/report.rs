@@ -88,21 +88,33 @@ fn describe_size(size: &ModelSize) -> String {
     )
 }
 
-fn rows(outcome: &DemoOutcome) -> Vec<(String, Evaluation, String)> {
+/// A row of the result table: its name, the evaluation, the SOD weights cell, and the arm (none for the teacher and
+/// the cold start).
+struct Row {
+    name: String,
+    evaluation: Evaluation,
+    weights: String,
+    arm: Option<Arm>,
+}
+
+fn rows(outcome: &DemoOutcome) -> Vec<Row> {
+    let fixed = |name: &str, evaluation| Row {
+        name: name.to_string(),
+        evaluation,
+        weights: "-".to_string(),
+        arm: None,
+    };
     let mut rows = vec![
-        ("teacher".to_string(), outcome.teacher, "-".to_string()),
-        (
-            "student (cold start)".to_string(),
-            outcome.student_before,
-            "-".to_string(),
-        ),
+        fixed("teacher", outcome.teacher),
+        fixed("student (cold start)", outcome.student_before),
     ];
     for run in &outcome.runs {
-        rows.push((
-            format!("student + {}", run.arm.label()),
-            run.after,
-            weights_cell(run),
-        ));
+        rows.push(Row {
+            name: format!("student + {}", run.arm.label()),
+            evaluation: run.after,
+            weights: weights_cell(run),
+            arm: Some(run.arm),
+        });
     }
     rows
 }
@@ -115,7 +127,13 @@ pub fn table(outcome: &DemoOutcome) -> String {
         "{:<32} {:>9} {:>15} {:>12} {:>11} {:>11}  SOD weights",
         "model", "accuracy", "95% interval", "valid calls", "tool calls", "mean steps"
     );
-    for (name, e, weights) in rows(outcome) {
+    for Row {
+        name,
+        evaluation: e,
+        weights,
+        ..
+    } in rows(outcome)
+    {
         let (lo, hi) = wilson_interval(e.accuracy, e.problems);
         let _ = writeln!(
             out,
@@ -238,18 +256,15 @@ fn accuracy_bars(
     markdown: &mut String,
 ) -> anyhow::Result<()> {
     let mut bars = Vec::new();
-    let colors = [[120, 120, 120], [180, 180, 180]];
-    for (k, (name, e, _)) in rows(outcome).into_iter().enumerate() {
-        let color = outcome
-            .runs
-            .iter()
-            .find(|r| name == format!("student + {}", r.arm.label()))
-            .map_or(colors[k.min(1)], |r| arm_color(r.arm));
+    // Greys for the teacher and the cold start, the arms' colours for the rest.
+    let greys = [[120, 120, 120], [180, 180, 180]];
+    for (k, row) in rows(outcome).into_iter().enumerate() {
+        let e = row.evaluation;
         bars.push(Bar {
-            name,
+            name: row.name,
             value: e.accuracy,
             interval: wilson_interval(e.accuracy, e.problems),
-            color,
+            color: row.arm.map_or(greys[k.min(1)], arm_color),
         });
     }
     let labels = ChartLabels {
@@ -437,7 +452,6 @@ mod verdict_tests {
             .zip(arms)
             .map(|(&arm, k)| RlRun {
                 arm,
-                loss: arm.loss().into(),
                 correct: answers(k, n),
                 steps: Vec::new(),
                 after: evaluation(&answers(k, n)),

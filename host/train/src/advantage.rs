@@ -7,13 +7,14 @@ use crate::error::{Result, TrainError};
 use crate::rollout::Trajectory;
 
 /// Builds the plugin batch over the response tokens of `trajectories`: behaviour log-probs as `old_logprob`,
-/// `current` (detached current-policy log-probs) and `teacher` log-probs aligned with them, the generation mask,
+/// `current` (detached current-policy log-probs), `teacher` log-probs and the loss's `divergence` aligned with them, the generation mask,
 /// per-sequence offsets, rewards, groups and flags. Step indices are left to the plugin (derived from the mask:
 /// a step is a run of generated tokens between tool outputs).
 pub fn build_batch(
     trajectories: &[Trajectory],
     current: &[Vec<f32>],
     teacher: Option<&[Vec<f32>]>,
+    divergence: Option<&[Vec<f32>]>,
 ) -> Result<Batch> {
     let tokens: usize = trajectories.iter().map(|t| t.mask.len()).sum();
     let mut batch = Batch {
@@ -26,7 +27,7 @@ pub fn build_batch(
         reward: Vec::with_capacity(trajectories.len()),
         group: Vec::with_capacity(trajectories.len()),
         flags: Vec::with_capacity(trajectories.len()),
-        divergence: None,
+        divergence: divergence.map(|_| Vec::with_capacity(tokens)),
     };
     for (i, traj) in trajectories.iter().enumerate() {
         let n = traj.mask.len();
@@ -53,9 +54,14 @@ pub fn build_batch(
         if let Some(cur) = &mut batch.cur_logprob {
             cur.extend(masked(&current[i]));
         }
-        if let (Some(all), Some(out)) = (teacher, &mut batch.teacher_logprob) {
-            aligned(&all[i], "teacher")?;
-            out.extend(masked(&all[i]));
+        for (given, out, what) in [
+            (teacher, &mut batch.teacher_logprob, "teacher"),
+            (divergence, &mut batch.divergence, "divergence"),
+        ] {
+            if let (Some(all), Some(out)) = (given, out) {
+                aligned(&all[i], what)?;
+                out.extend(masked(&all[i]));
+            }
         }
         batch.mask.extend_from_slice(&traj.mask);
         let last = *batch.seq_offsets.last().unwrap_or(&0);
@@ -135,7 +141,7 @@ mod tests {
         let ts = [traj(vec![1, 1, 0, 1], 1.0, false), traj(vec![1], 0.0, true)];
         let current = vec![vec![-0.5; 4], vec![-0.25]];
         let teacher = vec![vec![-2.0; 4], vec![-3.0]];
-        let b = build_batch(&ts, &current, Some(&teacher)).unwrap();
+        let b = build_batch(&ts, &current, Some(&teacher), None).unwrap();
         assert_eq!(b.seq_offsets, vec![0, 4, 5]);
         assert_eq!(b.mask, vec![1, 1, 0, 1, 1]);
         assert_eq!(b.old_logprob, vec![-1.0, -1.0, 0.0, -1.0, -1.0]);
@@ -149,6 +155,6 @@ mod tests {
             (vec![1.0, 0.0], vec![3, 3])
         );
         b.with_view(|_| ()).unwrap();
-        assert!(build_batch(&ts, &[vec![0.0; 3], vec![0.0]], None).is_err());
+        assert!(build_batch(&ts, &[vec![0.0; 3], vec![0.0]], None, None).is_err());
     }
 }

@@ -122,8 +122,8 @@ pub(crate) fn right_padded(
     ))
 }
 
-/// The generated positions of a batch, in trajectory order: row `r` of the batch's gathered hidden states is
-/// response token `response_index[r]` of trajectory `trajectory[r]`.
+/// The generated positions of a batch, in trajectory order: the rows of trajectory `i`'s generated tokens in the
+/// batch's gathered hidden states are `start[i]..start[i + 1]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedRows {
     /// First row of each trajectory (one more entry than trajectories: the last is the row count).
@@ -157,7 +157,7 @@ impl GeneratedRows {
 /// predict. Differentiable when `hidden` is.
 pub(crate) fn generated_hidden(
     hidden: &Tensor,
-    chunk: &[&Trajectory],
+    chunk: &[Trajectory],
 ) -> Result<(Tensor, Vec<u32>)> {
     let (b, len, width) = hidden.dims3()?;
     let mut index = Vec::new();
@@ -221,15 +221,14 @@ pub fn score(
     let mut teacher_rows = Vec::new();
     let mut targets = Vec::with_capacity(rows.len());
     for chunk in trajectories.chunks(micro_batch.max(1)) {
-        let refs: Vec<&Trajectory> = chunk.iter().collect();
         let (ids, mask, _) = right_padded(chunk, student.device())?;
         let hidden = student.forward_hidden(&ids, Some(&mask))?;
-        let (h, t) = generated_hidden(&hidden, &refs)?;
+        let (h, t) = generated_hidden(&hidden, chunk)?;
         student_rows.push(h);
         targets.extend(t);
         if let Some(teacher) = teacher {
             let hidden = teacher.model.forward_hidden(&ids, Some(&mask))?;
-            teacher_rows.push(generated_hidden(&hidden, &refs)?.0);
+            teacher_rows.push(generated_hidden(&hidden, chunk)?.0);
         }
     }
     let zeros = || -> Vec<Vec<f32>> {
@@ -271,37 +270,30 @@ pub fn score(
     while start < rows.len() {
         let len = step.min(rows.len() - start);
         let picked = &targets[start..start + len];
-        let ls = tempered_log_softmax(
-            &student.lm_head(&student_rows.narrow(0, start, len)?)?,
-            temperature,
-        )?;
+        // Each model's logits once per chunk, at each temperature they are needed at.
+        let s_logits = student.lm_head(&student_rows.narrow(0, start, len)?)?;
+        let ls = tempered_log_softmax(&s_logits, temperature)?;
         current.extend(pick(&ls, picked)?.to_vec1::<f32>()?);
         if let (Some(t), Some(t_rows), Some(real)) = (teacher, &teacher_rows, &real_rows) {
-            let real_lt =
-                tempered_log_softmax(&t.model.lm_head(&real.narrow(0, start, len)?)?, temperature)?;
-            teacher_lp.extend(pick(&real_lt, picked)?.to_vec1::<f32>()?);
+            let t_logits = t.model.lm_head(&real.narrow(0, start, len)?)?;
+            let lt = tempered_log_softmax(&t_logits, temperature)?;
+            teacher_lp.extend(pick(&lt, picked)?.to_vec1::<f32>()?);
             if let Some((spec, t_div)) = divergence_at {
-                let lt = if teacher_order.is_some() {
-                    tempered_log_softmax(
+                let ls_d = if t_div == temperature {
+                    ls
+                } else {
+                    tempered_log_softmax(&s_logits, t_div)?
+                };
+                let lt_d = match (teacher_order.is_some(), t_div == temperature) {
+                    (false, true) => lt,
+                    (false, false) => tempered_log_softmax(&t_logits, t_div)?,
+                    // The shuffled rows are other positions' teacher states: their own logits.
+                    (true, _) => tempered_log_softmax(
                         &t.model.lm_head(&t_rows.narrow(0, start, len)?)?,
-                        temperature,
-                    )?
-                } else {
-                    real_lt
+                        t_div,
+                    )?,
                 };
-                let (ls, lt) = if t_div == temperature {
-                    (ls.clone(), lt)
-                } else {
-                    let s_rows = student_rows.narrow(0, start, len)?;
-                    (
-                        tempered_log_softmax(&student.lm_head(&s_rows)?, t_div)?,
-                        tempered_log_softmax(
-                            &t.model.lm_head(&t_rows.narrow(0, start, len)?)?,
-                            t_div,
-                        )?,
-                    )
-                };
-                div.extend(divergence(&ls, &lt, spec)?.to_vec1::<f32>()?);
+                div.extend(divergence(&ls_d, &lt_d, spec)?.to_vec1::<f32>()?);
             }
         }
         start += len;

@@ -17,6 +17,8 @@ use crate::metrics::{MetricsWriter, StepMetrics, Timing};
 use crate::reward::{Reward, reward_for, score_all};
 use crate::rollout::{Finish, RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
 use crate::teacher::{GeneratedRows, Teacher, score};
+use sod_loss_abi::testing::SplitMix64;
+
 use crate::update::{
     AdamW, AdamWConfig, DivergenceTerm, Params, PpoClip, UpdateBatch, clip_grad_norm,
     learning_rate, policy_gradients,
@@ -399,12 +401,19 @@ impl Trainer {
                 }
             }
         }
-        let mut teacher_logprobs = scores.teacher.clone();
-        if let (Some(order), Some(teacher), None) = (&order, &mut teacher_logprobs, &spec) {
-            permute_sampled_signal(&trajectories, teacher, order);
-        }
-        let mut batch = build_batch(&trajectories, &scores.current, teacher_logprobs.as_deref())?;
-        batch.divergence = scores.divergence.as_ref().map(|d| flatten(d));
+        // The sampled-token null signal: the loss sees a copy of the teacher's log-probs with the gaps shuffled.
+        let shuffled = match (&order, &scores.teacher, &spec) {
+            (Some(order), Some(teacher), None) => {
+                Some(permute_sampled_signal(&trajectories, teacher, order))
+            }
+            _ => None,
+        };
+        let batch = build_batch(
+            &trajectories,
+            &scores.current,
+            shuffled.as_deref().or(scores.teacher.as_deref()),
+            scores.divergence.as_deref(),
+        )?;
         let advantages = compute_advantages(&mut self.loss, &batch)?;
         let divergence = match (spec, &self.teacher, &scores.teacher_rows) {
             (Some(spec), Some(teacher), Some(rows)) => Some(DivergenceTerm {
@@ -542,26 +551,21 @@ impl Trainer {
 /// The null-signal control's permutation of a step's `rows` generated positions: a seeded Fisher-Yates shuffle,
 /// a function of the run seed and the step alone (so resuming replays it).
 pub fn null_signal_order(seed: u64, step: u64, rows: usize) -> Vec<u32> {
-    let mut state = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6E75_6C6C_5F73_6967;
-    let mut next = move || {
-        // SplitMix64.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut order: Vec<u32> = (0..rows as u32).collect();
-    for i in (1..rows).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
+    let state = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x6E75_6C6C_5F73_6967;
+    SplitMix64::new(state)
+        .permutation(rows)
+        .into_iter()
+        .map(|r| r as u32)
+        .collect()
 }
 
-/// The sampled-token null signal: the teacher log-prob of generated row `r` becomes
+/// The sampled-token null signal: the teacher log-probs with generated row `r`'s replaced by
 /// `old[r] + (teacher[order[r]] - old[order[r]])`, so each token's gap `log pT - log pS_old` is another token's.
-fn permute_sampled_signal(trajectories: &[Trajectory], teacher: &mut [Vec<f32>], order: &[u32]) {
+fn permute_sampled_signal(
+    trajectories: &[Trajectory],
+    teacher: &[Vec<f32>],
+    order: &[u32],
+) -> Vec<Vec<f32>> {
     let mut gaps = Vec::with_capacity(order.len());
     let mut places = Vec::with_capacity(order.len());
     for (i, traj) in trajectories.iter().enumerate() {
@@ -572,11 +576,9 @@ fn permute_sampled_signal(trajectories: &[Trajectory], teacher: &mut [Vec<f32>],
             }
         }
     }
+    let mut shuffled = teacher.to_vec();
     for (r, &(i, j)) in places.iter().enumerate() {
-        teacher[i][j] = trajectories[i].behaviour_logprobs[j] + gaps[order[r] as usize];
+        shuffled[i][j] = trajectories[i].behaviour_logprobs[j] + gaps[order[r] as usize];
     }
-}
-
-fn flatten(per_trajectory: &[Vec<f32>]) -> Vec<f32> {
-    per_trajectory.iter().flatten().copied().collect()
+    shuffled
 }

@@ -150,10 +150,9 @@ pub fn policy_gradients(
         };
     for chunk_ids in used.chunks(batch.micro_batch.max(1)) {
         let chunk: Vec<Trajectory> = chunk_ids.iter().map(|&i| trajectories[i].clone()).collect();
-        let refs: Vec<&Trajectory> = chunk.iter().collect();
         let (ids, mask, _) = right_padded(&chunk, &device)?;
         let hidden = model.forward_hidden(&ids, Some(&mask))?;
-        let (rows_h, targets) = generated_hidden(&hidden, &refs)?;
+        let (rows_h, targets) = generated_hidden(&hidden, &chunk)?;
         // Per generated row of the micro-batch: old log-prob, advantage, divergence weight, teacher row.
         let (mut old, mut adv, mut weight, mut teacher_row) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -177,7 +176,8 @@ pub fn policy_gradients(
             let len = step.min(n - start);
             let leaf = Var::from_tensor(&rows_h.narrow(0, start, len)?.detach())?;
             let range = start..start + len;
-            let ls = tempered_log_softmax(&model.lm_head(leaf.as_tensor())?, batch.temperature)?;
+            let logits = model.lm_head(leaf.as_tensor())?;
+            let ls = tempered_log_softmax(&logits, batch.temperature)?;
             let new = pick(&ls, &targets[range.clone()])?;
             let old_t = Tensor::new(&old[range.clone()], &device)?;
             let adv_t = Tensor::new(&adv[range.clone()], &device)?;
@@ -194,7 +194,7 @@ pub fn policy_gradients(
                 let ls_d = if term.temperature == batch.temperature {
                     ls.clone()
                 } else {
-                    tempered_log_softmax(&model.lm_head(leaf.as_tensor())?, term.temperature)?
+                    tempered_log_softmax(&logits, term.temperature)?
                 };
                 let d = divergence(&ls_d, &lt, &term.spec)?;
                 let w_t = Tensor::new(&weight[range.clone()], &device)?;

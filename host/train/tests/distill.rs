@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use sod_loss_abi::testing::SplitMix64;
 use sod_loss_abi::{DivergenceKind, DivergenceSpec};
 use sod_model::{Sampler, SamplingParams, load_model_dir};
 use sod_train::divergence::{divergence, tempered_log_softmax};
@@ -318,16 +319,10 @@ fn a_student_with_the_teachers_greedy_behaviour_keeps_it_under_16_steps() {
         for (k, key) in keys.into_iter().enumerate() {
             let var = &data[key];
             // Deterministic noise in [-0.01, 0.01]: a SplitMix64 stream per variable.
-            let mut state = 0x5EED_u64 ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut rng =
+                SplitMix64::new(0x5EED_u64 ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let factors: Vec<f32> = (0..var.elem_count())
-                .map(|_| {
-                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    let unit = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
-                    1.0 + 0.02 * (unit as f32 - 0.5)
-                })
+                .map(|_| 1.0 + rng.uniform(-0.01, 0.01) as f32)
                 .collect();
             let factors = Tensor::from_vec(factors, var.dims(), &Device::Cpu).unwrap();
             var.set(&(var.as_tensor() * factors).unwrap()).unwrap();

@@ -315,25 +315,6 @@ impl Default for StepWeighting {
     }
 }
 
-/// Mean `|old - teacher|` over the generated tokens of each step of one sequence:
-/// `divergences[k]` for step index `k`. Slices cover one sequence.
-pub fn step_divergences(
-    old: &[f32],
-    teacher: &[f32],
-    mask: &[u8],
-    steps: &[u32],
-    divergences: &mut Vec<f64>,
-) {
-    step_means(
-        old.iter()
-            .zip(teacher)
-            .map(|(&o, &t)| (f64::from(o) - f64::from(t)).abs()),
-        mask,
-        steps,
-        divergences,
-    );
-}
-
 /// Mean of `values` over the generated tokens of each step of one sequence: `means[k]` for step index `k`.
 pub fn step_means(
     values: impl Iterator<Item = f64>,
@@ -825,7 +806,11 @@ mod tests {
         let mask = [1, 1, 0, 1, 1];
         let steps = [0, 0, SOD_LOSS_NO_STEP, 1, 1];
         let mut d = Vec::new();
-        step_divergences(&old, &teacher, &mask, &steps, &mut d);
+        let gaps = old
+            .iter()
+            .zip(&teacher)
+            .map(|(&o, &t): (&f64, &f64)| (o - t).abs());
+        step_means(gaps, &mask, &steps, &mut d);
         assert_eq!(d, vec![(0.5 + 1.0) / 2.0, (0.0 + 1.0) / 2.0]);
     }
 
