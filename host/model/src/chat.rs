@@ -102,6 +102,11 @@ pub struct ChatMessage {
     /// The `<think>` part of an assistant message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Whether supervised training learns this assistant message (OpenAI fine-tuning's per-message `weight`: 1 or
+    /// absent trains it, 0 keeps it in the context only, as a deliberately wrong step before a recovery). Chat
+    /// templates never see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u8>,
 }
 
 impl ChatMessage {
@@ -111,6 +116,7 @@ impl ChatMessage {
             content: content.into(),
             tool_calls: Vec::new(),
             reasoning_content: None,
+            weight: None,
         }
     }
 
@@ -181,6 +187,7 @@ impl ChatMessage {
             content: strip_tool_calls(rest),
             tool_calls: calls,
             reasoning_content: reasoning,
+            weight: None,
         };
         (message, errors)
     }

@@ -1,6 +1,9 @@
-//! `sod demo [--out DIR] [--seed S] [--quick]`: the main job. Builds (or reuses from `runs/demo-cache/`) a teacher
-//! and a student trained on gold calculator trajectories, evaluates the student, trains it with OPD and with SOD
-//! from the same start and seed, evaluates again, prints a table and writes a report into the run directory.
+//! `sod demo [--out DIR] [--seed S] [--quick | --full [--seeds N]]`: the main job. Builds (or reuses from
+//! `runs/demo-cache/`) teachers and a student trained on gold (and recovery) calculator trajectories, measures the
+//! teachers on the student's own prefixes, trains the student with OPD and with SOD from the same start, evaluates
+//! every run, prints a table and writes a report into the run directory. `--full` runs the whole grid (both
+//! teachers, GRPO alone, the null-signal control) over several seeds; an interrupted one continues where it
+//! stopped when started again with the same `--out`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,7 +12,7 @@ use clap::Args;
 
 use super::{Cli, usage};
 use crate::demo::pipeline::{DemoPaths, DemoSettings, run_demo};
-use crate::demo::report::{table, verdict, write_report};
+use crate::demo::report::{table, take_over_table, verdict, write_report};
 
 /// `sod demo ...`
 #[derive(Debug, Args)]
@@ -21,11 +24,18 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// A shorter run: the same (cached) models, fewer on-policy steps.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "full")]
     quick: bool,
+    /// The whole grid: gold-only and recovery teachers x every arm, GRPO alone and the null-signal control, for
+    /// `--seeds` seeds (about 30 on-policy runs: over an hour on two cores).
+    #[arg(long)]
+    full: bool,
+    /// Seeds of the on-policy runs (default: 3 with --full, else 1).
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
     /// Read every setting (sizes, steps, learning rates) from this JSON file instead; `--print-settings` writes
     /// one to start from. `--seed` and `--quick` are then ignored.
-    #[arg(long, value_name = "FILE", conflicts_with = "quick")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "full"])]
     settings: Option<PathBuf>,
     /// Print the settings this run would use, as JSON, and exit.
     #[arg(long)]
@@ -47,7 +57,13 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                 .map_err(|e| usage(format!("{}: not demo settings: {e}", file.display())))?
         }
         None if args.quick => DemoSettings::quick(args.seed),
+        None if args.full => DemoSettings::full(args.seed),
         None => DemoSettings::standard(args.seed),
+    };
+    let settings = match args.seeds {
+        Some(0) => return Err(usage("--seeds must be at least 1")),
+        Some(seeds) if args.settings.is_none() => DemoSettings { seeds, ..settings },
+        _ => settings,
     };
     if args.print_settings {
         println!("{}", serde_json::to_string_pretty(&settings)?);
@@ -77,7 +93,7 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         )));
     }
     let plugin_dir = crate::locate::plugin_dir(args.plugin_dir.as_deref())?;
-    for plugin in ["sod", "opd"] {
+    for plugin in ["sod", "opd", "grpo"] {
         let file = plugin_dir.join(sod_loss::plugin_file_name(plugin));
         if !file.is_file() {
             return Err(usage(format!(
@@ -99,6 +115,8 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     write_report(&outcome, &out_dir)?;
     println!();
     print!("{}", table(&outcome));
+    println!();
+    print!("{}", take_over_table(&outcome));
     println!();
     println!("{}", verdict(&outcome));
     println!(

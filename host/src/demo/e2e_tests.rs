@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::pipeline::{
-    DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role, run_demo,
+    Arm, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role, TeacherKind, run_demo,
 };
 use super::report::{table, write_report};
 use sod_train::sft::SftConfig;
@@ -78,16 +78,23 @@ fn tiny_settings() -> DemoSettings {
             delta: 0.2,
         },
         max_new_tokens_per_turn: 12,
+        recovery_fraction: 0.5,
+        seeds: 1,
+        grid: true,
     }
 }
 
 /// The outcome without wall-clock measurements.
 fn reproducible(outcome: &DemoOutcome) -> serde_json::Value {
     let mut value = serde_json::to_value(outcome).expect("outcome as JSON");
-    for role in ["teacher", "student"] {
-        value["models"][role]["build_seconds"] = serde_json::Value::Null;
-        value["models"][role]["cached"] = serde_json::Value::Null;
+    let clear = |model: &mut serde_json::Value| {
+        model["build_seconds"] = serde_json::Value::Null;
+        model["cached"] = serde_json::Value::Null;
+    };
+    for pair in value["models"]["teachers"].as_array_mut().expect("teachers") {
+        clear(&mut pair[1]);
     }
+    clear(&mut value["models"]["student"]);
     for run in value["runs"].as_array_mut().expect("runs") {
         run["train_seconds"] = serde_json::Value::Null;
         for step in run["steps"].as_array_mut().expect("steps") {
@@ -114,8 +121,12 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     };
     let first = run_demo(&settings, &paths("first"), false, &|_| {}).expect("first demo run");
     write_report(&first, &paths("first").out_dir).expect("report");
-    assert!(!first.models.teacher.cached && !first.models.student.cached);
-    for role in [Role::Teacher, Role::Student] {
+    assert!(first.models.teachers.iter().all(|(_, m)| !m.cached) && !first.models.student.cached);
+    for role in [
+        Role::Teacher(TeacherKind::Gold),
+        Role::Teacher(TeacherKind::Recovery),
+        Role::Student,
+    ] {
         let model = scratch
             .path()
             .join("cache")
@@ -130,6 +141,9 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
             "{role:?} tokenizer in the cache"
         );
     }
+    let (_, recovery) = &first.models.teachers[0];
+    assert!(recovery.recovery_conversations > 0, "{recovery:?}");
+    assert_eq!(recovery.conversations, settings.train_tasks + recovery.recovery_conversations);
     let out = &paths("first").out_dir;
     for file in [
         "report.md",
@@ -138,18 +152,20 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         "accuracy.png",
         "accuracy_bars.png",
         "kl.png",
-        "opd-sampled/metrics.jsonl",
-        "sod-sampled/metrics.jsonl",
-        "opd-full/metrics.jsonl",
-        "sod-full/metrics.jsonl",
-        "eval/student-sod-full.jsonl",
+        "recovery-opd-sampled-seed5/metrics.jsonl",
+        "recovery-sod-full-seed5/metrics.jsonl",
+        "gold-opd-full-seed5/metrics.jsonl",
+        "grpo-seed5/metrics.jsonl",
+        "recovery-null-control-seed5/run.json",
+        "eval/student-recovery-sod-full-seed5.jsonl",
+        "eval/teacher-gold.jsonl",
     ] {
         assert!(out.join(file).is_file(), "{file} is written");
     }
     // The run configs written into the run directory work from anywhere: `sod train --config` resolves
     // relative paths against the config's directory.
-    let run_toml =
-        std::fs::read_to_string(out.join("opd-full/run.toml")).expect("opd-full/run.toml");
+    let run_toml = std::fs::read_to_string(out.join("recovery-opd-full-seed5/run.toml"))
+        .expect("run.toml");
     let run: toml::Value = toml::from_str(&run_toml).expect("run.toml parses");
     for key in ["student", "teacher", "dataset", "out_dir"] {
         let path = run[key].as_str().expect(key);
@@ -160,18 +176,23 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
 
     let text = table(&first);
     for row in [
-        "teacher",
+        "teacher (recovery)",
+        "teacher (gold)",
         "student (cold start)",
-        "student + OPD (sampled-token)",
-        "student + SOD (sampled-token)",
-        "student + OPD (full KL)",
-        "student + SOD (full KL)",
+        "student + OPD (sampled-token), recovery teacher",
+        "student + SOD (sampled-token), gold-only teacher",
+        "student + OPD (full KL), recovery teacher",
+        "student + SOD (full KL), recovery teacher",
+        "student + GRPO alone",
+        "student + OPD (full KL, null signal), recovery teacher",
     ] {
         assert!(text.contains(row), "table row {row}:\n{text}");
     }
-    let losses: Vec<&str> = first.runs.iter().map(|r| r.arm.loss()).collect();
-    assert_eq!(losses, ["opd", "sod", "opd", "sod"]);
-    let mut evaluations = vec![first.teacher, first.student_before];
+    let arms: Vec<Arm> = first.runs.iter().map(|r| r.spec.arm).collect();
+    assert_eq!(arms.len(), 10);
+    assert_eq!(arms[8..], [Arm::Grpo, Arm::NullControl]);
+    let mut evaluations: Vec<_> = first.teachers.iter().map(|t| t.evaluation).collect();
+    evaluations.push(first.student_before);
     evaluations.extend(first.runs.iter().map(|r| r.after));
     for e in evaluations {
         assert_eq!(e.problems, settings.test_tasks);
@@ -181,22 +202,30 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         assert!(e.mean_steps >= 1.0 && e.mean_steps <= 5.0, "{e:?}");
     }
     assert_eq!(first.student_before_correct.len(), settings.test_tasks);
+    assert_eq!(first.student_sampled.samples, settings.test_tasks);
+    let finished: f64 = first.student_sampled.finish.values().sum();
+    assert!((finished - 1.0).abs() < 1e-9, "{:?}", first.student_sampled);
+    for t in &first.teachers {
+        let o = t.take_over;
+        assert!(o.off_track_solved <= o.off_track && o.on_track_solved <= o.on_track, "{o:?}");
+    }
     for run in &first.runs {
+        let arm = run.spec.arm;
         assert_eq!(run.correct.len(), settings.test_tasks);
         assert_eq!(run.steps.len() as u64, settings.rl.steps);
         // The full-distribution arms report their divergence; the sampled-token ones do not compute it.
         assert_eq!(
             run.steps.iter().all(|s| s.divergence.is_some()),
-            run.arm.full(),
-            "{:?}",
-            run.arm
+            arm.full(),
+            "{arm:?}"
         );
-        assert!(
+        assert_eq!(
             run.steps.iter().all(|s| s.kl_teacher.is_some()),
-            "both losses use the teacher"
+            arm.uses_teacher(),
+            "{arm:?}"
         );
     }
-    for run in first.runs.iter().filter(|r| r.arm.step_weighted()) {
+    for run in first.runs.iter().filter(|r| r.spec.arm.step_weighted()) {
         let plugin = &run.steps[0].plugin;
         assert!(
             plugin.contains_key("mean_last_w") && plugin.contains_key("w_p50"),
@@ -205,20 +234,34 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     }
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(report.contains("SOD") && report.contains("OPD") && report.contains("![Mean reward"));
+    assert!(report.contains("off-track"), "{report}");
 
     // Same settings again: the models come from the cache and every measured number is the same.
     let second = run_demo(&settings, &paths("second"), false, &|_| {}).expect("second demo run");
-    assert!(second.models.teacher.cached && second.models.student.cached);
+    assert!(second.models.teachers.iter().all(|(_, m)| m.cached) && second.models.student.cached);
     assert_eq!(reproducible(&first), reproducible(&second));
-    // A run directory is never overwritten.
+    // A finished run directory is never overwritten.
     assert!(run_demo(&settings, &paths("first"), false, &|_| {}).is_err());
+    // An interrupted one continues: without its report and one run's record, only that run is redone, and the
+    // outcome is the same.
+    let second_dir = paths("second").out_dir;
+    std::fs::remove_file(second_dir.join("report.md")).ok();
+    std::fs::remove_file(second_dir.join("recovery-sod-full-seed5/run.json")).expect("run.json");
+    let resumed = run_demo(&settings, &paths("second"), false, &|_| {}).expect("resumed run");
+    assert_eq!(reproducible(&resumed), reproducible(&first));
+    // ... but not with other settings.
+    let mut other = settings;
+    other.rl.delta = 0.3;
+    assert!(run_demo(&other, &paths("second"), false, &|_| {}).is_err());
 
     // A different student cold start rebuilds the student only.
     let mut longer = settings;
     longer.student_sft.steps += 1;
+    longer.grid = false;
     let third = run_demo(&longer, &paths("third"), false, &|_| {}).expect("third demo run");
-    assert!(third.models.teacher.cached && !third.models.student.cached);
-    assert_eq!(third.teacher, first.teacher);
+    assert!(third.models.teachers.iter().all(|(_, m)| m.cached) && !third.models.student.cached);
+    assert_eq!(third.teachers[0].evaluation, first.teachers[0].evaluation);
+    assert_eq!(third.runs.len(), 4);
     assert_eq!(
         third.models.student.sft_last.map(|m| m.step),
         Some(longer.student_sft.steps)

@@ -2,6 +2,7 @@
 //! real calculator in the sandbox, as conversations in the rollout's format.
 
 use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
 use sod_model::{ChatMessage, ToolCall};
 use sod_sandbox::{CallOptions, OutcomeKind, Sandbox, Tool};
 
@@ -75,16 +76,77 @@ pub fn gold_conversation(
                 step.result
             );
         }
-        messages.push(ChatMessage::assistant_with_tool_calls(
-            "",
-            vec![ToolCall {
-                name: "calculator".to_string(),
-                arguments: serde_json::json!({ "expression": step.expression }),
-            }],
-        ));
+        messages.push(call_turn(&step.expression));
         messages.push(ChatMessage::tool(output));
     }
     messages.push(ChatMessage::assistant(final_turn(&task.answer)));
+    Ok(messages)
+}
+
+/// One calculator turn: an assistant message with a single call of `expression`.
+fn call_turn(expression: &str) -> ChatMessage {
+    ChatMessage::assistant_with_tool_calls(
+        "",
+        vec![ToolCall {
+            name: "calculator".to_string(),
+            arguments: serde_json::json!({ "expression": expression }),
+        }],
+    )
+}
+
+/// `expression` with one digit of one operand changed (never to a leading zero), chosen by `pick`: a miscopied
+/// number, the student's commonest slip on these problems.
+pub fn miscopy(expression: &str, pick: u64) -> String {
+    let digits: Vec<usize> = expression
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_digit())
+        .map(|(i, _)| i)
+        .collect();
+    if digits.is_empty() {
+        return expression.to_string();
+    }
+    let at = digits[(pick % digits.len() as u64) as usize];
+    let bytes = expression.as_bytes();
+    let leading = at == 0 || !bytes[at - 1].is_ascii_digit();
+    let old = bytes[at] - b'0';
+    // A different digit, 1..=9 in a leading position (so that the number keeps its length).
+    let choices: Vec<u8> = (u8::from(leading)..=9).filter(|&d| d != old).collect();
+    let new = choices[((pick / 31) % choices.len() as u64) as usize];
+    let mut out = expression.to_string();
+    out.replace_range(at..=at, &char::from(b'0' + new).to_string());
+    out
+}
+
+/// A recovery conversation of `task` (the DAgger/DART idea): gold up to a step chosen by the task id, where a
+/// call with a miscopied number gets the real calculator's (wrong) answer, then the step redone correctly and
+/// gold to the end. The wrong turn has `weight: 0`: a model trained on it learns to recover from such a prefix,
+/// not to make the slip.
+pub fn recovery_conversation(
+    calculator: &Calculator<'_>,
+    task: &Task,
+) -> anyhow::Result<Vec<ChatMessage>> {
+    let digest = Sha256::digest(format!("sod-demo-recovery-v1/{}", task.id));
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let pick = u64::from_le_bytes(bytes);
+    let at = (pick % task.steps.len() as u64) as usize;
+    let gold = gold_conversation(calculator, task)?;
+    // Messages: system, user, then (call, response) per step, then the answer.
+    let split = 2 + 2 * at;
+    let step = &task.steps[at];
+    let wrong = miscopy(&step.expression, pick >> 8);
+    let wrong_output = calculator.evaluate(&wrong, &format!("recovery/{}/{at}", task.id))?;
+    if wrong_output.trim() == step.result.to_string() {
+        // The slip did not change the result (it cannot for these operations, but a task family might allow it):
+        // there is nothing to recover from.
+        return Ok(gold);
+    }
+    let mut slip = call_turn(&wrong);
+    slip.weight = Some(0);
+    let mut messages = gold[..split].to_vec();
+    messages.push(slip);
+    messages.push(ChatMessage::tool(wrong_output));
+    messages.extend_from_slice(&gold[split..]);
     Ok(messages)
 }
 
@@ -99,5 +161,20 @@ mod tests {
             sod_train::reward::extract_answer(&text).as_deref(),
             Some("123")
         );
+    }
+
+    #[test]
+    fn miscopies_change_one_digit_and_keep_lengths() {
+        for pick in 0..500u64 {
+            for expression in ["4817*36", "123+9", "70-1"] {
+                let wrong = miscopy(expression, pick);
+                assert_eq!(wrong.len(), expression.len());
+                let changed = wrong.chars().zip(expression.chars()).filter(|(a, b)| a != b).count();
+                assert_eq!(changed, 1, "{expression} -> {wrong}");
+                for number in wrong.split(|c: char| !c.is_ascii_digit()) {
+                    assert!(number.len() < 2 || !number.starts_with('0'), "{wrong}");
+                }
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod gold;
 pub mod pipeline;
 pub mod plot;
 pub mod report;
+pub mod takeover;
 pub mod tasks;
 
 #[cfg(test)]

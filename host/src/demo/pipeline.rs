@@ -18,7 +18,8 @@ use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox};
 use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
-use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation};
+use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation, recovery_conversation};
+use super::takeover::{self, SampledStart, TakeOver};
 use super::tasks::{self, Task};
 
 /// Width and depth of a model (the MLP is 3x the hidden size).
@@ -77,7 +78,7 @@ pub struct RlSettings {
 }
 
 /// One on-policy arm of the demo: a loss plugin and the signal it distils.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arm {
     /// OPD with the paper's sampled-token signal.
@@ -88,28 +89,39 @@ pub enum Arm {
     OpdFull,
     /// SOD's step weights on the full-vocabulary reverse KL.
     SodFull,
+    /// GRPO alone: the outcome reward, no teacher.
+    Grpo,
+    /// The null-signal control: [`Arm::OpdFull`] with the teacher's distributions shuffled across tokens, so that
+    /// the update has the same size and schedule but carries no information about the teacher.
+    NullControl,
 }
 
 impl Arm {
-    /// The arms the demo runs, in table order.
-    pub const ALL: [Arm; 4] = [Arm::OpdSampled, Arm::SodSampled, Arm::OpdFull, Arm::SodFull];
+    /// The arms of the default demo, in table order.
+    pub const MAIN: [Arm; 4] = [Arm::OpdSampled, Arm::SodSampled, Arm::OpdFull, Arm::SodFull];
 
     /// The loss plugin.
     pub fn loss(self) -> &'static str {
         match self {
-            Arm::OpdSampled | Arm::OpdFull => "opd",
+            Arm::OpdSampled | Arm::OpdFull | Arm::NullControl => "opd",
             Arm::SodSampled | Arm::SodFull => "sod",
+            Arm::Grpo => "grpo",
         }
     }
 
     /// Whether the signal is the full-distribution one.
     pub fn full(self) -> bool {
-        matches!(self, Arm::OpdFull | Arm::SodFull)
+        matches!(self, Arm::OpdFull | Arm::SodFull | Arm::NullControl)
     }
 
     /// Whether SOD's step weights apply.
     pub fn step_weighted(self) -> bool {
         self.loss() == "sod"
+    }
+
+    /// Whether the arm distils from a teacher.
+    pub fn uses_teacher(self) -> bool {
+        self != Arm::Grpo
     }
 
     /// Its name in tables: `OPD (sampled-token)`, `SOD (full KL)`, ...
@@ -119,6 +131,8 @@ impl Arm {
             Arm::SodSampled => "SOD (sampled-token)",
             Arm::OpdFull => "OPD (full KL)",
             Arm::SodFull => "SOD (full KL)",
+            Arm::Grpo => "GRPO alone",
+            Arm::NullControl => "OPD (full KL, null signal)",
         }
     }
 
@@ -129,6 +143,68 @@ impl Arm {
             Arm::SodSampled => "sod-sampled",
             Arm::OpdFull => "opd-full",
             Arm::SodFull => "sod-full",
+            Arm::Grpo => "grpo",
+            Arm::NullControl => "null-control",
+        }
+    }
+}
+
+/// What the teacher was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherKind {
+    /// Gold trajectories only.
+    Gold,
+    /// Gold trajectories and recovery ones (a miscopied calculator call, its real answer, the step redone).
+    Recovery,
+}
+
+impl TeacherKind {
+    /// Table order.
+    pub const ALL: [TeacherKind; 2] = [TeacherKind::Recovery, TeacherKind::Gold];
+
+    /// `recovery teacher`, `gold-only teacher`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TeacherKind::Gold => "gold-only teacher",
+            TeacherKind::Recovery => "recovery teacher",
+        }
+    }
+
+    /// `gold`, `recovery`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TeacherKind::Gold => "gold",
+            TeacherKind::Recovery => "recovery",
+        }
+    }
+}
+
+/// One on-policy run of the plan: an arm, its teacher (none for GRPO), and the seed of its sampling and data order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The arm.
+    pub arm: Arm,
+    /// The teacher it distils from.
+    pub teacher: Option<TeacherKind>,
+    /// The seed of the run's sampling and prompt order (the models are the same for every seed).
+    pub seed: u64,
+}
+
+impl RunSpec {
+    /// The run's directory in the run directory, e.g. `recovery-opd-full-seed0`.
+    pub fn dir(&self) -> String {
+        match self.teacher {
+            Some(t) => format!("{}-{}-seed{}", t.name(), self.arm.dir(), self.seed),
+            None => format!("{}-seed{}", self.arm.dir(), self.seed),
+        }
+    }
+
+    /// The row it belongs to (the same for every seed): `student + OPD (full KL), recovery teacher`.
+    pub fn row_label(&self) -> String {
+        match self.teacher {
+            Some(t) => format!("student + {}, {}", self.arm.label(), t.label()),
+            None => format!("student + {}", self.arm.label()),
         }
     }
 }
@@ -160,6 +236,14 @@ pub struct DemoSettings {
     pub rl: RlSettings,
     /// Most tokens per assistant turn (rollouts and evaluation).
     pub max_new_tokens_per_turn: usize,
+    /// Recovery conversations in the recovery teacher's training data, per train problem (each problem's recovery
+    /// conversation is added with this probability, chosen by its id).
+    pub recovery_fraction: f64,
+    /// Seeds of the on-policy runs (`seed`, `seed + 1`, ...); the models are built once.
+    pub seeds: u64,
+    /// The whole grid (both teachers, every arm, GRPO alone and the null-signal control) rather than the main rows
+    /// (the recovery teacher and [`Arm::MAIN`]).
+    pub grid: bool,
 }
 
 fn sft(steps: u64, batch_size: usize, learning_rate: f64, seed: u64) -> SftConfig {
@@ -220,7 +304,57 @@ impl DemoSettings {
                 delta: 0.2,
             },
             max_new_tokens_per_turn: 48,
+            recovery_fraction: 0.5,
+            seeds: 1,
+            grid: false,
         }
+    }
+
+    /// The whole grid, for three seeds (`sod demo --full`).
+    pub fn full(seed: u64) -> Self {
+        DemoSettings {
+            seeds: 3,
+            grid: true,
+            ..Self::standard(seed)
+        }
+    }
+
+    /// The teachers the plan distils from, in table order.
+    pub fn teachers(&self) -> Vec<TeacherKind> {
+        if self.grid {
+            TeacherKind::ALL.to_vec()
+        } else {
+            vec![TeacherKind::Recovery]
+        }
+    }
+
+    /// Every on-policy run, seed by seed (so that an interrupted grid has whole seeds done).
+    pub fn plan(&self) -> Vec<RunSpec> {
+        let mut runs = Vec::new();
+        for seed in self.seed..self.seed + self.seeds {
+            for teacher in self.teachers() {
+                for arm in Arm::MAIN {
+                    runs.push(RunSpec {
+                        arm,
+                        teacher: Some(teacher),
+                        seed,
+                    });
+                }
+            }
+            if self.grid {
+                runs.push(RunSpec {
+                    arm: Arm::Grpo,
+                    teacher: None,
+                    seed,
+                });
+                runs.push(RunSpec {
+                    arm: Arm::NullControl,
+                    teacher: Some(TeacherKind::Recovery),
+                    seed,
+                });
+            }
+        }
+        runs
     }
 
     /// A shorter demo with the same (cached) models: fewer on-policy steps.
@@ -277,23 +411,29 @@ impl DemoSettings {
         if self.max_new_tokens_per_turn == 0 {
             bail!("max_new_tokens_per_turn must be at least 1");
         }
+        if !(0.0..=1.0).contains(&self.recovery_fraction) {
+            bail!("recovery_fraction must be between 0 and 1");
+        }
+        if self.seeds == 0 {
+            bail!("seeds must be at least 1");
+        }
         Ok(())
     }
 
     /// The size and the supervised training of the `role` model.
     pub fn model(&self, role: Role) -> (ModelSize, SftConfig) {
         match role {
-            Role::Teacher => (self.teacher, self.teacher_sft),
+            Role::Teacher(_) => (self.teacher, self.teacher_sft),
             Role::Student => (self.student, self.student_sft),
         }
     }
 
     /// The part of the settings the cached `role` model depends on (the data, the tokenizer, its size and its
-    /// supervised training), hashed: its cache directory's name. The teacher and the student are cached apart, so
-    /// that changing the student's settings does not rebuild the teacher.
+    /// supervised training), hashed: its cache directory's name. Each model is cached apart, so that changing the
+    /// student's settings does not rebuild a teacher.
     pub fn model_cache_key(&self, role: Role) -> String {
         let (size, sft) = self.model(role);
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "version": "sod-demo-model-v3",
             "role": role.name(),
             "seed": self.seed,
@@ -304,26 +444,31 @@ impl DemoSettings {
             "size": size,
             "sft": sft,
         });
+        if role == Role::Teacher(TeacherKind::Recovery) {
+            key["recovery_fraction"] = self.recovery_fraction.into();
+        }
         let digest = Sha256::digest(key.to_string());
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         format!("{}-{hex}", role.name())
     }
 }
 
-/// Which of the two models.
+/// Which model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The larger model trained first, whose log-probs guide the student.
-    Teacher,
+    /// A larger model trained first, whose log-probs guide the student.
+    Teacher(TeacherKind),
     /// The smaller model with a short cold start, trained on-policy.
     Student,
 }
 
 impl Role {
-    /// `teacher` or `student`.
+    /// `teacher` (the gold-only teacher, as before recovery teachers existed, so that its cache stays valid),
+    /// `teacher-recovery` or `student`.
     pub fn name(self) -> &'static str {
         match self {
-            Role::Teacher => "teacher",
+            Role::Teacher(TeacherKind::Gold) => "teacher",
+            Role::Teacher(TeacherKind::Recovery) => "teacher-recovery",
             Role::Student => "student",
         }
     }
@@ -364,8 +509,11 @@ pub struct Evaluation {
 pub struct BuiltModel {
     /// The cache directory's name (`DemoSettings::model_cache_key`).
     pub key: String,
-    /// Gold conversations it was trained on.
+    /// Conversations it was trained on (gold, and recovery ones for the recovery teacher).
     pub conversations: usize,
+    /// Of them, recovery conversations.
+    #[serde(default)]
+    pub recovery_conversations: usize,
     /// Trained (assistant) tokens over all gold conversations.
     pub gold_trained_tokens: usize,
     /// Prompt tokens over all gold conversations.
@@ -380,20 +528,20 @@ pub struct BuiltModel {
     pub cached: bool,
 }
 
-/// The two models of a demo run.
+/// The models of a demo run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelsRecord {
-    /// The teacher.
-    pub teacher: BuiltModel,
+    /// The teachers, in [`DemoSettings::teachers`] order.
+    pub teachers: Vec<(TeacherKind, BuiltModel)>,
     /// The student after its cold start.
     pub student: BuiltModel,
 }
 
-/// One on-policy run (an [`Arm`]) and its result.
+/// One on-policy run (a [`RunSpec`]) and its result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RlRun {
-    /// The arm (its loss plugin: [`Arm::loss`]).
-    pub arm: Arm,
+    /// The arm, its teacher and its seed.
+    pub spec: RunSpec,
     /// Whether each test problem was answered right after training, in test order (for paired comparisons).
     pub correct: Vec<bool>,
     /// Per-step metrics, as in the run's `metrics.jsonl`.
@@ -404,6 +552,17 @@ pub struct RlRun {
     pub train_seconds: f64,
 }
 
+/// A teacher as measured on the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherRecord {
+    /// Which teacher.
+    pub kind: TeacherKind,
+    /// Greedy, from the prompt.
+    pub evaluation: Evaluation,
+    /// Greedy, from the cold-start student's prefixes.
+    pub take_over: TakeOver,
+}
+
 /// Everything the demo measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoOutcome {
@@ -411,13 +570,15 @@ pub struct DemoOutcome {
     pub settings: DemoSettings,
     /// How the models were built, and whether this run built them.
     pub models: ModelsRecord,
-    /// The teacher on the test split.
-    pub teacher: Evaluation,
+    /// The teachers on the test split, in [`DemoSettings::teachers`] order.
+    pub teachers: Vec<TeacherRecord>,
     /// The student after its cold start, before on-policy training.
     pub student_before: Evaluation,
     /// Whether the cold-start student answered each test problem right, in test order.
     pub student_before_correct: Vec<bool>,
-    /// On-policy runs, in [`Arm::ALL`] order.
+    /// The cold-start student sampled at the training temperature (how its samples end).
+    pub student_sampled: SampledStart,
+    /// On-policy runs, in [`DemoSettings::plan`] order.
     pub runs: Vec<RlRun>,
 }
 
@@ -432,37 +593,74 @@ const MODEL_DIR: &str = "model";
 /// `ToolBox::with_schemas_in_prompt`).
 const TOOL_SCHEMAS_IN_PROMPT: bool = false;
 
-/// Builds (or finds in the cache) the teacher and the student; returns their model directories and records.
+/// The models' directories.
+#[derive(Debug, Clone)]
+pub struct ModelDirs {
+    /// Each teacher's, in [`DemoSettings::teachers`] order.
+    pub teachers: Vec<(TeacherKind, PathBuf)>,
+    /// The cold-start student's.
+    pub student: PathBuf,
+}
+
+impl ModelDirs {
+    /// The directory of the `kind` teacher.
+    pub fn teacher(&self, kind: TeacherKind) -> anyhow::Result<&Path> {
+        self.teachers
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, dir)| dir.as_path())
+            .with_context(|| format!("the plan has no {}", kind.label()))
+    }
+}
+
+/// Builds (or finds in the cache) the teachers and the student; returns their model directories and records.
 pub fn prepare_models(
     settings: &DemoSettings,
     paths: &DemoPaths,
     calculator: &Calculator<'_>,
     log: &dyn Fn(&str),
-) -> anyhow::Result<(PathBuf, PathBuf, ModelsRecord)> {
-    let teacher = prepare_model(settings, Role::Teacher, paths, calculator, log)?;
+) -> anyhow::Result<(ModelDirs, ModelsRecord)> {
     let student = prepare_model(settings, Role::Student, paths, calculator, log)?;
-    // Both tokenizers are trained on the same corpus with the same settings; the teacher scores the student's
-    // tokens, so they must be the same file.
+    let mut dirs = ModelDirs {
+        teachers: Vec::new(),
+        student: student.0,
+    };
+    let mut teachers = Vec::new();
+    // Every tokenizer is trained on the same corpus with the same settings; a teacher scores the student's tokens,
+    // so they must be the same file.
     let tokenizer = |dir: &Path| {
         let path = dir.join("tokenizer.json");
         std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
     };
-    if tokenizer(&teacher.0)? != tokenizer(&student.0)? {
-        bail!(
-            "the cached teacher ({}) and student ({}) have different tokenizers; remove the cache directory and \
-             run again",
-            teacher.0.display(),
-            student.0.display()
-        );
+    let student_tokenizer = tokenizer(&dirs.student)?;
+    for kind in settings.teachers() {
+        let (dir, record) = prepare_model(settings, Role::Teacher(kind), paths, calculator, log)?;
+        if tokenizer(&dir)? != student_tokenizer {
+            bail!(
+                "the cached teacher ({}) and student ({}) have different tokenizers; remove the cache directory \
+                 and run again",
+                dir.display(),
+                dirs.student.display()
+            );
+        }
+        dirs.teachers.push((kind, dir));
+        teachers.push((kind, record));
     }
     Ok((
-        teacher.0,
-        student.0,
+        dirs,
         ModelsRecord {
-            teacher: teacher.1,
+            teachers,
             student: student.1,
         },
     ))
+}
+
+/// Whether the recovery teacher's data holds a recovery conversation of `task` (a function of its id).
+fn has_recovery(task: &Task, fraction: f64) -> bool {
+    let digest = Sha256::digest(format!("sod-demo-recovery-pick-v1/{}", task.id));
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    ((u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64) < fraction
 }
 
 /// Builds (or finds in the cache) one model; returns its model directory and record.
@@ -499,16 +697,27 @@ fn prepare_model(
     } else {
         Vec::new()
     };
-    let conversations: Vec<Vec<ChatMessage>> = train
+    let gold: Vec<Vec<ChatMessage>> = train
         .iter()
         .map(|task| gold_conversation(calculator, task))
         .collect::<anyhow::Result<_>>()?;
+    let mut conversations: Vec<(&Task, Vec<ChatMessage>)> =
+        train.iter().zip(gold.iter().cloned()).collect();
+    let mut recovery_conversations = 0;
+    if role == Role::Teacher(TeacherKind::Recovery) {
+        for task in train.iter().filter(|t| has_recovery(t, settings.recovery_fraction)) {
+            conversations.push((task, recovery_conversation(calculator, task)?));
+            recovery_conversations += 1;
+        }
+    }
     log(&format!(
-        "{name}: {} gold conversations, every step checked against the real calculator",
-        conversations.len()
+        "{name}: {} gold and {recovery_conversations} recovery conversations, every step checked against the real \
+         calculator",
+        gold.len()
     ));
+    // The tokenizer's corpus is the gold conversations for every model (see `prepare_models`).
     let template = ChatTemplate::builtin();
-    let rendered: Vec<String> = conversations
+    let rendered: Vec<String> = gold
         .iter()
         .map(|c| template.render(c, &schemas, false, &serde_json::Map::new()))
         .collect::<Result<_, _>>()?;
@@ -520,16 +729,16 @@ fn prepare_model(
     write_tiny_model_dir(&init, &config, &corpus_refs, settings.seed)
         .with_context(|| format!("writing {}", init.display()))?;
     let tokenizer = ChatTokenizer::from_dir(&init)?;
-    let examples = train
+    let examples = conversations
         .iter()
-        .zip(&conversations)
         .map(|(task, c)| tokenize_conversation(&tokenizer, &task.id, c, &schemas))
         .collect::<Result<Vec<_>, _>>()?;
     let model = load_model_dir(&init, &Device::Cpu)?;
     let parameters = model.config.num_parameters();
     let count = examples.len().max(1);
-    let gold_trained_tokens: usize = examples.iter().map(|e| e.trained_tokens()).sum();
-    let gold_prompt_tokens: usize = examples.iter().map(|e| e.prompt_len).sum();
+    // The gold conversations come first.
+    let gold_trained_tokens: usize = examples[..gold.len()].iter().map(|e| e.trained_tokens()).sum();
+    let gold_prompt_tokens: usize = examples[..gold.len()].iter().map(|e| e.prompt_len).sum();
     log(&format!(
         "{name}: {parameters} parameters, supervised training for {} steps of {} conversations \
          ({} tokens per conversation on average, {} of them trained)",
@@ -571,6 +780,7 @@ fn prepare_model(
     let record = BuiltModel {
         key,
         conversations,
+        recovery_conversations,
         gold_trained_tokens,
         gold_prompt_tokens,
         parameters,
@@ -725,16 +935,17 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))
 }
 
-/// The run config of the on-policy phase of `arm`.
+/// The run config of the on-policy run `spec` (`teacher`: its teacher's directory, if it has one).
 fn rl_config(
     settings: &DemoSettings,
-    arm: Arm,
-    teacher: &Path,
+    spec: &RunSpec,
+    teacher: Option<&Path>,
     student: &Path,
     dataset: &Path,
     out_dir: &Path,
 ) -> anyhow::Result<RunConfig> {
     let rl = settings.rl;
+    let arm = spec.arm;
     let rollout = rollout_settings(settings, rl.temperature);
     let mut config = RunConfig::new(
         absolute(student)?,
@@ -742,13 +953,18 @@ fn rl_config(
         absolute(out_dir)?,
         rl.steps,
     );
-    config.teacher = Some(absolute(teacher)?);
+    config.teacher = match (arm.uses_teacher(), teacher) {
+        (true, Some(dir)) => Some(absolute(dir)?),
+        (true, None) => bail!("{} needs a teacher", arm.label()),
+        (false, _) => None,
+    };
     config.tools = vec!["calculator".to_string()];
     config.tool_schemas_in_prompt = TOOL_SCHEMAS_IN_PROMPT;
     config.system_prompt = Some(SYSTEM_PROMPT.to_string());
     config.prompts_per_step = rl.prompts_per_step;
     config.samples_per_prompt = rl.samples_per_prompt;
     config.micro_batch = 8;
+    // GRPO's advantages are, like the sampled-token signal, one noisy number per token of O(1): it gets their rate.
     config.learning_rate = if arm.full() {
         rl.learning_rate
     } else {
@@ -761,8 +977,9 @@ fn rl_config(
     config.max_turns = rollout.max_turns;
     config.max_new_tokens_per_turn = rollout.max_new_tokens_per_turn;
     config.max_total_tokens = rollout.max_total_tokens;
-    config.seed = rollout.seed;
+    config.seed = spec.seed;
     config.checkpoint_every = 0;
+    config.null_signal = arm == Arm::NullControl;
     config.loss.name = arm.loss().to_string();
     if arm.step_weighted() {
         config
@@ -789,7 +1006,13 @@ fn read_metrics(path: &Path) -> anyhow::Result<Vec<StepMetrics>> {
         .collect()
 }
 
-/// Runs the whole demo (see the module docs) and returns what it measured. `out_dir` must not hold a run yet.
+/// In a run directory: the settings it was started with (a later start with other settings is refused).
+const SETTINGS_FILE: &str = "settings.json";
+/// In an on-policy run's directory: its result, written last (its presence marks a finished run).
+const RUN_FILE: &str = "run.json";
+
+/// Runs the whole demo (see the module docs) and returns what it measured. `out_dir` must not hold a finished
+/// demo; on-policy runs it holds from an interrupted start with the same settings are kept, not redone.
 pub fn run_demo(
     settings: &DemoSettings,
     paths: &DemoPaths,
@@ -811,13 +1034,27 @@ pub fn run_demo(
     }
     std::fs::create_dir_all(&paths.out_dir)
         .with_context(|| format!("creating {}", paths.out_dir.display()))?;
+    let settings_file = paths.out_dir.join(SETTINGS_FILE);
+    let settings_text = serde_json::to_string_pretty(settings)?;
+    match std::fs::read_to_string(&settings_file) {
+        Ok(previous) if previous != settings_text => bail!(
+            "{} holds an unfinished demo with other settings; choose another --out",
+            paths.out_dir.display()
+        ),
+        Ok(_) => log(&format!(
+            "continuing the unfinished demo in {}",
+            paths.out_dir.display()
+        )),
+        Err(_) => std::fs::write(&settings_file, &settings_text)
+            .with_context(|| format!("writing {}", settings_file.display()))?,
+    }
     let sandbox = Sandbox::new(SandboxConfig {
         tools_dir: Some(paths.tools_dir.clone()),
         seed: settings.seed,
         ..SandboxConfig::default()
     })?;
     let calculator = Calculator::new(&sandbox)?;
-    let (teacher_dir, student_dir, record) = prepare_models(settings, paths, &calculator, log)?;
+    let (dirs, record) = prepare_models(settings, paths, &calculator, log)?;
 
     let test = tasks::test_tasks(settings.seed, settings.test_tasks);
     let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
@@ -834,24 +1071,11 @@ pub fn run_demo(
         Limits::default(),
     )?
     .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT);
-    let tokenizer = ChatTokenizer::from_dir(&student_dir)?;
-    let teacher_model = load_model_dir(&teacher_dir, &Device::Cpu)?;
-    let (teacher, _) = evaluate_and_record(
-        "teacher",
-        &teacher_model.model,
-        &tokenizer,
-        &toolbox,
-        settings,
-        &test,
-        &paths.out_dir,
-    )?;
-    log(&format!(
-        "teacher on {} test problems: accuracy {:.3}",
-        test.len(),
-        teacher.accuracy
-    ));
-    drop(teacher_model);
-    let student_model = load_model_dir(&student_dir, &Device::Cpu)?;
+    let tokenizer = ChatTokenizer::from_dir(&dirs.student)?;
+
+    // The cold start: greedy on the test split, and sampled at the training temperature (how its samples end,
+    // and the prefixes the teachers take over from).
+    let student_model = load_model_dir(&dirs.student, &Device::Cpu)?;
     let (student_before, student_before_correct) = evaluate_and_record(
         "student-cold-start",
         &student_model.model,
@@ -865,16 +1089,107 @@ pub fn run_demo(
         "student (cold start): accuracy {:.3}",
         student_before.accuracy
     ));
+    let sampled_settings = rollout_settings(settings, settings.rl.temperature);
+    let (samples, student_sampled) = takeover::sample_student(
+        &student_model.model,
+        &tokenizer,
+        &toolbox,
+        &sampled_settings,
+        &test,
+    )?;
+    log(&format!(
+        "student (cold start) sampled at temperature {}: accuracy {:.3}, finish causes {}",
+        settings.rl.temperature,
+        student_sampled.accuracy,
+        finish_text(&student_sampled.finish)
+    ));
     drop(student_model);
+    let mut prefixes = Vec::new();
+    for (i, (task, t)) in test.iter().zip(&samples).enumerate() {
+        prefixes.extend(takeover::prefixes(&tokenizer, &toolbox, i, task, t)?);
+    }
 
-    let mut runs = Vec::new();
-    for arm in Arm::ALL {
-        let out = paths.out_dir.join(arm.dir());
-        let config = rl_config(settings, arm, &teacher_dir, &student_dir, &dataset, &out)?;
-        let started = Instant::now();
+    let mut teachers = Vec::new();
+    for (kind, dir) in &dirs.teachers {
+        let model = load_model_dir(dir, &Device::Cpu)?;
+        let (evaluation, _) = evaluate_and_record(
+            &format!("teacher-{}", kind.name()),
+            &model.model,
+            &tokenizer,
+            &toolbox,
+            settings,
+            &test,
+            &paths.out_dir,
+        )?;
+        let take_over = takeover::take_over(
+            &model.model,
+            &tokenizer,
+            &toolbox,
+            &rollout_settings(settings, 0.0),
+            &test,
+            &prefixes,
+        )?;
         log(&format!(
-            "{}: {} on-policy steps of {} prompts x {} samples, lr {}",
-            arm.label(),
+            "{}: accuracy {:.3}; takes over {}/{} off-track and {}/{} on-track student prefixes",
+            kind.label(),
+            evaluation.accuracy,
+            take_over.off_track_solved,
+            take_over.off_track,
+            take_over.on_track_solved,
+            take_over.on_track
+        ));
+        teachers.push(TeacherRecord {
+            kind: *kind,
+            evaluation,
+            take_over,
+        });
+    }
+
+    let plan = settings.plan();
+    let mut runs = Vec::new();
+    let grid_started = Instant::now();
+    let mut trained = 0usize;
+    for (index, spec) in plan.iter().enumerate() {
+        let out = paths.out_dir.join(spec.dir());
+        let record_file = out.join(RUN_FILE);
+        if record_file.is_file() {
+            let text = std::fs::read_to_string(&record_file)
+                .with_context(|| format!("reading {}", record_file.display()))?;
+            let run: RlRun = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", record_file.display()))?;
+            log(&format!(
+                "[{}/{}] {} (seed {}): done before, accuracy {:.3}",
+                index + 1,
+                plan.len(),
+                spec.row_label(),
+                spec.seed,
+                run.after.accuracy
+            ));
+            runs.push(run);
+            continue;
+        }
+        // A directory without a record is an interrupted run: start it over.
+        if out.exists() {
+            std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+        }
+        let teacher = spec.teacher.map(|k| dirs.teacher(k)).transpose()?;
+        let config = rl_config(settings, spec, teacher, &dirs.student, &dataset, &out)?;
+        let started = Instant::now();
+        let eta = if trained == 0 {
+            String::new()
+        } else {
+            let left = plan.len() - index;
+            format!(
+                ", ETA {:.0} s",
+                grid_started.elapsed().as_secs_f64() / trained as f64 * left as f64
+            )
+        };
+        log(&format!(
+            "[{}/{}] {} (seed {}): {} on-policy steps of {} prompts x {} samples, lr {}{eta}",
+            index + 1,
+            plan.len(),
+            spec.row_label(),
+            spec.seed,
             settings.rl.steps,
             settings.rl.prompts_per_step,
             settings.rl.samples_per_prompt,
@@ -895,7 +1210,7 @@ pub fn run_demo(
         trainer.run()?;
         let train_seconds = started.elapsed().as_secs_f64();
         let (after, correct) = evaluate_and_record(
-            &format!("student-{}", arm.dir()),
+            &format!("student-{}", spec.dir()),
             &trainer.student().model,
             &tokenizer,
             &toolbox,
@@ -904,26 +1219,46 @@ pub fn run_demo(
             &paths.out_dir,
         )?;
         log(&format!(
-            "{}: accuracy after training {:.3}",
-            arm.label(),
+            "[{}/{}] {} (seed {}): accuracy after training {:.3}",
+            index + 1,
+            plan.len(),
+            spec.row_label(),
+            spec.seed,
             after.accuracy
         ));
-        runs.push(RlRun {
-            arm,
+        let run = RlRun {
+            spec: *spec,
             correct,
             steps: read_metrics(&out.join(sod_train::METRICS_FILE))?,
             after,
             train_seconds,
-        });
+        };
+        let text = serde_json::to_string(&run)?;
+        std::fs::write(&record_file, &text)
+            .with_context(|| format!("writing {}", record_file.display()))?;
+        // As a later start would read it back (JSON does not round-trip every float to the last bit).
+        runs.push(serde_json::from_str(&text)?);
+        trained += 1;
     }
     Ok(DemoOutcome {
         settings: *settings,
         models: record,
-        teacher,
+        teachers,
         student_before,
         student_before_correct,
+        student_sampled,
         runs,
     })
+}
+
+/// `answered 0.906, turn_tokens 0.094`.
+pub fn finish_text(finish: &std::collections::BTreeMap<String, f64>) -> String {
+    finish
+        .iter()
+        .filter(|(_, f)| **f > 0.0)
+        .map(|(name, f)| format!("{name} {f:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -934,11 +1269,13 @@ mod tests {
     fn run_configs_have_absolute_paths_and_the_arms_settings() {
         let settings = DemoSettings::standard(3);
         let rel = |p: &str| Path::new(p).to_path_buf();
-        for arm in Arm::ALL {
+        for spec in DemoSettings::full(3).plan() {
+            let arm = spec.arm;
+            let teacher = rel("t");
             let c = rl_config(
                 &settings,
-                arm,
-                &rel("t"),
+                &spec,
+                spec.teacher.map(|_| teacher.as_path()),
                 &rel("runs/demo-cache/student-x/model"),
                 &rel("d.jsonl"),
                 &rel("out"),
@@ -949,6 +1286,9 @@ mod tests {
             assert_eq!(c.loss.name, arm.loss());
             assert_eq!(c.loss.settings.contains_key("signal"), arm.full());
             assert_eq!(c.loss.settings.contains_key("delta"), arm.step_weighted());
+            assert_eq!(c.teacher.is_some(), arm.uses_teacher());
+            assert_eq!(c.null_signal, arm == Arm::NullControl);
+            assert_eq!(c.seed, spec.seed);
             // The on-policy runs use the evaluation's budget.
             let eval = rollout_settings(&settings, 0.0);
             assert_eq!(

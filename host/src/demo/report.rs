@@ -1,22 +1,31 @@
 //! The demo's outputs: the table printed on the terminal, `report.md`, PNG plots and `outcome.json`.
+//!
+//! Rows group the runs of one arm and teacher over seeds. A row's interval, and a paired difference's, adds two
+//! variances: the problems' (the per-problem mean over seeds, across problems) and the seeds' (the per-seed mean,
+//! across seeds). With one seed the first alone remains (Wilson's interval for a row), which covers the choice of
+//! problems but not training noise; the report says which.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
 
-use super::pipeline::{Arm, DemoOutcome, Evaluation, ModelSize, RlRun};
+use super::pipeline::{Arm, DemoOutcome, Evaluation, ModelSize, RlRun, TeacherKind, finish_text};
 use super::plot::{Bar, ChartLabels, Series, bar_chart_png, line_chart_png, y_range};
 
-/// One colour per arm, in [`Arm::ALL`] order.
-fn arm_color(arm: Arm) -> [u8; 3] {
-    match arm {
-        Arm::OpdSampled => [31, 119, 180],
-        Arm::SodSampled => [214, 39, 40],
-        Arm::OpdFull => [44, 160, 44],
-        Arm::SodFull => [255, 127, 14],
-    }
-}
+/// Ten distinguishable colours (matplotlib's tab10), one per row in table order.
+const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [214, 39, 40],
+    [44, 160, 44],
+    [255, 127, 14],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+];
 
 /// 95% Wilson score interval of a proportion `p` measured on `n` trials.
 pub fn wilson_interval(p: f64, n: usize) -> (f64, f64) {
@@ -32,26 +41,81 @@ pub fn wilson_interval(p: f64, n: usize) -> (f64, f64) {
 /// Mean of the paired per-problem difference `a - b` (each 1, 0 or -1) and its 95% interval (normal
 /// approximation with the sample standard deviation of the differences).
 pub fn paired_difference(a: &[bool], b: &[bool]) -> (f64, f64, f64) {
-    let n = a.len().min(b.len());
+    paired_over_seeds(&[a], &[b])
+}
+
+fn sample_variance(x: &[f64]) -> f64 {
+    let n = x.len();
     if n < 2 {
+        return 0.0;
+    }
+    let mean = x.iter().sum::<f64>() / n as f64;
+    x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+}
+
+/// `x[s][i]` for seeds `s` and problems `i`: the mean and its 95% half-width, from the problems' variance (of the
+/// per-problem means over seeds) plus the seeds' (of the per-seed means).
+fn mean_and_half_width(x: &[Vec<f64>]) -> (f64, f64) {
+    let seeds = x.len();
+    let n = x.iter().map(Vec::len).min().unwrap_or(0);
+    if seeds == 0 || n == 0 {
+        return (0.0, 1.0);
+    }
+    let per_problem: Vec<f64> = (0..n)
+        .map(|i| x.iter().map(|s| s[i]).sum::<f64>() / seeds as f64)
+        .collect();
+    let per_seed: Vec<f64> = x
+        .iter()
+        .map(|s| s[..n].iter().sum::<f64>() / n as f64)
+        .collect();
+    let mean = per_seed.iter().sum::<f64>() / seeds as f64;
+    let variance = sample_variance(&per_problem) / n as f64 + sample_variance(&per_seed) / seeds as f64;
+    (mean, 1.96 * variance.sqrt())
+}
+
+fn as_f64(correct: &[bool]) -> Vec<f64> {
+    correct.iter().map(|&c| f64::from(u8::from(c))).collect()
+}
+
+/// The accuracy of a row measured on `per_seed` (one answer vector per seed): mean and 95% interval (Wilson's
+/// for one seed).
+pub fn accuracy_interval(per_seed: &[&[bool]]) -> (f64, f64, f64) {
+    let x: Vec<Vec<f64>> = per_seed.iter().map(|c| as_f64(c)).collect();
+    let (mean, half) = mean_and_half_width(&x);
+    if per_seed.len() == 1 {
+        let (lo, hi) = wilson_interval(mean, per_seed[0].len());
+        return (mean, lo, hi);
+    }
+    (mean, (mean - half).max(0.0), (mean + half).min(1.0))
+}
+
+/// The paired difference `a - b`, seed by seed (`a[s]` against `b[s]`; a `b` of one vector is paired with every
+/// seed of `a`): mean and 95% interval.
+pub fn paired_over_seeds(a: &[&[bool]], b: &[&[bool]]) -> (f64, f64, f64) {
+    let x: Vec<Vec<f64>> = a
+        .iter()
+        .enumerate()
+        .map(|(s, a)| {
+            let b = if b.len() == 1 { b[0] } else { b[s.min(b.len() - 1)] };
+            a.iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(u8::from(x)) - f64::from(u8::from(y)))
+                .collect()
+        })
+        .collect();
+    if x.iter().map(Vec::len).min().unwrap_or(0) < 2 {
         return (0.0, -1.0, 1.0);
     }
-    let d: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| f64::from(u8::from(x)) - f64::from(u8::from(y)))
-        .collect();
-    let mean = d.iter().sum::<f64>() / n as f64;
-    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let half = 1.96 * (var / n as f64).sqrt();
+    let (mean, half) = mean_and_half_width(&x);
     (mean, mean - half, mean + half)
 }
 
 /// `+0.123 [+0.080, +0.166]`, and whether the interval excludes 0.
-fn difference_text(a: &[bool], b: &[bool]) -> (String, bool) {
-    let (mean, lo, hi) = paired_difference(a, b);
+fn difference_text(a: &[&[bool]], b: &[&[bool]]) -> (String, f64, bool) {
+    let (mean, lo, hi) = paired_over_seeds(a, b);
     (
         format!("{mean:+.3} [{lo:+.3}, {hi:+.3}]"),
+        mean,
         lo > 0.0 || hi < 0.0,
     )
 }
@@ -66,20 +130,6 @@ fn plugin_mean(run: &RlRun, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-fn weights_cell(run: &RlRun) -> String {
-    match (
-        plugin_mean(run, "mean_last_w"),
-        plugin_mean(run, "mean_steps"),
-    ) {
-        (Some(w), Some(steps)) if run.arm.step_weighted() => {
-            format!("last-step w {w:.3} ({steps:.2} steps)")
-        }
-        _ if !run.arm.step_weighted() => "w = 1".to_string(),
-        _ => "-".to_string(),
-    }
-}
-
-/// Rows of the result table: (name, evaluation, SOD weights cell).
 /// `hidden 96 x 3 layers, 4 heads (2 key/value) of width 64`.
 fn describe_size(size: &ModelSize) -> String {
     format!(
@@ -88,114 +138,215 @@ fn describe_size(size: &ModelSize) -> String {
     )
 }
 
-/// A row of the result table: its name, the evaluation, the SOD weights cell, and the arm (none for the teacher and
-/// the cold start).
-struct Row {
-    name: String,
-    evaluation: Evaluation,
-    weights: String,
-    arm: Option<Arm>,
+/// A row of the result table: one arm and teacher over its seeds (or the cold start).
+pub struct Row<'a> {
+    /// `student + OPD (full KL), recovery teacher`.
+    pub name: String,
+    /// The arm and teacher (none for the cold start).
+    pub key: Option<(Arm, Option<TeacherKind>)>,
+    /// The runs, seed by seed.
+    pub runs: Vec<&'a RlRun>,
+    /// Answers per seed (the cold start's once).
+    pub correct: Vec<&'a [bool]>,
+    /// Evaluations per seed.
+    pub evaluations: Vec<Evaluation>,
 }
 
-fn rows(outcome: &DemoOutcome) -> Vec<Row> {
-    let fixed = |name: &str, evaluation| Row {
-        name: name.to_string(),
-        evaluation,
-        weights: "-".to_string(),
-        arm: None,
-    };
-    let mut rows = vec![
-        fixed("teacher", outcome.teacher),
-        fixed("student (cold start)", outcome.student_before),
-    ];
+impl Row<'_> {
+    fn mean(&self, f: impl Fn(&Evaluation) -> f64) -> f64 {
+        self.evaluations.iter().map(f).sum::<f64>() / self.evaluations.len().max(1) as f64
+    }
+
+    fn weights_cell(&self) -> String {
+        let Some((arm, _)) = self.key else {
+            return "-".to_string();
+        };
+        if !arm.step_weighted() {
+            return if arm.uses_teacher() { "w = 1" } else { "-" }.to_string();
+        }
+        let mean = |name: &str| {
+            let v: Vec<f64> = self.runs.iter().filter_map(|r| plugin_mean(r, name)).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        match (mean("mean_last_w"), mean("mean_steps")) {
+            (Some(w), Some(steps)) => format!("last-step w {w:.3} ({steps:.2} steps)"),
+            _ => "-".to_string(),
+        }
+    }
+}
+
+/// The rows in table order: the cold start, then each arm and teacher in plan order.
+pub fn rows(outcome: &DemoOutcome) -> Vec<Row<'_>> {
+    let mut rows = vec![Row {
+        name: "student (cold start)".to_string(),
+        key: None,
+        runs: Vec::new(),
+        correct: vec![&outcome.student_before_correct],
+        evaluations: vec![outcome.student_before],
+    }];
     for run in &outcome.runs {
-        rows.push(Row {
-            name: format!("student + {}", run.arm.label()),
-            evaluation: run.after,
-            weights: weights_cell(run),
-            arm: Some(run.arm),
-        });
+        let key = (run.spec.arm, run.spec.teacher);
+        match rows.iter_mut().find(|r| r.key == Some(key)) {
+            Some(row) => {
+                row.runs.push(run);
+                row.correct.push(&run.correct);
+                row.evaluations.push(run.after);
+            }
+            None => rows.push(Row {
+                name: run.spec.row_label(),
+                key: Some(key),
+                runs: vec![run],
+                correct: vec![&run.correct],
+                evaluations: vec![run.after],
+            }),
+        }
     }
     rows
 }
 
+fn seeds_of(outcome: &DemoOutcome) -> usize {
+    rows(outcome).iter().map(|r| r.runs.len()).max().unwrap_or(0)
+}
+
 /// The table printed at the end of the demo (fixed-width text).
 pub fn table(outcome: &DemoOutcome) -> String {
+    let rows = rows(outcome);
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(20);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:>9} {:>15} {:>12} {:>11} {:>11}  SOD weights",
-        "model", "accuracy", "95% interval", "valid calls", "tool calls", "mean steps"
+        "{:<width$} {:>9} {:>15} {:>6} {:>12} {:>11} {:>11}  SOD weights",
+        "model", "accuracy", "95% interval", "seeds", "valid calls", "tool calls", "mean steps"
     );
-    for Row {
-        name,
-        evaluation: e,
-        weights,
-        ..
-    } in rows(outcome)
-    {
+    for t in &outcome.teachers {
+        let e = t.evaluation;
         let (lo, hi) = wilson_interval(e.accuracy, e.problems);
         let _ = writeln!(
             out,
-            "{:<32} {:>9.3} {:>15} {:>12.3} {:>11.2} {:>11.2}  {}",
-            name,
+            "{:<width$} {:>9.3} {:>15} {:>6} {:>12.3} {:>11.2} {:>11.2}  -",
+            format!("teacher ({})", t.kind.name()),
             e.accuracy,
             format!("[{lo:.3}, {hi:.3}]"),
+            "-",
             e.valid_tool_call_fraction,
             e.mean_tool_calls,
             e.mean_steps,
-            weights
+        );
+    }
+    for row in &rows {
+        let (mean, lo, hi) = accuracy_interval(&row.correct);
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>9.3} {:>15} {:>6} {:>12.3} {:>11.2} {:>11.2}  {}",
+            row.name,
+            mean,
+            format!("[{lo:.3}, {hi:.3}]"),
+            if row.key.is_none() { "-".to_string() } else { row.runs.len().to_string() },
+            row.mean(|e| e.valid_tool_call_fraction),
+            row.mean(|e| e.mean_tool_calls),
+            row.mean(|e| e.mean_steps),
+            row.weights_cell()
         );
     }
     out
 }
 
-/// What the run separates and what it does not: each arm against the cold start, and SOD against OPD for each
-/// signal, as paired per-problem differences with 95% intervals.
+/// The teachers' take-over table: success from the cold-start student's off-track and on-track prefixes.
+pub fn take_over_table(outcome: &DemoOutcome) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>24} {:>17} {:>24} {:>17}",
+        "teacher", "off-track: solved/all", "95% interval", "on-track: solved/all", "95% interval"
+    );
+    for t in &outcome.teachers {
+        let o = t.take_over;
+        let cell = |solved: usize, all: usize| {
+            let p = solved as f64 / all.max(1) as f64;
+            let (lo, hi) = wilson_interval(p, all);
+            (format!("{solved}/{all} = {p:.3}"), format!("[{lo:.3}, {hi:.3}]"))
+        };
+        let (off, off_ci) = cell(o.off_track_solved, o.off_track);
+        let (on, on_ci) = cell(o.on_track_solved, o.on_track);
+        let _ = writeln!(
+            out,
+            "{:<20} {:>24} {:>17} {:>24} {:>17}",
+            t.kind.label(),
+            off,
+            off_ci,
+            on,
+            on_ci
+        );
+    }
+    out
+}
+
+/// One verdict line: `name: +0.123 [+0.080, +0.166], better`.
+fn verdict_line(name: &str, a: &[&[bool]], b: &[&[bool]], words: [&str; 2]) -> String {
+    let (text, mean, separated) = difference_text(a, b);
+    let word = match (separated, mean > 0.0) {
+        (false, _) => "not separated",
+        (true, true) => words[0],
+        (true, false) => words[1],
+    };
+    format!("{name}: {text}, {word}")
+}
+
+/// What the run separates and what it does not: each row against the cold start, SOD against OPD for each signal
+/// and teacher, and the recovery teacher against the gold-only one, as paired per-problem differences with 95%
+/// intervals.
 pub fn verdict(outcome: &DemoOutcome) -> String {
+    let rows = rows(outcome);
+    let Some(start) = rows.first() else {
+        return "The run has no rows.".to_string();
+    };
+    let n = outcome.student_before_correct.len();
+    let find = |arm: Arm, teacher: Option<TeacherKind>| rows.iter().find(|r| r.key == Some((arm, teacher)));
     let mut lines = Vec::new();
-    let start = &outcome.student_before_correct;
-    let n = start.len();
-    for run in &outcome.runs {
-        let (text, separated) = difference_text(&run.correct, start);
-        lines.push(format!(
-            "{} vs the cold start: {text}, {}",
-            run.arm.label(),
-            match (
-                separated,
-                run.after.accuracy > outcome.student_before.accuracy
-            ) {
-                (false, _) => "not separated",
-                (true, true) => "an improvement",
-                (true, false) => "worse",
-            }
+    for row in &rows[1..] {
+        lines.push(verdict_line(
+            &format!("{} vs the cold start", row.name.trim_start_matches("student + ")),
+            &row.correct,
+            &start.correct,
+            ["an improvement", "worse"],
         ));
     }
-    for (sod, opd) in [
-        (Arm::SodSampled, Arm::OpdSampled),
-        (Arm::SodFull, Arm::OpdFull),
-    ] {
-        let find = |arm: Arm| outcome.runs.iter().find(|r| r.arm == arm);
-        if let (Some(s), Some(o)) = (find(sod), find(opd)) {
-            let (text, separated) = difference_text(&s.correct, &o.correct);
-            lines.push(format!(
-                "{} - {}: {text}, {}",
-                sod.label(),
-                opd.label(),
-                match (separated, s.after.accuracy > o.after.accuracy) {
-                    (false, _) => "not separated",
-                    (true, true) => "SOD better",
-                    (true, false) => "SOD worse",
-                }
+    for teacher in TeacherKind::ALL {
+        for (sod, opd) in [(Arm::SodSampled, Arm::OpdSampled), (Arm::SodFull, Arm::OpdFull)] {
+            if let (Some(s), Some(o)) = (find(sod, Some(teacher)), find(opd, Some(teacher))) {
+                lines.push(verdict_line(
+                    &format!("{} - {}, {}", sod.label(), opd.label(), teacher.label()),
+                    &s.correct,
+                    &o.correct,
+                    ["SOD better", "SOD worse"],
+                ));
+            }
+        }
+    }
+    for arm in Arm::MAIN {
+        if let (Some(r), Some(g)) = (
+            find(arm, Some(TeacherKind::Recovery)),
+            find(arm, Some(TeacherKind::Gold)),
+        ) {
+            lines.push(verdict_line(
+                &format!("{}: recovery teacher - gold-only teacher", arm.label()),
+                &r.correct,
+                &g.correct,
+                ["recovery better", "recovery worse"],
             ));
         }
     }
     if lines.is_empty() {
         return "The run has no on-policy arm to compare.".to_string();
     }
+    let seeds = seeds_of(outcome);
+    let scope = if seeds <= 1 {
+        "one seed: the intervals cover the problems, not training noise".to_string()
+    } else {
+        format!("{seeds} seeds: the intervals cover the problems and the seeds")
+    };
     format!(
-        "Paired differences in test accuracy on {n} problems, 95% intervals (one seed: the intervals cover the \
-         problems, not training noise):\n- {}",
+        "Paired differences in test accuracy on {n} problems, 95% intervals ({scope}):\n- {}",
         lines.join("\n- ")
     )
 }
@@ -208,17 +359,27 @@ fn chart(
     metric: impl Fn(&sod_train::StepMetrics) -> Option<f64>,
     markdown: &mut String,
 ) -> anyhow::Result<()> {
-    let series: Vec<Series> = outcome
-        .runs
+    // One series per row: the metric's mean over the row's seeds, step by step.
+    let series: Vec<Series> = rows(outcome)
         .iter()
-        .map(|run| Series {
-            name: run.arm.label().to_string(),
-            values: run
-                .steps
-                .iter()
-                .map(|s| metric(s).unwrap_or(f64::NAN))
-                .collect(),
-            color: arm_color(run.arm),
+        .skip(1)
+        .enumerate()
+        .map(|(k, row)| {
+            let steps = row.runs.iter().map(|r| r.steps.len()).min().unwrap_or(0);
+            Series {
+                name: row.name.trim_start_matches("student + ").to_string(),
+                values: (0..steps)
+                    .map(|i| {
+                        let v: Vec<f64> = row.runs.iter().filter_map(|r| metric(&r.steps[i])).collect();
+                        if v.is_empty() {
+                            f64::NAN
+                        } else {
+                            v.iter().sum::<f64>() / v.len() as f64
+                        }
+                    })
+                    .collect(),
+                color: PALETTE[(k + 1) % PALETTE.len()],
+            }
         })
         .collect();
     let path = out_dir.join(file);
@@ -227,13 +388,13 @@ fn chart(
         x: "on-policy training step",
         y: y_label,
     };
-    std::fs::write(&path, line_chart_png(&series, &labels, 640, 400))
+    std::fs::write(&path, line_chart_png(&series, &labels, 720, 440))
         .with_context(|| format!("writing {}", path.display()))?;
     let (low, high) = y_range(&series);
     let _ = writeln!(
         markdown,
-        "### {title}\n\n![{title}]({file})\n\nx: training step 1..{}; y: {low:.4} (bottom) to {high:.4} (top). \
-         Colours: {}.\n",
+        "### {title}\n\n![{title}]({file})\n\nx: training step 1..{}; y: {low:.4} (bottom) to {high:.4} (top); the \
+         mean over seeds. Colours: {}.\n",
         series.iter().map(|s| s.values.len()).max().unwrap_or(0),
         series
             .iter()
@@ -241,30 +402,32 @@ fn chart(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for s in &series {
-        let values: Vec<String> = s.values.iter().map(|v| format!("{v:.3}")).collect();
-        let _ = writeln!(markdown, "- {}: {}", s.name, values.join(", "));
-    }
-    markdown.push('\n');
     Ok(())
 }
 
-/// `accuracy_bars.png`: the test accuracy of every model with its 95% interval.
+/// `accuracy_bars.png`: the test accuracy of every row with its 95% interval.
 fn accuracy_bars(
     outcome: &DemoOutcome,
     out_dir: &Path,
     markdown: &mut String,
 ) -> anyhow::Result<()> {
     let mut bars = Vec::new();
-    // Greys for the teacher and the cold start, the arms' colours for the rest.
-    let greys = [[120, 120, 120], [180, 180, 180]];
-    for (k, row) in rows(outcome).into_iter().enumerate() {
-        let e = row.evaluation;
+    for t in &outcome.teachers {
+        let e = t.evaluation;
         bars.push(Bar {
-            name: row.name,
+            name: format!("teacher ({})", t.kind.name()),
             value: e.accuracy,
             interval: wilson_interval(e.accuracy, e.problems),
-            color: row.arm.map_or(greys[k.min(1)], arm_color),
+            color: [90, 90, 90],
+        });
+    }
+    for (k, row) in rows(outcome).iter().enumerate() {
+        let (mean, lo, hi) = accuracy_interval(&row.correct);
+        bars.push(Bar {
+            name: row.name.trim_start_matches("student + ").to_string(),
+            value: mean,
+            interval: (lo, hi),
+            color: if k == 0 { [180, 180, 180] } else { PALETTE[k % PALETTE.len()] },
         });
     }
     let labels = ChartLabels {
@@ -273,7 +436,8 @@ fn accuracy_bars(
         y: "accuracy",
     };
     let path = out_dir.join("accuracy_bars.png");
-    std::fs::write(&path, bar_chart_png(&bars, &labels, 640, 400))
+    let width = (120 + 70 * bars.len()).max(640);
+    std::fs::write(&path, bar_chart_png(&bars, &labels, width, 440))
         .with_context(|| format!("writing {}", path.display()))?;
     let _ = writeln!(
         markdown,
@@ -302,40 +466,74 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     let _ = writeln!(md, "```\n{}```\n", table(outcome));
     let _ = writeln!(
         md,
-        "- accuracy: exact final answer (`\\boxed{{}}`) on held-out problems;\n- valid calls: tool calls that \
-         parsed, named the calculator and were accepted, over all tool calls;\n- tool calls, mean steps: per \
-         problem (a step is an assistant turn);\n- SOD weights: the mean, over training steps, of the plugin's mean \
-         weight of the last step of each trajectory, and the mean number of steps per trajectory.\n"
+        "- accuracy: exact final answer (`\\boxed{{}}`) on held-out problems, the mean over seeds;\n- valid calls: \
+         tool calls that parsed, named the calculator and were accepted, over all tool calls;\n- tool calls, mean \
+         steps: per problem (a step is an assistant turn);\n- SOD weights: the mean, over training steps and seeds, \
+         of the plugin's mean weight of the last step of each trajectory, and the mean number of steps per \
+         trajectory.\n"
+    );
+    let _ = writeln!(md, "## The teachers where distillation asks them\n");
+    let _ = writeln!(
+        md,
+        "The cold-start student sampled once per test problem at the training temperature; each sample cut after \
+         its first wrong step (off-track) and, when its first step was right, after that step (on-track); each \
+         teacher continues greedily with the calculator.\n\n```\n{}```\n",
+        take_over_table(outcome)
+    );
+    let st = &outcome.student_sampled;
+    let _ = writeln!(
+        md,
+        "The same {} samples of the cold start at temperature {}: accuracy {:.3}; how they ended: {}.\n",
+        st.samples,
+        s.rl.temperature,
+        st.accuracy,
+        finish_text(&st.finish)
     );
     let _ = writeln!(md, "## Setup\n");
+    let keys: Vec<String> = m
+        .teachers
+        .iter()
+        .map(|(_, b)| b.key.clone())
+        .chain(std::iter::once(m.student.key.clone()))
+        .collect();
+    let teacher_params = m.teachers.first().map_or(0, |(_, b)| b.parameters);
     let _ = writeln!(
         md,
         "- Models (Qwen3 architecture, Hugging Face directories in `{}`): teacher {} ({} parameters), student \
          {} ({} parameters), RoPE base {}; tokenizer: byte-level BPE with {} tokens, trained on the gold \
          conversations, with Qwen's pre-tokenisation (numbers digit by digit).",
-        format_args!("{}`, `{}", m.teacher.key, m.student.key),
+        keys.join("`, `"),
         describe_size(&s.teacher),
-        m.teacher.parameters,
+        teacher_params,
         describe_size(&s.student),
         m.student.parameters,
         s.rope_theta,
         s.vocab_size
     );
+    let gold = m.student.conversations.max(1) as f64;
     let _ = writeln!(
         md,
         "- Gold data: {} train problems solved step by step with the real calculator ({:.0} prompt tokens and \
-         {:.0} trained tokens per conversation on average).",
-        m.teacher.conversations,
-        m.teacher.gold_prompt_tokens as f64 / m.teacher.conversations.max(1) as f64,
-        m.teacher.gold_trained_tokens as f64 / m.teacher.conversations.max(1) as f64
+         {:.0} trained tokens per conversation on average). Recovery data (the recovery teacher only): for a \
+         fraction {} of the train problems, a conversation in which one calculator call has a miscopied digit \
+         (not trained), the real calculator answers it, and the step is redone right (trained).",
+        m.student.conversations,
+        m.student.gold_prompt_tokens as f64 / gold,
+        m.student.gold_trained_tokens as f64 / gold,
+        s.recovery_fraction
     );
-    for (name, cfg, model) in [
-        ("teacher", s.teacher_sft, &m.teacher),
-        ("student cold start", s.student_sft, &m.student),
-    ] {
+    let mut models: Vec<(String, crate::demo::pipeline::BuiltModel, sod_train::sft::SftConfig)> = m
+        .teachers
+        .iter()
+        .map(|(k, b)| (k.label().to_string(), b.clone(), s.teacher_sft))
+        .collect();
+    models.push(("student cold start".to_string(), m.student.clone(), s.student_sft));
+    for (name, model, cfg) in &models {
         let _ = writeln!(
             md,
-            "- SFT of the {name}: {} steps x {} conversations, lr {}{}{}.",
+            "- SFT of the {name}: {} conversations ({} recovery), {} steps x {} conversations, lr {}{}{}.",
+            model.conversations,
+            model.recovery_conversations,
             cfg.steps,
             cfg.batch_size,
             cfg.learning_rate,
@@ -352,9 +550,10 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     }
     let _ = writeln!(
         md,
-        "- On-policy phase, identical for every arm except the plugin and its learning rate: {} steps x {} \
-         prompts x {} samples, lr {} (full KL) / {} (sampled-token), {} warm-up steps, temperature {} (log-probs \
-         at the same temperature; the full KL at temperature {}), seed {}; SOD delta {}.",
+        "- On-policy phase, identical for every run except the plugin, its learning rate and the seed: {} steps x \
+         {} prompts x {} samples, lr {} (full KL) / {} (sampled-token and GRPO), {} warm-up steps, temperature {} \
+         (log-probs at the same temperature; the full KL at temperature {}); seeds {}..{}; SOD delta {}. The \
+         null-signal control is OPD (full KL) with the teacher's distributions shuffled across tokens.",
         s.rl.steps,
         s.rl.prompts_per_step,
         s.rl.samples_per_prompt,
@@ -364,17 +563,17 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         s.rl.temperature,
         s.rl.divergence_temperature,
         s.seed,
+        s.seed + s.seeds - 1,
         s.rl.delta,
     );
-    for run in &outcome.runs {
-        let _ = writeln!(
-            md,
-            "- {}: {:.1} s of training; metrics in `{}/metrics.jsonl`.",
-            run.arm.label(),
-            run.train_seconds,
-            run.arm.dir()
-        );
-    }
+    let total: f64 = outcome.runs.iter().map(|r| r.train_seconds).sum();
+    let _ = writeln!(
+        md,
+        "- {} on-policy runs, {:.0} s of training in all (metrics in `<run>/metrics.jsonl`, e.g. `{}`).",
+        outcome.runs.len(),
+        total,
+        outcome.runs.first().map_or(String::new(), |r| r.spec.dir())
+    );
     let _ = writeln!(md, "\n## Training curves\n");
     accuracy_bars(outcome, out_dir, &mut md)?;
     chart(
@@ -416,8 +615,10 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
 mod verdict_tests {
     use super::*;
     use crate::demo::pipeline::{
-        BuiltModel, DemoOutcome, DemoSettings, Evaluation, ModelsRecord, RlRun,
+        BuiltModel, DemoOutcome, DemoSettings, Evaluation, ModelsRecord, RlRun, RunSpec,
+        TeacherRecord,
     };
+    use crate::demo::takeover::{SampledStart, TakeOver};
 
     /// `k` of `n` problems right, the first `k`.
     fn answers(k: usize, n: usize) -> Vec<bool> {
@@ -435,11 +636,32 @@ mod verdict_tests {
         }
     }
 
+    /// The default plan (recovery teacher, the four main arms, one seed) with `arms[k]` problems right.
     fn outcome(start: usize, arms: [usize; 4]) -> DemoOutcome {
         let n = 256;
+        let runs = Arm::MAIN
+            .iter()
+            .zip(arms)
+            .map(|(&arm, k)| run(arm, Some(TeacherKind::Recovery), 0, answers(k, n)))
+            .collect();
+        with_runs(start, n, runs)
+    }
+
+    fn run(arm: Arm, teacher: Option<TeacherKind>, seed: u64, correct: Vec<bool>) -> RlRun {
+        RlRun {
+            spec: RunSpec { arm, teacher, seed },
+            after: evaluation(&correct),
+            correct,
+            steps: Vec::new(),
+            train_seconds: 0.0,
+        }
+    }
+
+    fn with_runs(start: usize, n: usize, runs: Vec<RlRun>) -> DemoOutcome {
         let model = BuiltModel {
             key: "k".into(),
             conversations: 1,
+            recovery_conversations: 0,
             gold_trained_tokens: 1,
             gold_prompt_tokens: 1,
             parameters: 1,
@@ -447,26 +669,29 @@ mod verdict_tests {
             build_seconds: 0.0,
             cached: true,
         };
-        let runs = Arm::ALL
-            .iter()
-            .zip(arms)
-            .map(|(&arm, k)| RlRun {
-                arm,
-                correct: answers(k, n),
-                steps: Vec::new(),
-                after: evaluation(&answers(k, n)),
-                train_seconds: 0.0,
-            })
-            .collect();
         DemoOutcome {
             settings: DemoSettings::standard(0),
             models: ModelsRecord {
-                teacher: model.clone(),
+                teachers: vec![(TeacherKind::Recovery, model.clone())],
                 student: model,
             },
-            teacher: evaluation(&answers(n, n)),
+            teachers: vec![TeacherRecord {
+                kind: TeacherKind::Recovery,
+                evaluation: evaluation(&answers(n, n)),
+                take_over: TakeOver {
+                    off_track: 10,
+                    off_track_solved: 7,
+                    on_track: 20,
+                    on_track_solved: 19,
+                },
+            }],
             student_before: evaluation(&answers(start, n)),
             student_before_correct: answers(start, n),
+            student_sampled: SampledStart {
+                samples: n,
+                finish: [("answered".to_string(), 1.0)].into_iter().collect(),
+                accuracy: 0.0,
+            },
             runs,
         }
     }
@@ -475,26 +700,68 @@ mod verdict_tests {
     fn verdict_names_what_is_separated_and_what_is_not() {
         let v = verdict(&outcome(28, [25, 30, 110, 100]));
         assert!(
-            v.contains("OPD (sampled-token) vs the cold start: -0.012"),
-            "{v}"
-        );
-        assert!(
-            v.contains("OPD (sampled-token) vs the cold start: -0.012 [")
+            v.contains("OPD (sampled-token), recovery teacher vs the cold start: -0.012 [")
                 && v.contains("not separated"),
             "{v}"
         );
         assert!(
-            v.contains("OPD (full KL) vs the cold start: +0.320") && v.contains("an improvement"),
+            v.contains("OPD (full KL), recovery teacher vs the cold start: +0.320")
+                && v.contains("an improvement"),
             "{v}"
         );
-        assert!(v.contains("SOD (full KL) - OPD (full KL): -0.039"), "{v}");
+        assert!(
+            v.contains("SOD (full KL) - OPD (full KL), recovery teacher: -0.039"),
+            "{v}"
+        );
+        assert!(v.contains("one seed"), "{v}");
         let worse = verdict(&outcome(100, [10, 100, 100, 100]));
         assert!(
-            worse.contains("OPD (sampled-token) vs the cold start: -0.352")
+            worse.contains("OPD (sampled-token), recovery teacher vs the cold start: -0.352")
                 && worse.contains("worse"),
             "{worse}"
         );
         assert!(worse.contains("SOD better"), "{worse}");
+    }
+
+    #[test]
+    fn rows_pool_seeds_and_intervals_add_the_seed_variance() {
+        // Two seeds of one arm: 100 and 120 of 256 right. The row's mean is 110/256; its interval is wider than
+        // Wilson's for one seed at that accuracy, as the seeds disagree.
+        let n = 256;
+        let runs = vec![
+            run(Arm::OpdFull, Some(TeacherKind::Recovery), 0, answers(100, n)),
+            run(Arm::OpdFull, Some(TeacherKind::Recovery), 1, answers(120, n)),
+            run(Arm::Grpo, None, 0, answers(30, n)),
+            run(Arm::Grpo, None, 1, answers(30, n)),
+        ];
+        let o = with_runs(30, n, runs);
+        let rows = rows(&o);
+        assert_eq!(rows.len(), 3, "cold start, OPD, GRPO");
+        assert_eq!(rows[1].runs.len(), 2);
+        let (mean, lo, hi) = accuracy_interval(&rows[1].correct);
+        assert!((mean - 110.0 / 256.0).abs() < 1e-12);
+        // By hand: per-problem means are 1 (100), 0.5 (20), 0 (136): variance over problems; seed means 100/256
+        // and 120/256.
+        let p: Vec<f64> = (0..n)
+            .map(|i| if i < 100 { 1.0 } else if i < 120 { 0.5 } else { 0.0 })
+            .collect();
+        let m = p.iter().sum::<f64>() / n as f64;
+        let vp = p.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64 / n as f64;
+        let s = [100.0 / 256.0, 120.0 / 256.0];
+        let vs = ((s[0] - m).powi(2) + (s[1] - m).powi(2)) / 1.0 / 2.0;
+        let half = 1.96 * (vp + vs).sqrt();
+        assert!((lo - (mean - half)).abs() < 1e-12 && (hi - (mean + half)).abs() < 1e-12);
+        let (wlo, whi) = wilson_interval(mean, n);
+        assert!(hi - lo > whi - wlo);
+        // GRPO equal to the cold start on every seed: a difference of exactly 0 with a zero-width interval.
+        let (d, dlo, dhi) = paired_over_seeds(&rows[2].correct, &rows[0].correct);
+        assert_eq!((d, dlo, dhi), (0.0, 0.0, 0.0));
+        let v = verdict(&o);
+        assert!(v.contains("2 seeds"), "{v}");
+        assert!(v.contains("GRPO alone vs the cold start: +0.000 [+0.000, +0.000], not separated"), "{v}");
+        let t = table(&o);
+        assert!(t.contains("student + GRPO alone"), "{t}");
+        assert!(take_over_table(&o).contains("7/10 = 0.700"));
     }
 
     #[test]

@@ -110,10 +110,15 @@ pub fn tokenize_conversation(
                 let Some(end) = turn.find("<|im_end|>") else {
                     return bad("the chat template's assistant turn has no <|im_end|>");
                 };
+                let trained = match message.weight {
+                    None | Some(1) => 1u8,
+                    Some(0) => 0u8,
+                    Some(w) => return bad(&format!("an assistant message has weight {w} (0 or 1)")),
+                };
                 let ids = tokenizer.encode(&turn[..end])?;
                 tokens.extend_from_slice(&ids);
                 tokens.push(im_end);
-                mask.extend(std::iter::repeat_n(1u8, ids.len() + 1));
+                mask.extend(std::iter::repeat_n(trained, ids.len() + 1));
                 k += 1;
             }
             Role::Tool => {

@@ -60,3 +60,49 @@ fn sft_learns_to_copy_a_digit_string() {
         assert!(m.confident_fraction > 0.95, "{last:?}");
     }
 }
+
+/// An assistant message with `weight: 0` stays in the context but leaves the loss: its tokens are masked, the
+/// other turns' are not, and the token ids are those of the unweighted conversation. Any other weight is refused.
+#[test]
+fn weight_zero_messages_are_context_only() {
+    use sod_model::{ChatMessage, ChatTokenizer, ToolCall};
+    use sod_train::sft::tokenize_conversation;
+    // Qwen3's vocabulary with the built-in template (the demo's; Qwen3's own re-renders earlier turns).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/qwen3-tokenizer");
+    let tokenizer = ChatTokenizer::from_files(&dir.join("tokenizer.json"), None).unwrap();
+    let call = |expression: &str| {
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall {
+                name: "calculator".into(),
+                arguments: serde_json::json!({ "expression": expression }),
+            }],
+        )
+    };
+    let mut wrong = call("17*32");
+    let plain = vec![
+        ChatMessage::system("Use the calculator."),
+        ChatMessage::user("What is 17 * 23?"),
+        wrong.clone(),
+        ChatMessage::tool("544"),
+        call("17*23"),
+        ChatMessage::tool("391"),
+        ChatMessage::assistant("\\boxed{391}"),
+    ];
+    wrong.weight = Some(0);
+    let mut weighted = plain.clone();
+    weighted[2] = wrong;
+    let a = tokenize_conversation(&tokenizer, "plain", &plain, &[]).unwrap();
+    let b = tokenize_conversation(&tokenizer, "weighted", &weighted, &[]).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(a.prompt_len, b.prompt_len);
+    // The first trained run of `a` is the wrong call; in `b` it is masked and everything else is unchanged.
+    let first_run = a.mask.iter().take_while(|&&m| m == 1).count();
+    assert!(first_run > 5);
+    assert!(b.mask[..first_run].iter().all(|&m| m == 0));
+    assert_eq!(a.mask[first_run..], b.mask[first_run..]);
+    assert_eq!(a.trained_tokens() - b.trained_tokens(), first_run);
+    weighted[2].weight = Some(2);
+    let err = tokenize_conversation(&tokenizer, "bad", &weighted, &[]).unwrap_err();
+    assert!(err.to_string().contains("weight 2"), "{err}");
+}

@@ -1,0 +1,212 @@
+//! How reliable a teacher is where on-policy distillation asks it to be: on the student's own prefixes.
+//!
+//! The cold-start student is sampled at the training temperature on the test problems. Each trajectory is cut
+//! after its first step whose calculator result is not the intended step's (an *off-track* prefix: a miscopied
+//! number, a wrong operation, an invalid call), and, separately, after its first step when that step is right (an
+//! *on-track* prefix). A teacher then continues each prefix greedily with the real calculator, as it would be asked
+//! to score it; its take-over success is the fraction it finishes with the right answer. The student's turns are
+//! given to the teacher verbatim (as assistant text), and the calculator's responses are recomputed, as the rollout
+//! computed them, from the same calls.
+//!
+//! The same pass records how the student's samples at the training temperature end (the finish causes): a fair
+//! cold start ends nearly all of its turns within the budget.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sod_model::{ChatMessage, ChatTokenizer, Qwen3};
+use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, Trajectory};
+
+use super::gold::SYSTEM_PROMPT;
+use super::tasks::{self, Task};
+
+/// The student's turns of one trajectory, as decoded (without `<|im_end|>`), in order.
+fn turn_texts(tokenizer: &ChatTokenizer, t: &Trajectory) -> anyhow::Result<Vec<String>> {
+    let response = t.response_tokens();
+    let mut turns = Vec::new();
+    let mut start = None;
+    for (i, &m) in t.mask.iter().enumerate().chain(std::iter::once((t.mask.len(), &0))) {
+        match (m, start) {
+            (1, None) => start = Some(i),
+            (0, Some(s)) => {
+                let text = tokenizer.decode(&response[s..i], false)?;
+                let text = text.find("<|im_end|>").map_or(text.as_str(), |e| &text[..e]).to_string();
+                turns.push(text);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    Ok(turns)
+}
+
+/// A prefix of a student trajectory for a teacher to continue.
+#[derive(Debug, Clone)]
+pub struct Prefix {
+    /// Index of the test problem.
+    pub task: usize,
+    /// Whether the prefix ends with a wrong step.
+    pub off_track: bool,
+    /// The conversation up to and including the calculator's response to the prefix's last step.
+    pub messages: Vec<ChatMessage>,
+}
+
+/// The prefixes of one student trajectory: the first off-track one, and the on-track one after a right first step.
+pub fn prefixes(
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    task_index: usize,
+    task: &Task,
+    t: &Trajectory,
+) -> anyhow::Result<Vec<Prefix>> {
+    let mut messages = vec![
+        ChatMessage::system(SYSTEM_PROMPT),
+        ChatMessage::user(task.question.clone()),
+    ];
+    let mut out = Vec::new();
+    for (k, text) in turn_texts(tokenizer, t)?.into_iter().enumerate() {
+        // The call key the rollout used, so that a stateful or seeded tool would answer the same.
+        let responses = toolbox.respond(&text, &format!("{}/{}/{k}", t.prompt_id, t.sample_index));
+        if responses.calls == 0 || k >= task.steps.len() {
+            // The final answer (or a turn past the intended steps): nothing left to take over.
+            break;
+        }
+        let right = responses.valid_calls == 1
+            && responses.responses.len() == 1
+            && responses.responses[0].trim() == task.steps[k].result.to_string();
+        messages.push(ChatMessage::assistant(text));
+        messages.extend(responses.responses.into_iter().map(ChatMessage::tool));
+        if !right {
+            out.push(Prefix {
+                task: task_index,
+                off_track: true,
+                messages,
+            });
+            break;
+        }
+        if k == 0 {
+            out.push(Prefix {
+                task: task_index,
+                off_track: false,
+                messages: messages.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Take-over success of one teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TakeOver {
+    /// Off-track prefixes, and those the teacher finished right.
+    pub off_track: usize,
+    /// Of `off_track`, solved.
+    pub off_track_solved: usize,
+    /// On-track prefixes, and those the teacher finished right.
+    pub on_track: usize,
+    /// Of `on_track`, solved.
+    pub on_track_solved: usize,
+}
+
+/// The student's samples at the training temperature: how they ended, over all samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampledStart {
+    /// Samples (one per test problem).
+    pub samples: usize,
+    /// Fraction per finish cause (`answered`, `turn_tokens`, ...).
+    pub finish: BTreeMap<String, f64>,
+    /// Fraction answered right.
+    pub accuracy: f64,
+}
+
+/// Samples the student once per task at `settings`' temperature; returns the trajectories and how they ended.
+pub fn sample_student(
+    student: &Qwen3,
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &RolloutSettings,
+    tasks: &[Task],
+) -> anyhow::Result<(Vec<Trajectory>, SampledStart)> {
+    let requests: Vec<RolloutRequest> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| RolloutRequest {
+            prompt_id: format!("takeover/{}", task.id),
+            sample_index: 0,
+            group: i as u32,
+            messages: vec![
+                ChatMessage::system(SYSTEM_PROMPT),
+                ChatMessage::user(task.question.clone()),
+            ],
+        })
+        .collect();
+    let trajectories =
+        crate::eval::rollout_chunked(student, tokenizer, toolbox, settings, &requests, 32)?;
+    let n = trajectories.len().max(1) as f64;
+    let mut finish = BTreeMap::new();
+    for t in &trajectories {
+        *finish.entry(t.finish.name().to_string()).or_insert(0.0) += 1.0 / n;
+    }
+    let accuracy = tasks
+        .iter()
+        .zip(&trajectories)
+        .filter(|(task, t)| solved(task, t))
+        .count() as f64
+        / n;
+    Ok((
+        trajectories,
+        SampledStart {
+            samples: tasks.len(),
+            finish,
+            accuracy,
+        },
+    ))
+}
+
+/// Whether a trajectory ends normally with the task's answer.
+fn solved(task: &Task, t: &Trajectory) -> bool {
+    !t.truncated()
+        && !t.infra_fault
+        && sod_train::reward::extract_answer(&t.final_text)
+            .is_some_and(|answer| tasks::is_correct(task, &answer))
+}
+
+/// Lets `teacher` continue every prefix greedily (`settings` at temperature 0) and counts its successes.
+pub fn take_over(
+    teacher: &Qwen3,
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &RolloutSettings,
+    tasks: &[Task],
+    prefixes: &[Prefix],
+) -> anyhow::Result<TakeOver> {
+    let requests: Vec<RolloutRequest> = prefixes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| RolloutRequest {
+            prompt_id: format!("takeover/{}/{}", tasks[p.task].id, u8::from(p.off_track)),
+            sample_index: 0,
+            group: i as u32,
+            messages: p.messages.clone(),
+        })
+        .collect();
+    let continued =
+        crate::eval::rollout_chunked(teacher, tokenizer, toolbox, settings, &requests, 32)?;
+    let mut out = TakeOver {
+        off_track: 0,
+        off_track_solved: 0,
+        on_track: 0,
+        on_track_solved: 0,
+    };
+    for (p, t) in prefixes.iter().zip(&continued) {
+        let ok = usize::from(solved(&tasks[p.task], t));
+        if p.off_track {
+            out.off_track += 1;
+            out.off_track_solved += ok;
+        } else {
+            out.on_track += 1;
+            out.on_track_solved += ok;
+        }
+    }
+    Ok(out)
+}
