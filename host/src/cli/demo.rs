@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Cli, usage};
-use crate::demo::pipeline::{DemoPaths, DemoSettings, run_demo};
+use crate::demo::pipeline::{DemoOptions, DemoPaths, DemoSettings, run_demo};
 use crate::demo::report::{table, take_over_table, verdict, write_report};
 
 /// `sod demo ...`
@@ -43,6 +43,10 @@ pub struct DemoArgs {
     /// Where trained models are cached, by a hash of their settings.
     #[arg(long, value_name = "DIR", default_value = "runs/demo-cache")]
     cache: PathBuf,
+    /// Jobs at once (model builds, evaluations, on-policy runs), each on one core. Default: the available cores.
+    /// Results do not depend on it.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
     /// Directory of plugin libraries. Default: $SOD_PLUGIN_DIR, else beside the `sod` binary.
     #[arg(long, value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
@@ -111,7 +115,16 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let log = |line: &str| eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
-    let outcome = run_demo(&settings, &paths, std::io::stderr().is_terminal(), &log)?;
+    let jobs = match args.jobs {
+        Some(0) => return Err(usage("--jobs must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let options = DemoOptions {
+        progress: std::io::stderr().is_terminal(),
+        jobs,
+    };
+    let outcome = run_demo(&settings, &paths, options, &log)?;
     write_report(&outcome, &out_dir)?;
     println!();
     print!("{}", table(&outcome));

@@ -79,6 +79,7 @@ pub(super) fn run(cli: &Cli, args: &TrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         progress: std::io::stderr().is_terminal(),
         log_every: 8,
+        log_label: String::new(),
     };
     let mut trainer = Trainer::new(config, options).map_err(classify)?;
     let summary = trainer.run().map_err(classify)?;

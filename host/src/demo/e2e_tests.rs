@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::pipeline::{
-    Arm, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role, TeacherKind, run_demo,
+    Arm, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role, TeacherKind,
+    run_demo,
 };
 use super::report::{table, write_report};
 use sod_train::sft::SftConfig;
@@ -119,7 +120,16 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         tools_dir: tools_dir.clone(),
         plugin_dir: plugin_dir(),
     };
-    let first = run_demo(&settings, &paths("first"), false, &|_| {}).expect("first demo run");
+    // One job at a time here, two at a time below: the numbers must not depend on it.
+    let serial = DemoOptions {
+        progress: false,
+        jobs: 1,
+    };
+    let parallel = DemoOptions {
+        progress: false,
+        jobs: 2,
+    };
+    let first = run_demo(&settings, &paths("first"), serial, &|_| {}).expect("first demo run");
     write_report(&first, &paths("first").out_dir).expect("report");
     assert!(first.models.teachers.iter().all(|(_, m)| !m.cached) && !first.models.student.cached);
     for role in [
@@ -237,28 +247,28 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     assert!(report.contains("off-track"), "{report}");
 
     // Same settings again: the models come from the cache and every measured number is the same.
-    let second = run_demo(&settings, &paths("second"), false, &|_| {}).expect("second demo run");
+    let second = run_demo(&settings, &paths("second"), parallel, &|_| {}).expect("second demo run");
     assert!(second.models.teachers.iter().all(|(_, m)| m.cached) && second.models.student.cached);
     assert_eq!(reproducible(&first), reproducible(&second));
     // A finished run directory is never overwritten.
-    assert!(run_demo(&settings, &paths("first"), false, &|_| {}).is_err());
+    assert!(run_demo(&settings, &paths("first"), parallel, &|_| {}).is_err());
     // An interrupted one continues: without its report and one run's record, only that run is redone, and the
     // outcome is the same.
     let second_dir = paths("second").out_dir;
     std::fs::remove_file(second_dir.join("report.md")).ok();
     std::fs::remove_file(second_dir.join("recovery-sod-full-seed5/run.json")).expect("run.json");
-    let resumed = run_demo(&settings, &paths("second"), false, &|_| {}).expect("resumed run");
+    let resumed = run_demo(&settings, &paths("second"), parallel, &|_| {}).expect("resumed run");
     assert_eq!(reproducible(&resumed), reproducible(&first));
     // ... but not with other settings.
     let mut other = settings;
     other.rl.delta = 0.3;
-    assert!(run_demo(&other, &paths("second"), false, &|_| {}).is_err());
+    assert!(run_demo(&other, &paths("second"), parallel, &|_| {}).is_err());
 
     // A different student cold start rebuilds the student only.
     let mut longer = settings;
     longer.student_sft.steps += 1;
     longer.grid = false;
-    let third = run_demo(&longer, &paths("third"), false, &|_| {}).expect("third demo run");
+    let third = run_demo(&longer, &paths("third"), parallel, &|_| {}).expect("third demo run");
     assert!(third.models.teachers.iter().all(|(_, m)| m.cached) && !third.models.student.cached);
     assert_eq!(third.teachers[0].evaluation, first.teachers[0].evaluation);
     assert_eq!(third.runs.len(), 4);

@@ -2,6 +2,7 @@
 //! enough to train a teacher and a student on two CPU cores in minutes.
 
 pub mod gold;
+pub mod jobs;
 pub mod pipeline;
 pub mod plot;
 pub mod report;

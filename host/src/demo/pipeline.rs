@@ -18,6 +18,7 @@ use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox};
 use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
+use super::jobs::{self, Job};
 use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation, recovery_conversation};
 use super::takeover::{self, SampledStart, TakeOver};
 use super::tasks::{self, Task};
@@ -613,14 +614,31 @@ impl ModelDirs {
     }
 }
 
-/// Builds (or finds in the cache) the teachers and the student; returns their model directories and records.
+/// Builds (or finds in the cache) the teachers and the student, `jobs` at a time; returns their model directories
+/// and records.
 pub fn prepare_models(
     settings: &DemoSettings,
     paths: &DemoPaths,
     calculator: &Calculator<'_>,
-    log: &dyn Fn(&str),
+    jobs: usize,
+    log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(ModelDirs, ModelsRecord)> {
-    let student = prepare_model(settings, Role::Student, paths, calculator, log)?;
+    let teacher_kinds = settings.teachers();
+    // The teachers first: they take longest.
+    let roles: Vec<Role> = teacher_kinds
+        .iter()
+        .map(|&k| Role::Teacher(k))
+        .chain(std::iter::once(Role::Student))
+        .collect();
+    let builds: Vec<Job<'_, (PathBuf, BuiltModel)>> = roles
+        .iter()
+        .map(|&role| {
+            Box::new(move || prepare_model(settings, role, paths, calculator, log))
+                as Job<'_, (PathBuf, BuiltModel)>
+        })
+        .collect();
+    let mut built = jobs::run(jobs, builds)?;
+    let student = built.pop().context("the student's build")?;
     let mut dirs = ModelDirs {
         teachers: Vec::new(),
         student: student.0,
@@ -633,8 +651,7 @@ pub fn prepare_models(
         std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
     };
     let student_tokenizer = tokenizer(&dirs.student)?;
-    for kind in settings.teachers() {
-        let (dir, record) = prepare_model(settings, Role::Teacher(kind), paths, calculator, log)?;
+    for (kind, (dir, record)) in teacher_kinds.into_iter().zip(built) {
         if tokenizer(&dir)? != student_tokenizer {
             bail!(
                 "the cached teacher ({}) and student ({}) have different tokenizers; remove the cache directory \
@@ -669,7 +686,7 @@ fn prepare_model(
     role: Role,
     paths: &DemoPaths,
     calculator: &Calculator<'_>,
-    log: &dyn Fn(&str),
+    log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(PathBuf, BuiltModel)> {
     let name = role.name();
     let key = settings.model_cache_key(role);
@@ -745,7 +762,7 @@ fn prepare_model(
         sft_config.steps,
         sft_config.batch_size,
         examples.iter().map(|e| e.tokens.len()).sum::<usize>() / count,
-        gold_trained_tokens / count,
+        examples.iter().map(|e| e.trained_tokens()).sum::<usize>() / count,
     ));
     let conversations = examples.len();
     let sft_started = Instant::now();
@@ -1011,13 +1028,30 @@ const SETTINGS_FILE: &str = "settings.json";
 /// In an on-policy run's directory: its result, written last (its presence marks a finished run).
 const RUN_FILE: &str = "run.json";
 
+/// How the demo runs (nothing here changes what it measures).
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// Progress bars (else a line every few steps).
+    pub progress: bool,
+    /// Jobs (model builds, evaluations, on-policy runs) at once, each on one core ([`jobs`]).
+    pub jobs: usize,
+}
+
+/// What the cold-start student measured: greedy on the test split, and sampled at the training temperature.
+struct ColdStart {
+    evaluation: Evaluation,
+    correct: Vec<bool>,
+    sampled: SampledStart,
+    prefixes: Vec<takeover::Prefix>,
+}
+
 /// Runs the whole demo (see the module docs) and returns what it measured. `out_dir` must not hold a finished
 /// demo; on-policy runs it holds from an interrupted start with the same settings are kept, not redone.
 pub fn run_demo(
     settings: &DemoSettings,
     paths: &DemoPaths,
-    progress: bool,
-    log: &dyn Fn(&str),
+    options: DemoOptions,
+    log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<DemoOutcome> {
     settings.validate()?;
     if paths.out_dir.join("report.md").exists() {
@@ -1048,13 +1082,14 @@ pub fn run_demo(
         Err(_) => std::fs::write(&settings_file, &settings_text)
             .with_context(|| format!("writing {}", settings_file.display()))?,
     }
+    let jobs = options.jobs.max(1);
     let sandbox = Sandbox::new(SandboxConfig {
         tools_dir: Some(paths.tools_dir.clone()),
         seed: settings.seed,
         ..SandboxConfig::default()
     })?;
     let calculator = Calculator::new(&sandbox)?;
-    let (dirs, record) = prepare_models(settings, paths, &calculator, log)?;
+    let (dirs, record) = prepare_models(settings, paths, &calculator, jobs, log)?;
 
     let test = tasks::test_tasks(settings.seed, settings.test_tasks);
     let train = tasks::train_tasks(settings.seed, settings.train_tasks, settings.test_tasks);
@@ -1072,183 +1107,249 @@ pub fn run_demo(
     )?
     .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT);
     let tokenizer = ChatTokenizer::from_dir(&dirs.student)?;
+    let (toolbox, tokenizer, test) = (&toolbox, &tokenizer, &test);
 
-    // The cold start: greedy on the test split, and sampled at the training temperature (how its samples end,
-    // and the prefixes the teachers take over from).
-    let student_model = load_model_dir(&dirs.student, &Device::Cpu)?;
-    let (student_before, student_before_correct) = evaluate_and_record(
-        "student-cold-start",
-        &student_model.model,
-        &tokenizer,
-        &toolbox,
-        settings,
-        &test,
-        &paths.out_dir,
-    )?;
-    log(&format!(
-        "student (cold start): accuracy {:.3}",
-        student_before.accuracy
-    ));
-    let sampled_settings = rollout_settings(settings, settings.rl.temperature);
-    let (samples, student_sampled) = takeover::sample_student(
-        &student_model.model,
-        &tokenizer,
-        &toolbox,
-        &sampled_settings,
-        &test,
-    )?;
-    log(&format!(
-        "student (cold start) sampled at temperature {}: accuracy {:.3}, finish causes {}",
-        settings.rl.temperature,
-        student_sampled.accuracy,
-        finish_text(&student_sampled.finish)
-    ));
-    drop(student_model);
-    let mut prefixes = Vec::new();
-    for (i, (task, t)) in test.iter().zip(&samples).enumerate() {
-        prefixes.extend(takeover::prefixes(&tokenizer, &toolbox, i, task, t)?);
-    }
-
-    let mut teachers = Vec::new();
-    for (kind, dir) in &dirs.teachers {
-        let model = load_model_dir(dir, &Device::Cpu)?;
-        let (evaluation, _) = evaluate_and_record(
-            &format!("teacher-{}", kind.name()),
-            &model.model,
-            &tokenizer,
-            &toolbox,
+    // The cold start (greedy on the test split, and sampled at the training temperature: how its samples end, and
+    // the prefixes the teachers take over from) and each teacher's greedy evaluation, side by side.
+    let cold_start = || -> anyhow::Result<ColdStart> {
+        let student = load_model_dir(&dirs.student, &Device::Cpu)?;
+        let (evaluation, correct) = evaluate_and_record(
+            "student-cold-start",
+            &student.model,
+            tokenizer,
+            toolbox,
             settings,
-            &test,
+            test,
             &paths.out_dir,
         )?;
-        let take_over = takeover::take_over(
-            &model.model,
-            &tokenizer,
-            &toolbox,
-            &rollout_settings(settings, 0.0),
-            &test,
-            &prefixes,
-        )?;
         log(&format!(
-            "{}: accuracy {:.3}; takes over {}/{} off-track and {}/{} on-track student prefixes",
-            kind.label(),
-            evaluation.accuracy,
-            take_over.off_track_solved,
-            take_over.off_track,
-            take_over.on_track_solved,
-            take_over.on_track
+            "student (cold start): accuracy {:.3}",
+            evaluation.accuracy
         ));
-        teachers.push(TeacherRecord {
+        let sampled_settings = rollout_settings(settings, settings.rl.temperature);
+        let (samples, sampled) =
+            takeover::sample_student(&student.model, tokenizer, toolbox, &sampled_settings, test)?;
+        log(&format!(
+            "student (cold start) sampled at temperature {}: accuracy {:.3}, finish causes {}",
+            settings.rl.temperature,
+            sampled.accuracy,
+            finish_text(&sampled.finish)
+        ));
+        let mut prefixes = Vec::new();
+        for (i, (task, t)) in test.iter().zip(&samples).enumerate() {
+            prefixes.extend(takeover::prefixes(tokenizer, toolbox, i, task, t)?);
+        }
+        Ok(ColdStart {
+            evaluation,
+            correct,
+            sampled,
+            prefixes,
+        })
+    };
+    enum Measured {
+        Student(Box<ColdStart>),
+        Teacher(Evaluation),
+    }
+    let mut measure: Vec<Job<'_, Measured>> =
+        vec![Box::new(move || cold_start().map(|c| Measured::Student(Box::new(c))))];
+    for (kind, dir) in &dirs.teachers {
+        measure.push(Box::new(move || {
+            let model = load_model_dir(dir, &Device::Cpu)?;
+            let (evaluation, _) = evaluate_and_record(
+                &format!("teacher-{}", kind.name()),
+                &model.model,
+                tokenizer,
+                toolbox,
+                settings,
+                test,
+                &paths.out_dir,
+            )?;
+            log(&format!("{}: accuracy {:.3}", kind.label(), evaluation.accuracy));
+            Ok(Measured::Teacher(evaluation))
+        }));
+    }
+    let mut measured = jobs::run(jobs, measure)?.into_iter();
+    let Some(Measured::Student(cold)) = measured.next() else {
+        bail!("the cold start's measurement is missing");
+    };
+    let teacher_evaluations: Vec<Evaluation> = measured
+        .map(|m| match m {
+            Measured::Teacher(e) => Ok(e),
+            Measured::Student(_) => Err(anyhow::anyhow!("a second cold-start measurement")),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let prefixes = &cold.prefixes;
+    let take_overs: Vec<Job<'_, TakeOver>> = dirs
+        .teachers
+        .iter()
+        .map(|(kind, dir)| {
+            Box::new(move || {
+                let model = load_model_dir(dir, &Device::Cpu)?;
+                let t = takeover::take_over(
+                    &model.model,
+                    tokenizer,
+                    toolbox,
+                    &rollout_settings(settings, 0.0),
+                    test,
+                    prefixes,
+                )?;
+                log(&format!(
+                    "{}: takes over {}/{} off-track and {}/{} on-track student prefixes",
+                    kind.label(),
+                    t.off_track_solved,
+                    t.off_track,
+                    t.on_track_solved,
+                    t.on_track
+                ));
+                Ok(t)
+            }) as Job<'_, TakeOver>
+        })
+        .collect();
+    let teachers: Vec<TeacherRecord> = dirs
+        .teachers
+        .iter()
+        .zip(teacher_evaluations)
+        .zip(jobs::run(jobs, take_overs)?)
+        .map(|(((kind, _), evaluation), take_over)| TeacherRecord {
             kind: *kind,
             evaluation,
             take_over,
-        });
-    }
+        })
+        .collect();
 
     let plan = settings.plan();
-    let mut runs = Vec::new();
     let grid_started = Instant::now();
-    let mut trained = 0usize;
-    for (index, spec) in plan.iter().enumerate() {
-        let out = paths.out_dir.join(spec.dir());
-        let record_file = out.join(RUN_FILE);
-        if record_file.is_file() {
-            let text = std::fs::read_to_string(&record_file)
-                .with_context(|| format!("reading {}", record_file.display()))?;
-            let run: RlRun = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", record_file.display()))?;
-            log(&format!(
-                "[{}/{}] {} (seed {}): done before, accuracy {:.3}",
-                index + 1,
-                plan.len(),
-                spec.row_label(),
-                spec.seed,
-                run.after.accuracy
-            ));
-            runs.push(run);
-            continue;
-        }
-        // A directory without a record is an interrupted run: start it over.
-        if out.exists() {
-            std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
-        }
-        let teacher = spec.teacher.map(|k| dirs.teacher(k)).transpose()?;
-        let config = rl_config(settings, spec, teacher, &dirs.student, &dataset, &out)?;
-        let started = Instant::now();
-        let eta = if trained == 0 {
-            String::new()
-        } else {
-            let left = plan.len() - index;
-            format!(
-                ", ETA {:.0} s",
-                grid_started.elapsed().as_secs_f64() / trained as f64 * left as f64
-            )
-        };
-        log(&format!(
-            "[{}/{}] {} (seed {}): {} on-policy steps of {} prompts x {} samples, lr {}{eta}",
-            index + 1,
-            plan.len(),
-            spec.row_label(),
-            spec.seed,
-            settings.rl.steps,
-            settings.rl.prompts_per_step,
-            settings.rl.samples_per_prompt,
-            config.learning_rate
-        ));
-        let mut trainer = Trainer::new(
-            config,
-            TrainerOptions {
-                device: Device::Cpu,
-                plugin_dir: paths.plugin_dir.clone(),
-                tools_dir: paths.tools_dir.clone(),
-                sandbox_cache_dir: None,
-                resume: false,
-                progress,
-                log_every: (settings.rl.steps / 8).max(1),
-            },
-        )?;
-        trainer.run()?;
-        let train_seconds = started.elapsed().as_secs_f64();
-        let (after, correct) = evaluate_and_record(
-            &format!("student-{}", spec.dir()),
-            &trainer.student().model,
-            &tokenizer,
-            &toolbox,
-            settings,
-            &test,
-            &paths.out_dir,
-        )?;
-        log(&format!(
-            "[{}/{}] {} (seed {}): accuracy after training {:.3}",
-            index + 1,
-            plan.len(),
-            spec.row_label(),
-            spec.seed,
-            after.accuracy
-        ));
-        let run = RlRun {
-            spec: *spec,
-            correct,
-            steps: read_metrics(&out.join(sod_train::METRICS_FILE))?,
-            after,
-            train_seconds,
-        };
-        let text = serde_json::to_string(&run)?;
-        std::fs::write(&record_file, &text)
-            .with_context(|| format!("writing {}", record_file.display()))?;
-        // As a later start would read it back (JSON does not round-trip every float to the last bit).
-        runs.push(serde_json::from_str(&text)?);
-        trained += 1;
-    }
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let (plan_ref, finished_ref, dirs_ref, dataset_ref) = (&plan, &finished, &dirs, &dataset);
+    let runs: Vec<Job<'_, RlRun>> = plan
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            Box::new(move || {
+                let run = on_policy_run(
+                    settings,
+                    paths,
+                    options,
+                    spec,
+                    (index, plan_ref.len()),
+                    dirs_ref,
+                    dataset_ref,
+                    (tokenizer, toolbox, test),
+                    log,
+                )?;
+                let done = finished_ref.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let left = plan_ref.len() - done;
+                log(&format!(
+                    "{done}/{} on-policy runs done{}",
+                    plan_ref.len(),
+                    if left == 0 {
+                        String::new()
+                    } else {
+                        format!(
+                            ", ETA {:.0} s",
+                            grid_started.elapsed().as_secs_f64() / done as f64 * left as f64
+                        )
+                    }
+                ));
+                Ok(run)
+            }) as Job<'_, RlRun>
+        })
+        .collect();
+    let runs = jobs::run(jobs, runs)?;
+    let cold = *cold;
     Ok(DemoOutcome {
         settings: *settings,
         models: record,
         teachers,
-        student_before,
-        student_before_correct,
-        student_sampled,
+        student_before: cold.evaluation,
+        student_before_correct: cold.correct,
+        student_sampled: cold.sampled,
         runs,
     })
+}
+
+/// One on-policy run of the plan, or its record if an earlier start finished it.
+#[allow(clippy::too_many_arguments)]
+fn on_policy_run(
+    settings: &DemoSettings,
+    paths: &DemoPaths,
+    options: DemoOptions,
+    spec: &RunSpec,
+    (index, total): (usize, usize),
+    dirs: &ModelDirs,
+    dataset: &Path,
+    (tokenizer, toolbox, test): (&ChatTokenizer, &ToolBox, &[Task]),
+    log: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<RlRun> {
+    let name = format!("[{}/{total}] {} (seed {})", index + 1, spec.row_label(), spec.seed);
+    let out = paths.out_dir.join(spec.dir());
+    let record_file = out.join(RUN_FILE);
+    if record_file.is_file() {
+        let text = std::fs::read_to_string(&record_file)
+            .with_context(|| format!("reading {}", record_file.display()))?;
+        let run: RlRun = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", record_file.display()))?;
+        log(&format!(
+            "{name}: done before, accuracy {:.3}",
+            run.after.accuracy
+        ));
+        return Ok(run);
+    }
+    // A directory without a record is an interrupted run: start it over.
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    let teacher = spec.teacher.map(|k| dirs.teacher(k)).transpose()?;
+    let config = rl_config(settings, spec, teacher, &dirs.student, dataset, &out)?;
+    let started = Instant::now();
+    log(&format!(
+        "{name}: {} on-policy steps of {} prompts x {} samples, lr {}",
+        settings.rl.steps,
+        settings.rl.prompts_per_step,
+        settings.rl.samples_per_prompt,
+        config.learning_rate
+    ));
+    let mut trainer = Trainer::new(
+        config,
+        TrainerOptions {
+            device: Device::Cpu,
+            plugin_dir: paths.plugin_dir.clone(),
+            tools_dir: paths.tools_dir.clone(),
+            sandbox_cache_dir: None,
+            resume: false,
+            // One bar per terminal: with several runs at once, lines naming the run instead.
+            progress: options.progress && options.jobs <= 1,
+            log_every: (settings.rl.steps / 8).max(1),
+            log_label: format!("{} seed {}: ", spec.row_label().trim_start_matches("student + "), spec.seed),
+        },
+    )?;
+    trainer.run()?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    let (after, correct) = evaluate_and_record(
+        &format!("student-{}", spec.dir()),
+        &trainer.student().model,
+        tokenizer,
+        toolbox,
+        settings,
+        test,
+        &paths.out_dir,
+    )?;
+    log(&format!(
+        "{name}: accuracy after training {:.3}",
+        after.accuracy
+    ));
+    let run = RlRun {
+        spec: *spec,
+        correct,
+        steps: read_metrics(&out.join(sod_train::METRICS_FILE))?,
+        after,
+        train_seconds,
+    };
+    let text = serde_json::to_string(&run)?;
+    std::fs::write(&record_file, &text)
+        .with_context(|| format!("writing {}", record_file.display()))?;
+    // As a later start would read it back (JSON does not round-trip every float to the last bit).
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// `answered 0.906, turn_tokens 0.094`.

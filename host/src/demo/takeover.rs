@@ -210,3 +210,99 @@ pub fn take_over(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::tasks::Step;
+    use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+    use sod_train::rollout::Finish;
+
+    fn call(expression: &str) -> String {
+        format!(
+            "<tool_call>\n{{\"name\": \"calculator\", \"arguments\": {{\"expression\": \"{expression}\"}}}}\n</tool_call>"
+        )
+    }
+
+    /// A trajectory whose generated turns are `turns` (each followed by <|im_end|>), separated by untrained glue.
+    fn trajectory(tokenizer: &ChatTokenizer, turns: &[String]) -> Trajectory {
+        let im_end = tokenizer.token_id("<|im_end|>").unwrap();
+        let mut tokens = tokenizer.encode("prompt").unwrap();
+        let prompt_len = tokens.len();
+        let mut mask = Vec::new();
+        for (k, turn) in turns.iter().enumerate() {
+            if k > 0 {
+                let glue = tokenizer.encode("\n<tool_response>\nanything\n</tool_response>\n").unwrap();
+                mask.extend(std::iter::repeat_n(0u8, glue.len()));
+                tokens.extend(glue);
+            }
+            let ids = tokenizer.encode(turn).unwrap();
+            mask.extend(std::iter::repeat_n(1u8, ids.len() + 1));
+            tokens.extend(ids);
+            tokens.push(im_end);
+        }
+        Trajectory {
+            prompt_id: "p".into(),
+            sample_index: 0,
+            group: 0,
+            behaviour_logprobs: vec![0.0; mask.len()],
+            tokens,
+            prompt_len,
+            mask,
+            final_text: String::new(),
+            turns: turns.len(),
+            tool_calls: 0,
+            valid_tool_calls: 0,
+            finish: Finish::Answered,
+            infra_fault: false,
+            reward: 0.0,
+        }
+    }
+
+    #[test]
+    fn prefixes_cut_after_the_first_wrong_step_and_after_a_right_first_step() {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let sandbox = Sandbox::new(SandboxConfig {
+            tools_dir: Some(target.join("tools")),
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox (build the tools first: cargo xtask build-tools)");
+        let toolbox = ToolBox::new(sandbox, &["calculator".to_string()], Limits::default()).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/qwen3-tokenizer");
+        let tokenizer = ChatTokenizer::from_files(&dir.join("tokenizer.json"), None).unwrap();
+        let task = Task {
+            id: "t".into(),
+            question: "12 boxes of 3, then 5 more?".into(),
+            steps: vec![
+                Step { expression: "12*3".into(), result: 36 },
+                Step { expression: "36+5".into(), result: 41 },
+            ],
+            answer: "41".into(),
+        };
+        let answer = "The answer is \\boxed{41}.".to_string();
+        // Right, then a miscopied previous result: on-track after step 1, off-track after step 2.
+        let t = trajectory(&tokenizer, &[call("12*3"), call("63+5"), answer.clone()]);
+        let p = prefixes(&tokenizer, &toolbox, 7, &task, &t).unwrap();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(!p[0].off_track && p[1].off_track);
+        assert_eq!((p[0].task, p[1].task), (7, 7));
+        assert_eq!(p[0].messages.len(), 4);
+        assert_eq!(p[1].messages.len(), 6);
+        assert_eq!(p[1].messages[4].content, call("63+5"), "the student's turn verbatim");
+        assert_eq!(p[1].messages[5].content.trim(), "68", "the calculator's real answer");
+        // A wrong first step: only the off-track prefix.
+        let t = trajectory(&tokenizer, &[call("13*3"), call("39+5"), answer.clone()]);
+        let p = prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].off_track && p[0].messages.len() == 4);
+        // All right, or an answer without calls: no off-track prefix.
+        let t = trajectory(&tokenizer, &[call("12*3"), call("36+5"), answer.clone()]);
+        let p = prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap();
+        assert_eq!(p.iter().filter(|p| p.off_track).count(), 0);
+        assert_eq!(p.len(), 1);
+        let t = trajectory(&tokenizer, &[answer]);
+        assert!(prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap().is_empty());
+    }
+}

@@ -128,6 +128,7 @@ name = "sod"
         resume: false,
         progress: false,
         log_every: 0,
+        log_label: String::new(),
     };
     let mut trainer = Trainer::new(run, options).expect("trainer");
     trainer.run().expect("run");

@@ -42,6 +42,8 @@ pub struct TrainerOptions {
     /// Without the bar: write a line to stderr every this many steps (step, reward, teacher KL, divergence,
     /// truncation, seconds per step, ETA); 0 writes none.
     pub log_every: u64,
+    /// Written before each of those lines (the run's name, when several runs share one terminal).
+    pub log_label: String,
 }
 
 /// The result of [`Trainer::run`].
@@ -233,7 +235,8 @@ impl Trainer {
             {
                 let per_step = started.elapsed().as_secs_f64() / (self.step - first_step) as f64;
                 eprintln!(
-                    "  step {:>4}/{}: reward {:.3}  teacher KL {}  divergence {}  truncated {:.2}  {:.1} s/step  ETA {:.0} s",
+                    "  {}step {:>4}/{}: reward {:.3}  teacher KL {}  divergence {}  truncated {:.2}  {:.1} s/step  ETA {:.0} s",
+                    self.options.log_label,
                     self.step,
                     self.config.steps,
                     metrics.reward_mean,

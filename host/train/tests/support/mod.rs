@@ -159,6 +159,7 @@ pub fn options(resume: bool) -> TrainerOptions {
         resume,
         progress: false,
         log_every: 0,
+        log_label: String::new(),
     }
 }
 
