@@ -79,6 +79,7 @@ fn tiny_settings() -> DemoSettings {
             delta: 0.2,
         },
         max_new_tokens_per_turn: 12,
+        recovery_sft: SftConfig { steps: 1, ..sft },
         recovery_fraction: 0.5,
         seeds: 1,
         grid: true,

@@ -237,8 +237,10 @@ pub struct DemoSettings {
     pub rl: RlSettings,
     /// Most tokens per assistant turn (rollouts and evaluation).
     pub max_new_tokens_per_turn: usize,
-    /// Recovery conversations in the recovery teacher's training data, per train problem (each problem's recovery
-    /// conversation is added with this probability, chosen by its id).
+    /// The recovery teacher's training: the gold-only teacher fine-tuned on the gold conversations and recovery ones.
+    pub recovery_sft: SftConfig,
+    /// Recovery conversations in that data, per train problem (each problem's recovery conversation is added with
+    /// this probability, chosen by its id).
     pub recovery_fraction: f64,
     /// Seeds of the on-policy runs (`seed`, `seed + 1`, ...); the models are built once.
     pub seeds: u64,
@@ -305,7 +307,8 @@ impl DemoSettings {
                 delta: 0.2,
             },
             max_new_tokens_per_turn: 48,
-            recovery_fraction: 0.5,
+            recovery_sft: sft(300, 16, 1e-3, seed),
+            recovery_fraction: 1.0,
             seeds: 1,
             grid: false,
         }
@@ -320,8 +323,13 @@ impl DemoSettings {
         }
     }
 
-    /// The teachers the plan distils from, in table order.
+    /// The teachers, in table order: both are built and measured (the recovery teacher starts from the gold-only
+    /// one); the main rows distil from the recovery teacher only, the grid from both.
     pub fn teachers(&self) -> Vec<TeacherKind> {
+        TeacherKind::ALL.to_vec()
+    }
+
+    fn distilled_teachers(&self) -> Vec<TeacherKind> {
         if self.grid {
             TeacherKind::ALL.to_vec()
         } else {
@@ -333,7 +341,7 @@ impl DemoSettings {
     pub fn plan(&self) -> Vec<RunSpec> {
         let mut runs = Vec::new();
         for seed in self.seed..self.seed + self.seeds {
-            for teacher in self.teachers() {
+            for teacher in self.distilled_teachers() {
                 for arm in Arm::MAIN {
                     runs.push(RunSpec {
                         arm,
@@ -385,6 +393,7 @@ impl DemoSettings {
         for (name, sft) in [
             ("teacher_sft", &self.teacher_sft),
             ("student_sft", &self.student_sft),
+            ("recovery_sft", &self.recovery_sft),
         ] {
             sft.validate().with_context(|| name.to_string())?;
         }
@@ -424,7 +433,8 @@ impl DemoSettings {
     /// The size and the supervised training of the `role` model.
     pub fn model(&self, role: Role) -> (ModelSize, SftConfig) {
         match role {
-            Role::Teacher(_) => (self.teacher, self.teacher_sft),
+            Role::Teacher(TeacherKind::Gold) => (self.teacher, self.teacher_sft),
+            Role::Teacher(TeacherKind::Recovery) => (self.teacher, self.recovery_sft),
             Role::Student => (self.student, self.student_sft),
         }
     }
@@ -446,6 +456,8 @@ impl DemoSettings {
             "sft": sft,
         });
         if role == Role::Teacher(TeacherKind::Recovery) {
+            // It starts from the gold-only teacher.
+            key["base"] = self.model_cache_key(Role::Teacher(TeacherKind::Gold)).into();
             key["recovery_fraction"] = self.recovery_fraction.into();
         }
         let digest = Sha256::digest(key.to_string());
@@ -624,21 +636,36 @@ pub fn prepare_models(
     log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(ModelDirs, ModelsRecord)> {
     let teacher_kinds = settings.teachers();
-    // The teachers first: they take longest.
-    let roles: Vec<Role> = teacher_kinds
-        .iter()
-        .map(|&k| Role::Teacher(k))
-        .chain(std::iter::once(Role::Student))
-        .collect();
+    // The gold-only teacher and the student side by side (the teacher first: it takes longest), then the recovery
+    // teacher, which starts from the gold-only one.
+    let roles = [Role::Teacher(TeacherKind::Gold), Role::Student];
     let builds: Vec<Job<'_, (PathBuf, BuiltModel)>> = roles
         .iter()
         .map(|&role| {
-            Box::new(move || prepare_model(settings, role, paths, calculator, log))
+            Box::new(move || prepare_model(settings, role, paths, calculator, None, log))
                 as Job<'_, (PathBuf, BuiltModel)>
         })
         .collect();
     let mut built = jobs::run(jobs, builds)?;
     let student = built.pop().context("the student's build")?;
+    if teacher_kinds.contains(&TeacherKind::Recovery) {
+        let gold = &built[0].0;
+        built.push(prepare_model(
+            settings,
+            Role::Teacher(TeacherKind::Recovery),
+            paths,
+            calculator,
+            Some(gold),
+            log,
+        )?);
+    }
+    let built: Vec<(PathBuf, BuiltModel)> = teacher_kinds
+        .iter()
+        .map(|kind| match kind {
+            TeacherKind::Gold => built[0].clone(),
+            TeacherKind::Recovery => built[1].clone(),
+        })
+        .collect();
     let mut dirs = ModelDirs {
         teachers: Vec::new(),
         student: student.0,
@@ -686,6 +713,7 @@ fn prepare_model(
     role: Role,
     paths: &DemoPaths,
     calculator: &Calculator<'_>,
+    base: Option<&Path>,
     log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(PathBuf, BuiltModel)> {
     let name = role.name();
@@ -741,10 +769,17 @@ fn prepare_model(
     let corpus_refs: Vec<&str> = rendered.iter().map(String::as_str).collect();
 
     let (size, sft_config) = settings.model(role);
-    let init = dir.join("init");
-    let config = size.config(settings.vocab_size, settings.rope_theta);
-    write_tiny_model_dir(&init, &config, &corpus_refs, settings.seed)
-        .with_context(|| format!("writing {}", init.display()))?;
+    // A fresh model with a tokenizer trained on the corpus, or the base model (weights and tokenizer) to go on from.
+    let fresh = dir.join("init");
+    let init = match base {
+        Some(base) => base.to_path_buf(),
+        None => {
+            let config = size.config(settings.vocab_size, settings.rope_theta);
+            write_tiny_model_dir(&fresh, &config, &corpus_refs, settings.seed)
+                .with_context(|| format!("writing {}", fresh.display()))?;
+            fresh.clone()
+        }
+    };
     let tokenizer = ChatTokenizer::from_dir(&init)?;
     let examples = conversations
         .iter()
@@ -757,8 +792,9 @@ fn prepare_model(
     let gold_trained_tokens: usize = examples[..gold.len()].iter().map(|e| e.trained_tokens()).sum();
     let gold_prompt_tokens: usize = examples[..gold.len()].iter().map(|e| e.prompt_len).sum();
     log(&format!(
-        "{name}: {parameters} parameters, supervised training for {} steps of {} conversations \
+        "{name}: {parameters} parameters{}, supervised training for {} steps of {} conversations \
          ({} tokens per conversation on average, {} of them trained)",
+        base.map_or(String::new(), |b| format!(" from {}", b.display())),
         sft_config.steps,
         sft_config.batch_size,
         examples.iter().map(|e| e.tokens.len()).sum::<usize>() / count,
@@ -793,7 +829,7 @@ fn prepare_model(
         SaveDtype::F32,
         Some(&init),
     )?;
-    let _ = std::fs::remove_dir_all(&init);
+    let _ = std::fs::remove_dir_all(&fresh);
     let record = BuiltModel {
         key,
         conversations,
@@ -872,6 +908,7 @@ pub fn evaluate(
                 ChatMessage::system(SYSTEM_PROMPT),
                 ChatMessage::user(task.question.clone()),
             ],
+            prompt_tokens: None,
         })
         .collect();
     let trajectories = crate::eval::rollout_chunked(
@@ -1139,6 +1176,7 @@ pub fn run_demo(
         for (i, (task, t)) in test.iter().zip(&samples).enumerate() {
             prefixes.extend(takeover::prefixes(tokenizer, toolbox, i, task, t)?);
         }
+        prefixes.extend(takeover::perturbed_prefixes(&calculator, tokenizer, test)?);
         Ok(ColdStart {
             evaluation,
             correct,
@@ -1185,7 +1223,7 @@ pub fn run_demo(
         .map(|(kind, dir)| {
             Box::new(move || {
                 let model = load_model_dir(dir, &Device::Cpu)?;
-                let t = takeover::take_over(
+                let (t, each) = takeover::take_over(
                     &model.model,
                     tokenizer,
                     toolbox,
@@ -1193,13 +1231,21 @@ pub fn run_demo(
                     test,
                     prefixes,
                 )?;
+                let file = paths.out_dir.join("eval").join(format!("takeover-{}.jsonl", kind.name()));
+                let lines: String = each
+                    .iter()
+                    .map(|e| serde_json::to_string(e).map(|s| s + "\n"))
+                    .collect::<Result<_, _>>()?;
+                std::fs::write(&file, lines).with_context(|| format!("writing {}", file.display()))?;
                 log(&format!(
-                    "{}: takes over {}/{} off-track and {}/{} on-track student prefixes",
+                    "{}: takes over {}/{} off-track and {}/{} on-track student prefixes, {}/{} perturbed ones",
                     kind.label(),
                     t.off_track_solved,
                     t.off_track,
                     t.on_track_solved,
-                    t.on_track
+                    t.on_track,
+                    t.perturbed_solved,
+                    t.perturbed
                 ));
                 Ok(t)
             }) as Job<'_, TakeOver>

@@ -251,31 +251,29 @@ pub fn table(outcome: &DemoOutcome) -> String {
     out
 }
 
-/// The teachers' take-over table: success from the cold-start student's off-track and on-track prefixes.
+/// The teachers' take-over table: success from the cold-start student's off-track and on-track prefixes, and from
+/// perturbed gold prefixes.
 pub fn take_over_table(outcome: &DemoOutcome) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:>24} {:>17} {:>24} {:>17}",
-        "teacher", "off-track: solved/all", "95% interval", "on-track: solved/all", "95% interval"
+        "{:<20} {:>30} {:>30} {:>30}",
+        "teacher", "student off-track", "student on-track", "perturbed gold"
     );
     for t in &outcome.teachers {
         let o = t.take_over;
         let cell = |solved: usize, all: usize| {
             let p = solved as f64 / all.max(1) as f64;
             let (lo, hi) = wilson_interval(p, all);
-            (format!("{solved}/{all} = {p:.3}"), format!("[{lo:.3}, {hi:.3}]"))
+            format!("{solved}/{all} = {p:.3} [{lo:.3}, {hi:.3}]")
         };
-        let (off, off_ci) = cell(o.off_track_solved, o.off_track);
-        let (on, on_ci) = cell(o.on_track_solved, o.on_track);
         let _ = writeln!(
             out,
-            "{:<20} {:>24} {:>17} {:>24} {:>17}",
+            "{:<20} {:>30} {:>30} {:>30}",
             t.kind.label(),
-            off,
-            off_ci,
-            on,
-            on_ci
+            cell(o.off_track_solved, o.off_track),
+            cell(o.on_track_solved, o.on_track),
+            cell(o.perturbed_solved, o.perturbed)
         );
     }
     out
@@ -475,9 +473,12 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     let _ = writeln!(md, "## The teachers where distillation asks them\n");
     let _ = writeln!(
         md,
-        "The cold-start student sampled once per test problem at the training temperature; each sample cut after \
-         its first wrong step (off-track) and, when its first step was right, after that step (on-track); each \
-         teacher continues greedily with the calculator.\n\n```\n{}```\n",
+        "Success (solved/all, 95% interval) when a teacher continues greedily, with the calculator, from: the \
+         cold-start student's samples at the training temperature (one per test problem) cut after their first \
+         wrong step (student off-track) or, when the first step was right, after it (student on-track), token for \
+         token as the student wrote them; and the gold solution of each test problem up to a call with one \
+         miscopied digit and the calculator's answer to it (perturbed gold, as in the recovery teacher's \
+         training data). Every take-over is in `eval/takeover-<teacher>.jsonl`.\n\n```\n{}```\n",
         take_over_table(outcome)
     );
     let st = &outcome.student_sampled;
@@ -683,6 +684,8 @@ mod verdict_tests {
                     off_track_solved: 7,
                     on_track: 20,
                     on_track_solved: 19,
+                    perturbed: 30,
+                    perturbed_solved: 3,
                 },
             }],
             student_before: evaluation(&answers(start, n)),

@@ -3,10 +3,9 @@
 //! The cold-start student is sampled at the training temperature on the test problems. Each trajectory is cut
 //! after its first step whose calculator result is not the intended step's (an *off-track* prefix: a miscopied
 //! number, a wrong operation, an invalid call), and, separately, after its first step when that step is right (an
-//! *on-track* prefix). A teacher then continues each prefix greedily with the real calculator, as it would be asked
-//! to score it; its take-over success is the fraction it finishes with the right answer. The student's turns are
-//! given to the teacher verbatim (as assistant text), and the calculator's responses are recomputed, as the rollout
-//! computed them, from the same calls.
+//! *on-track* prefix). A teacher then continues each prefix greedily with the real calculator, from the student's
+//! own tokens (as it scores them in training); its take-over success is the fraction it finishes with the right
+//! answer.
 //!
 //! The same pass records how the student's samples at the training temperature end (the finish causes): a fair
 //! cold start ends nearly all of its turns within the budget.
@@ -17,11 +16,17 @@ use serde::{Deserialize, Serialize};
 use sod_model::{ChatMessage, ChatTokenizer, Qwen3};
 use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, Trajectory};
 
-use super::gold::SYSTEM_PROMPT;
+use sod_train::sft::tokenize_conversation;
+
+use super::gold::{Calculator, SYSTEM_PROMPT, recovery_conversation};
 use super::tasks::{self, Task};
 
-/// The student's turns of one trajectory, as decoded (without `<|im_end|>`), in order.
-fn turn_texts(tokenizer: &ChatTokenizer, t: &Trajectory) -> anyhow::Result<Vec<String>> {
+/// The student's turns of one trajectory: each one's range in the response tokens (through its `<|im_end|>`) and
+/// its text as decoded (without `<|im_end|>`), in order.
+fn turns(
+    tokenizer: &ChatTokenizer,
+    t: &Trajectory,
+) -> anyhow::Result<Vec<(std::ops::Range<usize>, String)>> {
     let response = t.response_tokens();
     let mut turns = Vec::new();
     let mut start = None;
@@ -31,7 +36,7 @@ fn turn_texts(tokenizer: &ChatTokenizer, t: &Trajectory) -> anyhow::Result<Vec<S
             (0, Some(s)) => {
                 let text = tokenizer.decode(&response[s..i], false)?;
                 let text = text.find("<|im_end|>").map_or(text.as_str(), |e| &text[..e]).to_string();
-                turns.push(text);
+                turns.push((s..i, text));
                 start = None;
             }
             _ => {}
@@ -40,18 +45,34 @@ fn turn_texts(tokenizer: &ChatTokenizer, t: &Trajectory) -> anyhow::Result<Vec<S
     Ok(turns)
 }
 
-/// A prefix of a student trajectory for a teacher to continue.
+/// Where a prefix comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrefixKind {
+    /// The student's, cut after its first step when that step is right.
+    OnTrack,
+    /// The student's, cut after its first wrong step.
+    OffTrack,
+    /// Gold up to a step whose call has one miscopied digit (as in the recovery teacher's training data, on a test
+    /// problem), cut after the calculator's answer to it.
+    Perturbed,
+}
+
+/// A prefix for a teacher to continue.
 #[derive(Debug, Clone)]
 pub struct Prefix {
     /// Index of the test problem.
     pub task: usize,
-    /// Whether the prefix ends with a wrong step.
-    pub off_track: bool,
+    /// Where it comes from.
+    pub kind: PrefixKind,
     /// The conversation up to and including the calculator's response to the prefix's last step.
     pub messages: Vec<ChatMessage>,
+    /// The student's tokens of that conversation, through the next assistant header: what the teacher continues.
+    pub tokens: Vec<u32>,
 }
 
 /// The prefixes of one student trajectory: the first off-track one, and the on-track one after a right first step.
+/// A prefix needs the student's next turn to have begun (its tokens end with that turn's header).
 pub fn prefixes(
     tokenizer: &ChatTokenizer,
     toolbox: &ToolBox,
@@ -63,10 +84,14 @@ pub fn prefixes(
         ChatMessage::system(SYSTEM_PROMPT),
         ChatMessage::user(task.question.clone()),
     ];
+    let turns = turns(tokenizer, t)?;
     let mut out = Vec::new();
-    for (k, text) in turn_texts(tokenizer, t)?.into_iter().enumerate() {
+    for (k, (_, text)) in turns.iter().enumerate() {
         // The call key the rollout used, so that a stateful or seeded tool would answer the same.
-        let responses = toolbox.respond(&text, &format!("{}/{}/{k}", t.prompt_id, t.sample_index));
+        let responses = toolbox.respond(text, &format!("{}/{}/{k}", t.prompt_id, t.sample_index));
+        let Some((next, _)) = turns.get(k + 1) else {
+            break;
+        };
         if responses.calls == 0 || k >= task.steps.len() {
             // The final answer (or a turn past the intended steps): nothing left to take over.
             break;
@@ -74,21 +99,24 @@ pub fn prefixes(
         let right = responses.valid_calls == 1
             && responses.responses.len() == 1
             && responses.responses[0].trim() == task.steps[k].result.to_string();
-        messages.push(ChatMessage::assistant(text));
+        messages.push(ChatMessage::assistant(text.clone()));
         messages.extend(responses.responses.into_iter().map(ChatMessage::tool));
+        let tokens = t.tokens[..t.prompt_len + next.start].to_vec();
         if !right {
             out.push(Prefix {
                 task: task_index,
-                off_track: true,
+                kind: PrefixKind::OffTrack,
                 messages,
+                tokens,
             });
             break;
         }
         if k == 0 {
             out.push(Prefix {
                 task: task_index,
-                off_track: false,
+                kind: PrefixKind::OnTrack,
                 messages: messages.clone(),
+                tokens,
             });
         }
     }
@@ -106,6 +134,39 @@ pub struct TakeOver {
     pub on_track: usize,
     /// Of `on_track`, solved.
     pub on_track_solved: usize,
+    /// Perturbed prefixes (one per test problem).
+    pub perturbed: usize,
+    /// Of `perturbed`, solved.
+    pub perturbed_solved: usize,
+}
+
+/// One perturbed prefix per task ([`PrefixKind::Perturbed`]), in the token layout of rollouts and SFT.
+pub fn perturbed_prefixes(
+    calculator: &Calculator<'_>,
+    tokenizer: &ChatTokenizer,
+    tasks: &[Task],
+) -> anyhow::Result<Vec<Prefix>> {
+    let mut out = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let conversation = recovery_conversation(calculator, task)?;
+        let Some(slip) = conversation.iter().position(|m| m.weight == Some(0)) else {
+            continue;
+        };
+        let messages = conversation[..slip + 2].to_vec();
+        // Laid out as SFT lays out a conversation (which is how rollouts lay it out), with a placeholder turn after
+        // the calculator's answer; the prefix ends where that turn starts, after its header.
+        let mut with_turn = messages.clone();
+        with_turn.push(ChatMessage::assistant("x"));
+        let example = tokenize_conversation(tokenizer, &task.id, &with_turn, &[])?;
+        let last_turn = example.mask.iter().rposition(|&m| m == 0).map_or(0, |k| k + 1);
+        out.push(Prefix {
+            task: i,
+            kind: PrefixKind::Perturbed,
+            messages,
+            tokens: example.tokens[..example.prompt_len + last_turn].to_vec(),
+        });
+    }
+    Ok(out)
 }
 
 /// The student's samples at the training temperature: how they ended, over all samples.
@@ -138,6 +199,7 @@ pub fn sample_student(
                 ChatMessage::system(SYSTEM_PROMPT),
                 ChatMessage::user(task.question.clone()),
             ],
+            prompt_tokens: None,
         })
         .collect();
     let trajectories =
@@ -171,7 +233,23 @@ fn solved(task: &Task, t: &Trajectory) -> bool {
             .is_some_and(|answer| tasks::is_correct(task, &answer))
 }
 
-/// Lets `teacher` continue every prefix greedily (`settings` at temperature 0) and counts its successes.
+/// One take-over as it went (a line of `eval/takeover-<teacher>.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TakenOver {
+    /// Task id.
+    pub id: String,
+    /// Where the prefix comes from.
+    pub kind: PrefixKind,
+    /// Whether the teacher finished it with the right answer.
+    pub solved: bool,
+    /// The student's prefix after the prompt (its turns and the calculator's responses).
+    pub prefix: Vec<ChatMessage>,
+    /// The teacher's continuation, as generated (its turns and the calculator's responses).
+    pub continuation: String,
+}
+
+/// Lets `teacher` continue every prefix greedily (`settings` at temperature 0) and counts its successes; also
+/// returns each take-over.
 pub fn take_over(
     teacher: &Qwen3,
     tokenizer: &ChatTokenizer,
@@ -179,15 +257,16 @@ pub fn take_over(
     settings: &RolloutSettings,
     tasks: &[Task],
     prefixes: &[Prefix],
-) -> anyhow::Result<TakeOver> {
+) -> anyhow::Result<(TakeOver, Vec<TakenOver>)> {
     let requests: Vec<RolloutRequest> = prefixes
         .iter()
         .enumerate()
         .map(|(i, p)| RolloutRequest {
-            prompt_id: format!("takeover/{}/{}", tasks[p.task].id, u8::from(p.off_track)),
+            prompt_id: format!("takeover/{}/{:?}", tasks[p.task].id, p.kind),
             sample_index: 0,
             group: i as u32,
             messages: p.messages.clone(),
+            prompt_tokens: Some(p.tokens.clone()),
         })
         .collect();
     let continued =
@@ -197,18 +276,29 @@ pub fn take_over(
         off_track_solved: 0,
         on_track: 0,
         on_track_solved: 0,
+        perturbed: 0,
+        perturbed_solved: 0,
     };
+    let mut each = Vec::with_capacity(prefixes.len());
     for (p, t) in prefixes.iter().zip(&continued) {
-        let ok = usize::from(solved(&tasks[p.task], t));
-        if p.off_track {
-            out.off_track += 1;
-            out.off_track_solved += ok;
-        } else {
-            out.on_track += 1;
-            out.on_track_solved += ok;
-        }
+        let solved = solved(&tasks[p.task], t);
+        each.push(TakenOver {
+            id: tasks[p.task].id.clone(),
+            kind: p.kind,
+            solved,
+            prefix: p.messages[2..].to_vec(),
+            continuation: tokenizer.decode(t.response_tokens(), false)?,
+        });
+        let ok = usize::from(solved);
+        let (all, solved) = match p.kind {
+            PrefixKind::OffTrack => (&mut out.off_track, &mut out.off_track_solved),
+            PrefixKind::OnTrack => (&mut out.on_track, &mut out.on_track_solved),
+            PrefixKind::Perturbed => (&mut out.perturbed, &mut out.perturbed_solved),
+        };
+        *all += 1;
+        *solved += ok;
     }
-    Ok(out)
+    Ok((out, each))
 }
 
 #[cfg(test)]
@@ -286,21 +376,25 @@ mod tests {
         let t = trajectory(&tokenizer, &[call("12*3"), call("63+5"), answer.clone()]);
         let p = prefixes(&tokenizer, &toolbox, 7, &task, &t).unwrap();
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(!p[0].off_track && p[1].off_track);
+        assert!(p[0].kind == PrefixKind::OnTrack && p[1].kind == PrefixKind::OffTrack);
         assert_eq!((p[0].task, p[1].task), (7, 7));
         assert_eq!(p[0].messages.len(), 4);
         assert_eq!(p[1].messages.len(), 6);
         assert_eq!(p[1].messages[4].content, call("63+5"), "the student's turn verbatim");
         assert_eq!(p[1].messages[5].content.trim(), "68", "the calculator's real answer");
+        // The student's own tokens, through the header of its next turn.
+        let third_turn = t.tokens.len() - tokenizer.encode(&answer).unwrap().len() - 1;
+        assert_eq!(p[1].tokens, t.tokens[..third_turn]);
+        assert!(p[0].tokens.len() < p[1].tokens.len() && p[1].tokens.starts_with(&p[0].tokens));
         // A wrong first step: only the off-track prefix.
         let t = trajectory(&tokenizer, &[call("13*3"), call("39+5"), answer.clone()]);
         let p = prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap();
         assert_eq!(p.len(), 1);
-        assert!(p[0].off_track && p[0].messages.len() == 4);
+        assert!(p[0].kind == PrefixKind::OffTrack && p[0].messages.len() == 4);
         // All right, or an answer without calls: no off-track prefix.
         let t = trajectory(&tokenizer, &[call("12*3"), call("36+5"), answer.clone()]);
         let p = prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap();
-        assert_eq!(p.iter().filter(|p| p.off_track).count(), 0);
+        assert_eq!(p.iter().filter(|p| p.kind == PrefixKind::OffTrack).count(), 0);
         assert_eq!(p.len(), 1);
         let t = trajectory(&tokenizer, &[answer]);
         assert!(prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap().is_empty());

@@ -177,6 +177,7 @@ pub fn evaluate(
                     sample_index: s as u64,
                     group: p as u32,
                     messages: messages.clone(),
+                    prompt_tokens: None,
                 });
             }
         }

@@ -84,6 +84,10 @@ pub struct RolloutRequest {
     pub group: u32,
     /// The conversation so far (system and user messages).
     pub messages: Vec<ChatMessage>,
+    /// The prompt's tokens as they are, instead of the rendering of `messages`: to continue a recorded trajectory
+    /// token for token (a teacher taking over from a student's prefix). `messages` must then be the same
+    /// conversation; what follows is rendered after it.
+    pub prompt_tokens: Option<Vec<u32>>,
 }
 
 /// A finished trajectory: the token sequence and what happened along it.
@@ -425,7 +429,10 @@ pub fn rollout(
     }
     let mut live = Vec::with_capacity(requests.len());
     for request in requests {
-        let prompt = tokenizer.encode_chat(&request.messages, toolbox.schemas(), true)?;
+        let prompt = match &request.prompt_tokens {
+            Some(tokens) => tokens.clone(),
+            None => tokenizer.encode_chat(&request.messages, toolbox.schemas(), true)?,
+        };
         if prompt.len() + 1 >= settings.max_total_tokens {
             return Err(TrainError::Config(format!(
                 "prompt {:?} has {} tokens, leaving no room under max_total_tokens = {}",

@@ -310,6 +310,7 @@ impl Trainer {
                         sample_index: s.epoch * group_size as u64 + sample as u64,
                         group: group as u32,
                         messages: messages.clone(),
+                        prompt_tokens: None,
                     },
                     example_index,
                 ));

@@ -274,6 +274,7 @@ fn greedy_tokens(fx: &Fixture, dir: &Path) -> Vec<Vec<u32>> {
                 ChatMessage::system(config.system_prompt.clone().unwrap()),
                 ChatMessage::user(*q),
             ],
+            prompt_tokens: None,
         })
         .collect();
     let settings = RolloutSettings {

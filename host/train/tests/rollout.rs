@@ -47,6 +47,7 @@ fn request(id: &str, sample: u64) -> RolloutRequest {
         sample_index: sample,
         group: 0,
         messages: vec![ChatMessage::user(format!("What is 6 * 7? ({id})"))],
+        prompt_tokens: None,
     }
 }
 

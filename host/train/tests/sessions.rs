@@ -61,6 +61,7 @@ fn request(sample: u64) -> RolloutRequest {
         sample_index: sample,
         group: 0,
         messages: vec![ChatMessage::user("What is 41 + 1?")],
+        prompt_tokens: None,
     }
 }
 
