@@ -359,7 +359,8 @@ mod tests {
             ..SandboxConfig::default()
         })
         .expect("sandbox (build the tools first: cargo xtask build-tools)");
-        let toolbox = ToolBox::new(sandbox, &["calculator".to_string()], Limits::default()).unwrap();
+        let toolbox =
+            ToolBox::new(sandbox.clone(), &["calculator".to_string()], Limits::default()).unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/qwen3-tokenizer");
         let tokenizer = ChatTokenizer::from_files(&dir.join("tokenizer.json"), None).unwrap();
         let task = Task {
@@ -398,5 +399,20 @@ mod tests {
         assert_eq!(p.len(), 1);
         let t = trajectory(&tokenizer, &[answer]);
         assert!(prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap().is_empty());
+
+        // A perturbed gold prefix: gold up to the slip and the calculator's answer to it, ending with the next
+        // turn's header, in the layout SFT trained the teachers on.
+        let calculator = Calculator::new(&sandbox).unwrap();
+        let p = perturbed_prefixes(&calculator, &tokenizer, std::slice::from_ref(&task)).unwrap();
+        assert_eq!(p.len(), 1);
+        let p = &p[0];
+        assert_eq!(p.kind, PrefixKind::Perturbed);
+        let slip = &p.messages[p.messages.len() - 2];
+        assert_eq!(slip.weight, Some(0), "{:?}", p.messages);
+        assert_eq!(p.messages.last().unwrap().role, sod_model::Role::Tool);
+        let text = tokenizer.decode(&p.tokens, false).unwrap();
+        assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
+        let expression = slip.tool_calls[0].arguments["expression"].as_str().unwrap();
+        assert!(text.contains(expression), "{text}");
     }
 }
