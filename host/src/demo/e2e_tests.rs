@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::pipeline::{
-    Arm, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role, TeacherKind,
-    run_demo,
+    Arm, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role,
+    TeacherKind, run_demo,
 };
 use super::report::{table, write_report};
 use sod_train::sft::SftConfig;
@@ -93,7 +93,10 @@ fn reproducible(outcome: &DemoOutcome) -> serde_json::Value {
         model["build_seconds"] = serde_json::Value::Null;
         model["cached"] = serde_json::Value::Null;
     };
-    for pair in value["models"]["teachers"].as_array_mut().expect("teachers") {
+    for pair in value["models"]["teachers"]
+        .as_array_mut()
+        .expect("teachers")
+    {
         clear(&mut pair[1]);
     }
     clear(&mut value["models"]["student"]);
@@ -154,7 +157,10 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     }
     let (_, recovery) = &first.models.teachers[0];
     assert!(recovery.recovery_conversations > 0, "{recovery:?}");
-    assert_eq!(recovery.conversations, settings.train_tasks + recovery.recovery_conversations);
+    assert_eq!(
+        recovery.conversations,
+        settings.train_tasks + recovery.recovery_conversations
+    );
     let out = &paths("first").out_dir;
     for file in [
         "report.md",
@@ -175,8 +181,8 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     }
     // The run configs written into the run directory work from anywhere: `sod train --config` resolves
     // relative paths against the config's directory.
-    let run_toml = std::fs::read_to_string(out.join("recovery-opd-full-seed5/run.toml"))
-        .expect("run.toml");
+    let run_toml =
+        std::fs::read_to_string(out.join("recovery-opd-full-seed5/run.toml")).expect("run.toml");
     let run: toml::Value = toml::from_str(&run_toml).expect("run.toml parses");
     for key in ["student", "teacher", "dataset", "out_dir"] {
         let path = run[key].as_str().expect(key);
@@ -218,7 +224,10 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     assert!((finished - 1.0).abs() < 1e-9, "{:?}", first.student_sampled);
     for t in &first.teachers {
         let o = t.take_over;
-        assert!(o.off_track_solved <= o.off_track && o.on_track_solved <= o.on_track, "{o:?}");
+        assert!(
+            o.off_track_solved <= o.off_track && o.on_track_solved <= o.on_track,
+            "{o:?}"
+        );
     }
     for run in &first.runs {
         let arm = run.spec.arm;

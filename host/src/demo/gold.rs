@@ -169,7 +169,11 @@ mod tests {
             for expression in ["4817*36", "123+9", "70-1"] {
                 let wrong = miscopy(expression, pick);
                 assert_eq!(wrong.len(), expression.len());
-                let changed = wrong.chars().zip(expression.chars()).filter(|(a, b)| a != b).count();
+                let changed = wrong
+                    .chars()
+                    .zip(expression.chars())
+                    .filter(|(a, b)| a != b)
+                    .count();
                 assert_eq!(changed, 1, "{expression} -> {wrong}");
                 for number in wrong.split(|c: char| !c.is_ascii_digit()) {
                     assert!(number.len() < 2 || !number.starts_with('0'), "{wrong}");

@@ -83,10 +83,17 @@ mod tests {
             })
             .collect();
         let out = run(3, jobs).unwrap();
-        assert_eq!(out.iter().map(|r| r.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+        assert_eq!(
+            out.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (0..7).collect::<Vec<_>>()
+        );
         assert!(out.iter().all(|r| r.1 == 1), "{out:?}");
         // Inline with one worker: the global pool.
-        let inline = run(1, vec![Box::new(|| Ok(rayon::current_num_threads())) as Job<'_, usize>]).unwrap();
+        let inline = run(
+            1,
+            vec![Box::new(|| Ok(rayon::current_num_threads())) as Job<'_, usize>],
+        )
+        .unwrap();
         assert_eq!(inline, vec![rayon::current_num_threads()]);
     }
 
@@ -94,8 +101,13 @@ mod tests {
     fn the_first_failure_in_order_is_returned() {
         let jobs: Vec<Job<'_, usize>> = (0..4usize)
             .map(|i| {
-                Box::new(move || if i == 1 { anyhow::bail!("job one failed") } else { Ok(i) })
-                    as Job<'_, usize>
+                Box::new(move || {
+                    if i == 1 {
+                        anyhow::bail!("job one failed")
+                    } else {
+                        Ok(i)
+                    }
+                }) as Job<'_, usize>
             })
             .collect();
         let err = run(2, jobs).unwrap_err().to_string();

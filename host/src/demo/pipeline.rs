@@ -18,8 +18,8 @@ use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox};
 use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
-use super::jobs::{self, Job};
 use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation, recovery_conversation};
+use super::jobs::{self, Job};
 use super::takeover::{self, SampledStart, TakeOver};
 use super::tasks::{self, Task};
 
@@ -458,7 +458,9 @@ impl DemoSettings {
         });
         if role == Role::Teacher(TeacherKind::Recovery) {
             // It starts from the gold-only teacher.
-            key["base"] = self.model_cache_key(Role::Teacher(TeacherKind::Gold)).into();
+            key["base"] = self
+                .model_cache_key(Role::Teacher(TeacherKind::Gold))
+                .into();
             key["recovery_fraction"] = self.recovery_fraction.into();
         }
         let digest = Sha256::digest(key.to_string());
@@ -751,7 +753,10 @@ fn prepare_model(
         train.iter().zip(gold.iter().cloned()).collect();
     let mut recovery_conversations = 0;
     if role == Role::Teacher(TeacherKind::Recovery) {
-        for task in train.iter().filter(|t| has_recovery(t, settings.recovery_fraction)) {
+        for task in train
+            .iter()
+            .filter(|t| has_recovery(t, settings.recovery_fraction))
+        {
             conversations.push((task, recovery_conversation(calculator, task)?));
             recovery_conversations += 1;
         }
@@ -790,7 +795,10 @@ fn prepare_model(
     let parameters = model.config.num_parameters();
     let count = examples.len().max(1);
     // The gold conversations come first.
-    let gold_trained_tokens: usize = examples[..gold.len()].iter().map(|e| e.trained_tokens()).sum();
+    let gold_trained_tokens: usize = examples[..gold.len()]
+        .iter()
+        .map(|e| e.trained_tokens())
+        .sum();
     let gold_prompt_tokens: usize = examples[..gold.len()].iter().map(|e| e.prompt_len).sum();
     log(&format!(
         "{name}: {parameters} parameters{}, supervised training for {} steps of {} conversations \
@@ -1189,8 +1197,9 @@ pub fn run_demo(
         Student(Box<ColdStart>),
         Teacher(Evaluation),
     }
-    let mut measure: Vec<Job<'_, Measured>> =
-        vec![Box::new(move || cold_start().map(|c| Measured::Student(Box::new(c))))];
+    let mut measure: Vec<Job<'_, Measured>> = vec![Box::new(move || {
+        cold_start().map(|c| Measured::Student(Box::new(c)))
+    })];
     for (kind, dir) in &dirs.teachers {
         measure.push(Box::new(move || {
             let model = load_model_dir(dir, &Device::Cpu)?;
@@ -1203,7 +1212,11 @@ pub fn run_demo(
                 test,
                 &paths.out_dir,
             )?;
-            log(&format!("{}: accuracy {:.3}", kind.label(), evaluation.accuracy));
+            log(&format!(
+                "{}: accuracy {:.3}",
+                kind.label(),
+                evaluation.accuracy
+            ));
             Ok(Measured::Teacher(evaluation))
         }));
     }
@@ -1328,7 +1341,12 @@ fn on_policy_run(
     (tokenizer, toolbox, test): (&ChatTokenizer, &ToolBox, &[Task]),
     log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<RlRun> {
-    let name = format!("[{}/{total}] {} (seed {})", index + 1, spec.row_label(), spec.seed);
+    let name = format!(
+        "[{}/{total}] {} (seed {})",
+        index + 1,
+        spec.row_label(),
+        spec.seed
+    );
     let out = paths.out_dir.join(spec.dir());
     let record_file = out.join(RUN_FILE);
     if record_file.is_file() {
@@ -1367,7 +1385,11 @@ fn on_policy_run(
             // One bar per terminal: with several runs at once, lines naming the run instead.
             progress: options.progress && options.jobs <= 1,
             log_every: (settings.rl.steps / 8).max(1),
-            log_label: format!("{} seed {}: ", spec.row_label().trim_start_matches("student + "), spec.seed),
+            log_label: format!(
+                "{} seed {}: ",
+                spec.row_label().trim_start_matches("student + "),
+                spec.seed
+            ),
         },
     )?;
     trainer.run()?;

@@ -69,7 +69,8 @@ fn mean_and_half_width(x: &[Vec<f64>]) -> (f64, f64) {
         .map(|s| s[..n].iter().sum::<f64>() / n as f64)
         .collect();
     let mean = per_seed.iter().sum::<f64>() / seeds as f64;
-    let variance = sample_variance(&per_problem) / n as f64 + sample_variance(&per_seed) / seeds as f64;
+    let variance =
+        sample_variance(&per_problem) / n as f64 + sample_variance(&per_seed) / seeds as f64;
     (mean, 1.96 * variance.sqrt())
 }
 
@@ -96,7 +97,11 @@ pub fn paired_over_seeds(a: &[&[bool]], b: &[&[bool]]) -> (f64, f64, f64) {
         .iter()
         .enumerate()
         .map(|(s, a)| {
-            let b = if b.len() == 1 { b[0] } else { b[s.min(b.len() - 1)] };
+            let b = if b.len() == 1 {
+                b[0]
+            } else {
+                b[s.min(b.len() - 1)]
+            };
             a.iter()
                 .zip(b)
                 .map(|(&x, &y)| f64::from(u8::from(x)) - f64::from(u8::from(y)))
@@ -165,7 +170,11 @@ impl Row<'_> {
             return if arm.uses_teacher() { "w = 1" } else { "-" }.to_string();
         }
         let mean = |name: &str| {
-            let v: Vec<f64> = self.runs.iter().filter_map(|r| plugin_mean(r, name)).collect();
+            let v: Vec<f64> = self
+                .runs
+                .iter()
+                .filter_map(|r| plugin_mean(r, name))
+                .collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
         match (mean("mean_last_w"), mean("mean_steps")) {
@@ -205,7 +214,11 @@ pub fn rows(outcome: &DemoOutcome) -> Vec<Row<'_>> {
 }
 
 fn seeds_of(outcome: &DemoOutcome) -> usize {
-    rows(outcome).iter().map(|r| r.runs.len()).max().unwrap_or(0)
+    rows(outcome)
+        .iter()
+        .map(|r| r.runs.len())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The table printed at the end of the demo (fixed-width text).
@@ -241,7 +254,11 @@ pub fn table(outcome: &DemoOutcome) -> String {
             row.name,
             mean,
             format!("[{lo:.3}, {hi:.3}]"),
-            if row.key.is_none() { "-".to_string() } else { row.runs.len().to_string() },
+            if row.key.is_none() {
+                "-".to_string()
+            } else {
+                row.runs.len().to_string()
+            },
             row.mean(|e| e.valid_tool_call_fraction),
             row.mean(|e| e.mean_tool_calls),
             row.mean(|e| e.mean_steps),
@@ -299,18 +316,26 @@ pub fn verdict(outcome: &DemoOutcome) -> String {
         return "The run has no rows.".to_string();
     };
     let n = outcome.student_before_correct.len();
-    let find = |arm: Arm, teacher: Option<TeacherKind>| rows.iter().find(|r| r.key == Some((arm, teacher)));
+    let find = |arm: Arm, teacher: Option<TeacherKind>| {
+        rows.iter().find(|r| r.key == Some((arm, teacher)))
+    };
     let mut lines = Vec::new();
     for row in &rows[1..] {
         lines.push(verdict_line(
-            &format!("{} vs the cold start", row.name.trim_start_matches("student + ")),
+            &format!(
+                "{} vs the cold start",
+                row.name.trim_start_matches("student + ")
+            ),
             &row.correct,
             &start.correct,
             ["an improvement", "worse"],
         ));
     }
     for teacher in TeacherKind::ALL {
-        for (sod, opd) in [(Arm::SodSampled, Arm::OpdSampled), (Arm::SodFull, Arm::OpdFull)] {
+        for (sod, opd) in [
+            (Arm::SodSampled, Arm::OpdSampled),
+            (Arm::SodFull, Arm::OpdFull),
+        ] {
             if let (Some(s), Some(o)) = (find(sod, Some(teacher)), find(opd, Some(teacher))) {
                 lines.push(verdict_line(
                     &format!("{} - {}, {}", sod.label(), opd.label(), teacher.label()),
@@ -368,7 +393,11 @@ fn chart(
                 name: row.name.trim_start_matches("student + ").to_string(),
                 values: (0..steps)
                     .map(|i| {
-                        let v: Vec<f64> = row.runs.iter().filter_map(|r| metric(&r.steps[i])).collect();
+                        let v: Vec<f64> = row
+                            .runs
+                            .iter()
+                            .filter_map(|r| metric(&r.steps[i]))
+                            .collect();
                         if v.is_empty() {
                             f64::NAN
                         } else {
@@ -425,7 +454,11 @@ fn accuracy_bars(
             name: row.name.trim_start_matches("student + ").to_string(),
             value: mean,
             interval: (lo, hi),
-            color: if k == 0 { [180, 180, 180] } else { PALETTE[k % PALETTE.len()] },
+            color: if k == 0 {
+                [180, 180, 180]
+            } else {
+                PALETTE[k % PALETTE.len()]
+            },
         });
     }
     let labels = ChartLabels {
@@ -523,12 +556,20 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
         m.student.gold_trained_tokens as f64 / gold,
         s.recovery_fraction
     );
-    let mut models: Vec<(String, crate::demo::pipeline::BuiltModel, sod_train::sft::SftConfig)> = m
+    let mut models: Vec<(
+        String,
+        crate::demo::pipeline::BuiltModel,
+        sod_train::sft::SftConfig,
+    )> = m
         .teachers
         .iter()
         .map(|(k, b)| (k.label().to_string(), b.clone(), s.teacher_sft))
         .collect();
-    models.push(("student cold start".to_string(), m.student.clone(), s.student_sft));
+    models.push((
+        "student cold start".to_string(),
+        m.student.clone(),
+        s.student_sft,
+    ));
     for (name, model, cfg) in &models {
         let _ = writeln!(
             md,
@@ -732,8 +773,18 @@ mod verdict_tests {
         // Wilson's for one seed at that accuracy, as the seeds disagree.
         let n = 256;
         let runs = vec![
-            run(Arm::OpdFull, Some(TeacherKind::Recovery), 0, answers(100, n)),
-            run(Arm::OpdFull, Some(TeacherKind::Recovery), 1, answers(120, n)),
+            run(
+                Arm::OpdFull,
+                Some(TeacherKind::Recovery),
+                0,
+                answers(100, n),
+            ),
+            run(
+                Arm::OpdFull,
+                Some(TeacherKind::Recovery),
+                1,
+                answers(120, n),
+            ),
             run(Arm::Grpo, None, 0, answers(30, n)),
             run(Arm::Grpo, None, 1, answers(30, n)),
         ];
@@ -746,7 +797,15 @@ mod verdict_tests {
         // By hand: per-problem means are 1 (100), 0.5 (20), 0 (136): variance over problems; seed means 100/256
         // and 120/256.
         let p: Vec<f64> = (0..n)
-            .map(|i| if i < 100 { 1.0 } else if i < 120 { 0.5 } else { 0.0 })
+            .map(|i| {
+                if i < 100 {
+                    1.0
+                } else if i < 120 {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let m = p.iter().sum::<f64>() / n as f64;
         let vp = p.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64 / n as f64;
@@ -761,7 +820,10 @@ mod verdict_tests {
         assert_eq!((d, dlo, dhi), (0.0, 0.0, 0.0));
         let v = verdict(&o);
         assert!(v.contains("2 seeds"), "{v}");
-        assert!(v.contains("GRPO alone vs the cold start: +0.000 [+0.000, +0.000], not separated"), "{v}");
+        assert!(
+            v.contains("GRPO alone vs the cold start: +0.000 [+0.000, +0.000], not separated"),
+            "{v}"
+        );
         let t = table(&o);
         assert!(t.contains("student + GRPO alone"), "{t}");
         assert!(take_over_table(&o).contains("7/10 = 0.700"));

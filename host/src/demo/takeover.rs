@@ -30,12 +30,20 @@ fn turns(
     let response = t.response_tokens();
     let mut turns = Vec::new();
     let mut start = None;
-    for (i, &m) in t.mask.iter().enumerate().chain(std::iter::once((t.mask.len(), &0))) {
+    for (i, &m) in t
+        .mask
+        .iter()
+        .enumerate()
+        .chain(std::iter::once((t.mask.len(), &0)))
+    {
         match (m, start) {
             (1, None) => start = Some(i),
             (0, Some(s)) => {
                 let text = tokenizer.decode(&response[s..i], false)?;
-                let text = text.find("<|im_end|>").map_or(text.as_str(), |e| &text[..e]).to_string();
+                let text = text
+                    .find("<|im_end|>")
+                    .map_or(text.as_str(), |e| &text[..e])
+                    .to_string();
                 turns.push((s..i, text));
                 start = None;
             }
@@ -158,7 +166,11 @@ pub fn perturbed_prefixes(
         let mut with_turn = messages.clone();
         with_turn.push(ChatMessage::assistant("x"));
         let example = tokenize_conversation(tokenizer, &task.id, &with_turn, &[])?;
-        let last_turn = example.mask.iter().rposition(|&m| m == 0).map_or(0, |k| k + 1);
+        let last_turn = example
+            .mask
+            .iter()
+            .rposition(|&m| m == 0)
+            .map_or(0, |k| k + 1);
         out.push(Prefix {
             task: i,
             kind: PrefixKind::Perturbed,
@@ -322,7 +334,9 @@ mod tests {
         let mut mask = Vec::new();
         for (k, turn) in turns.iter().enumerate() {
             if k > 0 {
-                let glue = tokenizer.encode("\n<tool_response>\nanything\n</tool_response>\n").unwrap();
+                let glue = tokenizer
+                    .encode("\n<tool_response>\nanything\n</tool_response>\n")
+                    .unwrap();
                 mask.extend(std::iter::repeat_n(0u8, glue.len()));
                 tokens.extend(glue);
             }
@@ -359,16 +373,27 @@ mod tests {
             ..SandboxConfig::default()
         })
         .expect("sandbox (build the tools first: cargo xtask build-tools)");
-        let toolbox =
-            ToolBox::new(sandbox.clone(), &["calculator".to_string()], Limits::default()).unwrap();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/qwen3-tokenizer");
+        let toolbox = ToolBox::new(
+            sandbox.clone(),
+            &["calculator".to_string()],
+            Limits::default(),
+        )
+        .unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/qwen3-tokenizer");
         let tokenizer = ChatTokenizer::from_files(&dir.join("tokenizer.json"), None).unwrap();
         let task = Task {
             id: "t".into(),
             question: "12 boxes of 3, then 5 more?".into(),
             steps: vec![
-                Step { expression: "12*3".into(), result: 36 },
-                Step { expression: "36+5".into(), result: 41 },
+                Step {
+                    expression: "12*3".into(),
+                    result: 36,
+                },
+                Step {
+                    expression: "36+5".into(),
+                    result: 41,
+                },
             ],
             answer: "41".into(),
         };
@@ -381,8 +406,16 @@ mod tests {
         assert_eq!((p[0].task, p[1].task), (7, 7));
         assert_eq!(p[0].messages.len(), 4);
         assert_eq!(p[1].messages.len(), 6);
-        assert_eq!(p[1].messages[4].content, call("63+5"), "the student's turn verbatim");
-        assert_eq!(p[1].messages[5].content.trim(), "68", "the calculator's real answer");
+        assert_eq!(
+            p[1].messages[4].content,
+            call("63+5"),
+            "the student's turn verbatim"
+        );
+        assert_eq!(
+            p[1].messages[5].content.trim(),
+            "68",
+            "the calculator's real answer"
+        );
         // The student's own tokens, through the header of its next turn.
         let third_turn = t.tokens.len() - tokenizer.encode(&answer).unwrap().len() - 1;
         assert_eq!(p[1].tokens, t.tokens[..third_turn]);
@@ -395,10 +428,17 @@ mod tests {
         // All right, or an answer without calls: no off-track prefix.
         let t = trajectory(&tokenizer, &[call("12*3"), call("36+5"), answer.clone()]);
         let p = prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap();
-        assert_eq!(p.iter().filter(|p| p.kind == PrefixKind::OffTrack).count(), 0);
+        assert_eq!(
+            p.iter().filter(|p| p.kind == PrefixKind::OffTrack).count(),
+            0
+        );
         assert_eq!(p.len(), 1);
         let t = trajectory(&tokenizer, &[answer]);
-        assert!(prefixes(&tokenizer, &toolbox, 0, &task, &t).unwrap().is_empty());
+        assert!(
+            prefixes(&tokenizer, &toolbox, 0, &task, &t)
+                .unwrap()
+                .is_empty()
+        );
 
         // A perturbed gold prefix: gold up to the slip and the calculator's answer to it, ending with the next
         // turn's header, in the layout SFT trained the teachers on.

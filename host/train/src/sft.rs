@@ -113,7 +113,9 @@ pub fn tokenize_conversation(
                 let trained = match message.weight {
                     None | Some(1) => 1u8,
                     Some(0) => 0u8,
-                    Some(w) => return bad(&format!("an assistant message has weight {w} (0 or 1)")),
+                    Some(w) => {
+                        return bad(&format!("an assistant message has weight {w} (0 or 1)"));
+                    }
                 };
                 let ids = tokenizer.encode(&turn[..end])?;
                 tokens.extend_from_slice(&ids);

@@ -68,7 +68,8 @@ fn weight_zero_messages_are_context_only() {
     use sod_model::{ChatMessage, ChatTokenizer, ToolCall};
     use sod_train::sft::tokenize_conversation;
     // Qwen3's vocabulary with the built-in template (the demo's; Qwen3's own re-renders earlier turns).
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/qwen3-tokenizer");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/qwen3-tokenizer");
     let tokenizer = ChatTokenizer::from_files(&dir.join("tokenizer.json"), None).unwrap();
     let call = |expression: &str| {
         ChatMessage::assistant_with_tool_calls(
