@@ -415,7 +415,8 @@ fn chart(
         x: "on-policy training step",
         y: y_label,
     };
-    std::fs::write(&path, line_chart_png(&series, &labels, 720, 440))
+    let height = (330 + 14 * series.len()).max(440);
+    std::fs::write(&path, line_chart_png(&series, &labels, 720, height))
         .with_context(|| format!("writing {}", path.display()))?;
     let (low, high) = y_range(&series);
     let _ = writeln!(
@@ -468,7 +469,8 @@ fn accuracy_bars(
     };
     let path = out_dir.join("accuracy_bars.png");
     let width = (120 + 70 * bars.len()).max(640);
-    std::fs::write(&path, bar_chart_png(&bars, &labels, width, 440))
+    let height = (300 + 14 * bars.len()).max(440);
+    std::fs::write(&path, bar_chart_png(&bars, &labels, width, height))
         .with_context(|| format!("writing {}", path.display()))?;
     let _ = writeln!(
         markdown,
