@@ -283,7 +283,10 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     // The main rows: the gold-only teacher, measured as in the grid.
     assert_eq!(third.teachers.len(), 1);
     assert_eq!(third.teachers[0].kind, TeacherKind::Gold);
-    assert_eq!(Some(&third.teachers[0]), first.teachers.iter().find(|t| t.kind == TeacherKind::Gold));
+    assert_eq!(
+        Some(&third.teachers[0]),
+        first.teachers.iter().find(|t| t.kind == TeacherKind::Gold)
+    );
     assert_eq!(third.runs.len(), 4);
     assert_eq!(
         third.models.student.sft_last.map(|m| m.step),
