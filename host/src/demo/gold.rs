@@ -12,6 +12,40 @@ use super::tasks::Task;
 /// calculator's call format from the gold trajectories.
 pub const SYSTEM_PROMPT: &str = "Solve the problem with the calculator, one step per call. Give the final answer as \\boxed{N}.";
 
+/// The prompt of `task` in every demo conversation: the system prompt and the question.
+pub fn prompt(task: &Task) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system(SYSTEM_PROMPT),
+        ChatMessage::user(task.question.clone()),
+    ]
+}
+
+/// One greedy-or-sampled rollout request per task (sample 0, group = its index), prompt ids `{prefix}{task id}`.
+pub fn requests(tasks: &[Task], prefix: &str) -> Vec<sod_train::rollout::RolloutRequest> {
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| sod_train::rollout::RolloutRequest {
+            prompt_id: format!("{prefix}{}", task.id),
+            sample_index: 0,
+            group: i as u32,
+            messages: prompt(task),
+            prompt_tokens: None,
+        })
+        .collect()
+}
+
+/// Whether a trajectory of `task` ended normally with its answer; also the answer given, if any.
+pub fn solved(task: &Task, t: &sod_train::rollout::Trajectory) -> (bool, Option<String>) {
+    let given = sod_train::reward::extract_answer(&t.final_text);
+    let right = !t.truncated()
+        && !t.infra_fault
+        && given
+            .as_deref()
+            .is_some_and(|answer| super::tasks::is_correct(task, answer));
+    (right, given)
+}
+
 /// The final assistant turn of a solved task.
 pub fn final_turn(answer: &str) -> String {
     format!("The answer is \\boxed{{{answer}}}.")
@@ -62,10 +96,7 @@ pub fn gold_conversation(
     calculator: &Calculator<'_>,
     task: &Task,
 ) -> anyhow::Result<Vec<ChatMessage>> {
-    let mut messages = vec![
-        ChatMessage::system(SYSTEM_PROMPT),
-        ChatMessage::user(task.question.clone()),
-    ];
+    let mut messages = prompt(task);
     for (k, step) in task.steps.iter().enumerate() {
         let output = calculator.evaluate(&step.expression, &format!("gold/{}/{k}", task.id))?;
         if output.trim() != step.result.to_string() {

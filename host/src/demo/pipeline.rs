@@ -14,11 +14,11 @@ use sod_model::{
     load_model_dir, save_checkpoint, write_tiny_model_dir,
 };
 use sod_sandbox::{Limits, Sandbox, SandboxConfig};
-use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox};
+use sod_train::rollout::{RolloutSettings, ToolBox};
 use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
-use super::gold::{Calculator, SYSTEM_PROMPT, gold_conversation, recovery_conversation};
+use super::gold::{self, Calculator, SYSTEM_PROMPT, gold_conversation, recovery_conversation};
 use super::jobs::{self, Job};
 use super::takeover::{self, SampledStart, TakeOver};
 use super::tasks::{self, Task};
@@ -903,20 +903,7 @@ pub fn evaluate(
     settings: &DemoSettings,
     tasks: &[Task],
 ) -> anyhow::Result<(Evaluation, Vec<EvaluatedProblem>)> {
-    let requests: Vec<RolloutRequest> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, task)| RolloutRequest {
-            prompt_id: task.id.clone(),
-            sample_index: 0,
-            group: i as u32,
-            messages: vec![
-                ChatMessage::system(SYSTEM_PROMPT),
-                ChatMessage::user(task.question.clone()),
-            ],
-            prompt_tokens: None,
-        })
-        .collect();
+    let requests = gold::requests(tasks, "");
     let trajectories = crate::eval::rollout_chunked(
         model,
         tokenizer,
@@ -929,12 +916,7 @@ pub fn evaluate(
         .iter()
         .zip(&trajectories)
         .map(|(task, t)| {
-            let given = sod_train::reward::extract_answer(&t.final_text);
-            let correct = !t.truncated()
-                && !t.infra_fault
-                && given
-                    .as_deref()
-                    .is_some_and(|answer| tasks::is_correct(task, answer));
+            let (correct, given) = gold::solved(task, t);
             Ok(EvaluatedProblem {
                 id: task.id.clone(),
                 answer: task.answer.clone(),

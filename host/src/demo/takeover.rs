@@ -18,8 +18,8 @@ use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, Trajectory};
 
 use sod_train::sft::tokenize_conversation;
 
-use super::gold::{Calculator, SYSTEM_PROMPT, recovery_conversation};
-use super::tasks::{self, Task};
+use super::gold::{self, Calculator, recovery_conversation};
+use super::tasks::Task;
 
 /// The student's turns of one trajectory: each one's range in the response tokens (through its `<|im_end|>`) and
 /// its text as decoded (without `<|im_end|>`), in order.
@@ -88,10 +88,7 @@ pub fn prefixes(
     task: &Task,
     t: &Trajectory,
 ) -> anyhow::Result<Vec<Prefix>> {
-    let mut messages = vec![
-        ChatMessage::system(SYSTEM_PROMPT),
-        ChatMessage::user(task.question.clone()),
-    ];
+    let mut messages = gold::prompt(task);
     let turns = turns(tokenizer, t)?;
     let mut out = Vec::new();
     for (k, (_, text)) in turns.iter().enumerate() {
@@ -200,20 +197,7 @@ pub fn sample_student(
     settings: &RolloutSettings,
     tasks: &[Task],
 ) -> anyhow::Result<(Vec<Trajectory>, SampledStart)> {
-    let requests: Vec<RolloutRequest> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, task)| RolloutRequest {
-            prompt_id: format!("takeover/{}", task.id),
-            sample_index: 0,
-            group: i as u32,
-            messages: vec![
-                ChatMessage::system(SYSTEM_PROMPT),
-                ChatMessage::user(task.question.clone()),
-            ],
-            prompt_tokens: None,
-        })
-        .collect();
+    let requests = gold::requests(tasks, "takeover/");
     let trajectories =
         crate::eval::rollout_chunked(student, tokenizer, toolbox, settings, &requests, 32)?;
     let n = trajectories.len().max(1) as f64;
@@ -224,7 +208,7 @@ pub fn sample_student(
     let accuracy = tasks
         .iter()
         .zip(&trajectories)
-        .filter(|(task, t)| solved(task, t))
+        .filter(|(task, t)| gold::solved(task, t).0)
         .count() as f64
         / n;
     Ok((
@@ -235,14 +219,6 @@ pub fn sample_student(
             accuracy,
         },
     ))
-}
-
-/// Whether a trajectory ends normally with the task's answer.
-fn solved(task: &Task, t: &Trajectory) -> bool {
-    !t.truncated()
-        && !t.infra_fault
-        && sod_train::reward::extract_answer(&t.final_text)
-            .is_some_and(|answer| tasks::is_correct(task, &answer))
 }
 
 /// One take-over as it went (a line of `eval/takeover-<teacher>.jsonl`).
@@ -293,7 +269,7 @@ pub fn take_over(
     };
     let mut each = Vec::with_capacity(prefixes.len());
     for (p, t) in prefixes.iter().zip(&continued) {
-        let solved = solved(&tasks[p.task], t);
+        let (solved, _) = gold::solved(&tasks[p.task], t);
         each.push(TakenOver {
             id: tasks[p.task].id.clone(),
             kind: p.kind,
