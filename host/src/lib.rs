@@ -11,6 +11,7 @@ pub mod demo;
 pub mod eval;
 pub mod locate;
 pub mod serve;
+pub mod threads;
 pub mod workers;
 
 pub use sod_loss as loss;

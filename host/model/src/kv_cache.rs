@@ -2,17 +2,28 @@
 
 use candle_core::Tensor;
 
-/// Cached keys/values of one layer: `[batch, num_key_value_heads, cached_len, head_dim]` each.
+/// Cached keys/values of one layer: `[batch, num_key_value_heads, capacity, head_dim]` each, of which the first
+/// [`KvCache::len`] positions along axis 2 are filled (capacity = len for graph-carrying tensors).
 pub(crate) type LayerKv = Option<(Tensor, Tensor)>;
+
+/// Capacity (positions) of a new in-place buffer, at the least.
+const MIN_CAPACITY: usize = 64;
 
 /// Keys and values of every layer for the positions already processed, plus the bookkeeping that batched
 /// decoding with padding needs (which cached positions are real tokens, and the next rotary position of each
 /// sequence).
 ///
-/// Appending uses [`Tensor::cat`], which keeps the autograd graph: a loss computed from logits of a cached
-/// decode step back-propagates into the earlier positions' keys and values (no silent detach). For sampling,
-/// run a [`crate::Qwen3::detached`] copy of the model so that no graph is built at all.
-#[derive(Debug, Clone)]
+/// Two ways to append, chosen per call:
+/// - keys and values that carry an autograd graph (a model that is not [`crate::Qwen3::detached`]) are joined
+///   with [`Tensor::cat`], which keeps the graph: a loss computed from logits of a cached decode step
+///   back-propagates into the earlier positions' keys and values (no silent detach);
+/// - detached ones (sampling) are written in place into a buffer with spare capacity along the sequence axis,
+///   which grows by doubling, and the layer reads a view of its filled part. Decoding one token then copies
+///   one position per layer instead of the whole cache, which made the copies, not the arithmetic, the largest
+///   cost of a rollout on CPU (measured: `docs/benchmarks.md`).
+///
+/// Not `Clone`: two handles on one in-place buffer would write over each other's positions.
+#[derive(Debug)]
 pub struct KvCache {
     pub(crate) layers: Vec<LayerKv>,
     /// `key_valid[b][j]`: whether cached position `j` of sequence `b` is a real token (not padding).
@@ -89,18 +100,166 @@ impl KvCache {
         Ok(())
     }
 
-    /// Appends this step's keys and values for `layer` and returns the full (cached + new) keys and values.
+    /// Appends this step's keys and values (`[batch, kv_heads, t, head_dim]`) for `layer` and returns the full
+    /// (cached + new) keys and values, `[batch, kv_heads, len + t, head_dim]` (views of the buffer when in place).
     pub(crate) fn append(
         &mut self,
         layer: usize,
         k: &Tensor,
         v: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let (k, v) = match &self.layers[layer] {
-            None => (k.clone(), v.clone()),
-            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
+        let len = self.len();
+        let t = k.dim(2)?;
+        let tracked = k.track_op() || v.track_op();
+        let (kb, vb) = match self.layers[layer].take() {
+            None if tracked => (k.clone(), v.clone()),
+            Some((pk, pv)) if tracked || pk.track_op() || pv.track_op() => (
+                Tensor::cat(&[&pk.narrow(2, 0, len)?, k], 2)?,
+                Tensor::cat(&[&pv.narrow(2, 0, len)?, v], 2)?,
+            ),
+            held => {
+                let (pk, pv) = match held {
+                    Some((pk, pv)) if pk.dim(2)? >= len + t => (pk, pv),
+                    held => {
+                        let cap = (len + t).max(2 * len).max(MIN_CAPACITY);
+                        let grown =
+                            |x: &Tensor, old: Option<&Tensor>| -> candle_core::Result<Tensor> {
+                                let (b, h, _, d) = x.dims4()?;
+                                let buf = Tensor::zeros((b, h, cap, d), x.dtype(), x.device())?;
+                                if let Some(old) = old
+                                    && len > 0
+                                {
+                                    buf.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                                }
+                                Ok(buf)
+                            };
+                        let (ok, ov) = match &held {
+                            Some((pk, pv)) => (Some(pk), Some(pv)),
+                            None => (None, None),
+                        };
+                        (grown(k, ok)?, grown(v, ov)?)
+                    }
+                };
+                pk.slice_set(&k.contiguous()?, 2, len)?;
+                pv.slice_set(&v.contiguous()?, 2, len)?;
+                (pk, pv)
+            }
         };
-        self.layers[layer] = Some((k.clone(), v.clone()));
-        Ok((k, v))
+        let filled = (kb.narrow(2, 0, len + t)?, vb.narrow(2, 0, len + t)?);
+        self.layers[layer] = Some((kb, vb));
+        Ok(filled)
+    }
+}
+
+/// What a model has already computed of one sequence, kept between calls: the keys and values of `tokens` in every
+/// layer (`[1, kv_heads, tokens.len(), head_dim]`, real positions only). A multi-turn rollout keeps one per
+/// trajectory, so that each turn feeds the model only what came after the previous turn's last fed token (the
+/// tool responses and the next assistant header) instead of the whole conversation again. Empty by default.
+#[derive(Debug, Default)]
+pub struct SequenceKv {
+    tokens: Vec<u32>,
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl SequenceKv {
+    /// The tokens whose keys and values are held.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// How many of `prompt`'s first tokens this state covers: its length when `prompt` continues its tokens
+    /// with at least one more (the model needs one new token to predict from), else 0.
+    pub fn reusable_for(&self, prompt: &[u32], num_layers: usize) -> usize {
+        let n = self.tokens.len();
+        if n > 0
+            && n < prompt.len()
+            && self.layers.len() == num_layers
+            && prompt.starts_with(&self.tokens)
+        {
+            n
+        } else {
+            0
+        }
+    }
+}
+
+impl KvCache {
+    /// A cache for a batch whose row `i` starts with the first `reuse[i]` tokens of `states[i]` (0: nothing),
+    /// left-padded to the longest: row `i` holds `max(reuse) - reuse[i]` padding positions, then its keys and
+    /// values. Padding is marked invalid (never attended to) and rotary positions continue from `reuse[i]`.
+    pub(crate) fn from_sequences(
+        num_layers: usize,
+        states: &[&SequenceKv],
+        reuse: &[usize],
+    ) -> candle_core::Result<Self> {
+        let b = states.len();
+        let longest = reuse.iter().copied().max().unwrap_or(0);
+        let mut cache = KvCache::new(num_layers, b);
+        if longest == 0 {
+            return Ok(cache);
+        }
+        for (layer, slot) in cache.layers.iter_mut().enumerate() {
+            let (mut ks, mut vs) = (Vec::with_capacity(b), Vec::with_capacity(b));
+            // A row that reuses nothing takes its shapes from a row that does.
+            let template = states[reuse.iter().position(|&n| n == longest).unwrap_or(0)];
+            let (t_k, _) = &template.layers[layer];
+            let (_, h, _, d) = t_k.dims4()?;
+            for (state, &n) in states.iter().zip(reuse) {
+                let pad = longest - n;
+                let (k, v) = if n == 0 {
+                    let z = Tensor::zeros((1, h, longest, d), t_k.dtype(), t_k.device())?;
+                    (z.clone(), z)
+                } else {
+                    let (k, v) = &state.layers[layer];
+                    let (k, v) = (k.narrow(2, 0, n)?, v.narrow(2, 0, n)?);
+                    if pad == 0 {
+                        (k, v)
+                    } else {
+                        let z = Tensor::zeros((1, h, pad, d), t_k.dtype(), t_k.device())?;
+                        (Tensor::cat(&[&z, &k], 2)?, Tensor::cat(&[&z, &v], 2)?)
+                    }
+                };
+                ks.push(k);
+                vs.push(v);
+            }
+            *slot = Some((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?));
+        }
+        for (row, &n) in reuse.iter().enumerate() {
+            cache.key_valid[row] = std::iter::repeat_n(false, longest - n)
+                .chain(std::iter::repeat_n(true, n))
+                .collect();
+            cache.next_pos[row] = n;
+        }
+        Ok(cache)
+    }
+
+    /// Row `row`'s keys and values at its real positions, as the state of `tokens` (which must be the tokens
+    /// those positions hold, in order).
+    pub(crate) fn sequence(&self, row: usize, tokens: Vec<u32>) -> candle_core::Result<SequenceKv> {
+        let valid: Vec<u32> = self.key_valid[row]
+            .iter()
+            .enumerate()
+            .filter(|(_, ok)| **ok)
+            .map(|(j, _)| j as u32)
+            .collect();
+        if valid.len() != tokens.len() {
+            candle_core::bail!(
+                "row {row} caches {} real positions, not the {} tokens given",
+                valid.len(),
+                tokens.len()
+            );
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let Some((k, v)) = layer else {
+                candle_core::bail!("an empty cache layer has no sequence to take");
+            };
+            let idx = Tensor::from_vec(valid.clone(), valid.len(), k.device())?;
+            layers.push((
+                k.narrow(0, row, 1)?.index_select(&idx, 2)?,
+                v.narrow(0, row, 1)?.index_select(&idx, 2)?,
+            ));
+        }
+        Ok(SequenceKv { tokens, layers })
     }
 }

@@ -265,13 +265,19 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let k = repeat_kv(&k, self.num_heads / self.num_kv_heads)?;
-        let v = repeat_kv(&v, self.num_heads / self.num_kv_heads)?;
+        // Grouped-query attention without copying keys and values per query head: the `n_rep` query heads that
+        // read one key/value head (head `h` reads `h / n_rep`) are stacked as rows of one product,
+        // `[b, kv_heads, n_rep * t, hd] x [b, kv_heads, hd, total]`.
+        let (nkv, n_rep) = (self.num_kv_heads, self.num_heads / self.num_kv_heads);
+        let total = k.dim(2)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
-        let scores = scores.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = probs.matmul(&v)?; // [b, heads, t, hd]
+        let q = q.contiguous()?.reshape((b, nkv, n_rep * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? * scale)?
+            .reshape((b, nkv, n_rep, t, total))?
+            .broadcast_add(&mask.unsqueeze(1)?)?;
+        let probs =
+            candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((b, nkv, n_rep * t, total))?;
+        let out = probs.matmul(&v)?.reshape((b, self.num_heads, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * hd))?;
         self.o_proj.forward(&out)
     }
@@ -287,16 +293,6 @@ impl Attention {
             ..*self
         }
     }
-}
-
-/// `[b, kv_heads, t, d]` → `[b, kv_heads * n_rep, t, d]`, query head `h` reading key/value head `h / n_rep`.
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kvh, t, d) = x.dims4()?;
-    let copies = vec![x; n_rep];
-    Ok(Tensor::cat(&copies, 2)?.reshape((b, kvh * n_rep, t, d))?)
 }
 
 /// The SwiGLU feed-forward block, `down(silu(gate(x)) * up(x))`.

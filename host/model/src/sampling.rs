@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::derive_seed;
 use crate::error::{ModelError, Result};
+use crate::kv_cache::{KvCache, SequenceKv};
 use crate::qwen3::Qwen3;
 
 /// How to turn logits into a token.
@@ -225,6 +226,30 @@ impl Qwen3 {
         stop_tokens: &[u32],
         samplers: &mut [Sampler],
     ) -> Result<Vec<Generation>> {
+        let mut states: Vec<SequenceKv> = prompts.iter().map(|_| SequenceKv::default()).collect();
+        self.generate_batch_with(prompts, &mut states, max_new_tokens, stop_tokens, samplers)
+    }
+
+    /// [`Self::generate_batch`] continuing from what earlier calls computed: `states[i]` holds the keys and values
+    /// of a prefix of `prompts[i]` (reused when `prompts[i]` continues it, else ignored) and is replaced by those
+    /// of `prompts[i]` plus the generated tokens but the last (which the model has not been fed). A multi-turn
+    /// rollout passes each trajectory's state from turn to turn, so that a turn feeds only the tokens after it.
+    /// The logits equal a fresh prefill's up to float rounding (the keys and values come from other batches).
+    pub fn generate_batch_with(
+        &self,
+        prompts: &[Vec<u32>],
+        states: &mut [SequenceKv],
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        samplers: &mut [Sampler],
+    ) -> Result<Vec<Generation>> {
+        if states.len() != prompts.len() {
+            return Err(ModelError::Input(format!(
+                "{} prompts but {} sequence states",
+                prompts.len(),
+                states.len()
+            )));
+        }
         if samplers.len() != prompts.len() {
             return Err(ModelError::Input(format!(
                 "{} prompts but {} samplers",
@@ -259,21 +284,46 @@ impl Qwen3 {
         let model = self.detached();
         let device = model.device().clone();
         let b = prompts.len();
-        let len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let layers = model.config().num_hidden_layers;
+        let reuse: Vec<usize> = prompts
+            .iter()
+            .zip(states.iter())
+            .map(|(p, s)| s.reusable_for(p, layers))
+            .collect();
+        // What each row still has to feed, left-padded so that every row's last position is real.
+        let len = prompts
+            .iter()
+            .zip(&reuse)
+            .map(|(p, &n)| p.len() - n)
+            .max()
+            .unwrap_or(0);
         let mut ids = Vec::with_capacity(b * len);
         let mut mask = Vec::with_capacity(b * len);
-        for p in prompts {
-            let pad = len - p.len();
-            ids.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
-            mask.extend(std::iter::repeat_n(0u32, pad).chain(std::iter::repeat_n(1u32, p.len())));
+        for (p, &n) in prompts.iter().zip(&reuse) {
+            let new = &p[n..];
+            let pad = len - new.len();
+            ids.extend(std::iter::repeat_n(0u32, pad).chain(new.iter().copied()));
+            mask.extend(std::iter::repeat_n(0u32, pad).chain(std::iter::repeat_n(1u32, new.len())));
         }
         let ids = Tensor::from_vec(ids, (b, len), &device)?;
         let mask = Tensor::from_vec(mask, (b, len), &device)?;
-        let mut cache = model.new_cache(b);
+        let held: Vec<&SequenceKv> = states.iter().collect();
+        let mut cache = KvCache::from_sequences(layers, &held, &reuse)?;
         let hidden = model.run(&ids, Some(&mask), Some(&mut cache))?;
         let mut rows = last_row_logits(&model, &hidden)?;
         // `active[k]` is the prompt index of cache row `k`.
         let mut active: Vec<usize> = (0..b).collect();
+        // The state of sequence `seq` at cache row `row`: its prompt and every generated token but the last.
+        let take =
+            |cache: &KvCache, row: usize, seq: usize, out: &[Generation]| -> Result<SequenceKv> {
+                let g = &out[seq].tokens;
+                let fed = prompts[seq]
+                    .iter()
+                    .chain(&g[..g.len() - 1])
+                    .copied()
+                    .collect();
+                Ok(cache.sequence(row, fed)?)
+            };
         for step in 0..max_new_tokens {
             let mut next = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
@@ -291,9 +341,17 @@ impl Qwen3 {
                 }
             }
             if keep.is_empty() || step + 1 == max_new_tokens {
+                for (row, &seq) in active.iter().enumerate() {
+                    states[seq] = take(&cache, row, seq, &out)?;
+                }
                 break;
             }
             if keep.len() < active.len() {
+                for (row, &seq) in active.iter().enumerate() {
+                    if !keep.contains(&row) {
+                        states[seq] = take(&cache, row, seq, &out)?;
+                    }
+                }
                 cache.retain_rows(&keep)?;
                 active = keep.iter().map(|&r| active[r]).collect();
             }

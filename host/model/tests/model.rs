@@ -110,6 +110,41 @@ fn kv_cache_decode_matches_full_forward() {
     assert!(max_abs_diff(&full.i((.., 0, ..)).unwrap(), &full.i((.., 1, ..)).unwrap()) > 1e-2);
 }
 
+/// Decoding past the in-place cache's first capacity (64 positions) and its doublings, in a batch of two with
+/// padding, still matches the full forward.
+#[test]
+fn kv_cache_grows_in_place() {
+    let m = perturbed(&tiny(false), 5);
+    let seq: Vec<u32> = (0..150u32).map(|i| (i * 37 + 11) % 320).collect();
+    let full = m.model.forward(&ids(&[&seq]), None).unwrap();
+    let model = m.model.detached();
+    let mut cache = model.new_cache(2);
+    // Row 1 is row 0 left-padded by three positions.
+    let mut padded = vec![0u32; 3];
+    padded.extend(&seq[..3]);
+    let mask = Tensor::new(&[[1u8, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
+    model
+        .forward_with_cache(&ids(&[&seq[..6], &padded]), Some(&mask), &mut cache)
+        .unwrap();
+    for (i, &tok) in seq.iter().enumerate().skip(6) {
+        let row1 = seq[i - 3];
+        let step = model
+            .forward_with_cache(&ids(&[&[tok], &[row1]]), None, &mut cache)
+            .unwrap();
+        let d0 = max_abs_diff(
+            &step.narrow(0, 0, 1).unwrap(),
+            &full.narrow(1, i, 1).unwrap(),
+        );
+        let d1 = max_abs_diff(
+            &step.narrow(0, 1, 1).unwrap(),
+            &full.narrow(1, i - 3, 1).unwrap(),
+        );
+        assert!(d0 < 1e-4 && d1 < 1e-4, "position {i}: {d0} {d1}");
+    }
+    assert_eq!(cache.len(), seq.len());
+    assert_eq!(cache.num_tokens(), &[150, 147]);
+}
+
 #[test]
 fn kv_cache_keeps_the_graph() {
     // A loss on a cached decode step must back-propagate into the prefill positions just like the full forward.

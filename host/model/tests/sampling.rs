@@ -2,7 +2,8 @@
 
 use candle_core::{D, Device, Tensor};
 use sod_model::{
-    FinishReason, ModelError, Qwen3Config, Sampler, SamplingParams, TrainableModel, init_random,
+    FinishReason, ModelError, Qwen3Config, Sampler, SamplingParams, SequenceKv, TrainableModel,
+    init_random,
 };
 
 fn model(seed: u64) -> TrainableModel {
@@ -297,4 +298,95 @@ fn generation_logprobs_match_the_model_and_stop_tokens_end_sequences() {
             .generate_batch(&[vec![1]], 5000, &[], &mut samplers(&[("x", 0)], 1.0))
             .is_err()
     );
+}
+
+/// A second turn that continues from the states the first left (what a multi-turn rollout does) generates
+/// what generating it from the whole conversation does: the same tokens, log-probs equal up to rounding, and
+/// states that cover exactly what the model was fed. A prompt that does not continue its state, and rows
+/// without a state, are generated from scratch.
+#[test]
+fn continuing_from_kept_states_matches_generating_from_scratch() {
+    let m = model(3);
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![5, 6, 7, 8, 9, 10, 11],
+        vec![42],
+        vec![100, 200, 17],
+        vec![1, 2, 3, 4],
+    ];
+    let keys = [("a", 0), ("b", 0), ("c", 0), ("a", 1)];
+    let stop = [13u32, 14, 15];
+    let mut states: Vec<SequenceKv> = prompts.iter().map(|_| SequenceKv::default()).collect();
+    let mut kept = samplers(&keys, 1.0);
+    let first = m
+        .model
+        .generate_batch_with(&prompts, &mut states, 6, &stop, &mut kept)
+        .unwrap();
+    for (i, (p, g)) in prompts.iter().zip(&first).enumerate() {
+        let fed: Vec<u32> = p
+            .iter()
+            .chain(&g.tokens[..g.tokens.len() - 1])
+            .copied()
+            .collect();
+        assert_eq!(states[i].tokens(), &fed[..], "sequence {i}");
+    }
+    // Turn two: the first turn, a "tool response" of different lengths per row, and row 2 rewritten (its
+    // state no longer applies).
+    let second: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(&first)
+        .enumerate()
+        .map(|(i, (p, g))| {
+            let mut next = if i == 2 { vec![99, 98] } else { p.clone() };
+            next.extend(&g.tokens);
+            next.extend((0..=i as u32).map(|k| 20 + k));
+            next
+        })
+        .collect();
+    let mut fresh_samplers = kept.clone();
+    let continued = m
+        .model
+        .generate_batch_with(&second, &mut states, 8, &stop, &mut kept)
+        .unwrap();
+    let fresh = m
+        .model
+        .generate_batch(&second, 8, &stop, &mut fresh_samplers)
+        .unwrap();
+    for (i, (c, f)) in continued.iter().zip(&fresh).enumerate() {
+        assert_eq!(c.tokens, f.tokens, "sequence {i}");
+        assert_eq!(c.finish, f.finish);
+        for (a, b) in c.logprobs.iter().zip(&f.logprobs) {
+            assert!((a - b).abs() < 1e-4, "sequence {i}: {a} vs {b}");
+        }
+        let fed: Vec<u32> = second[i]
+            .iter()
+            .chain(&c.tokens[..c.tokens.len() - 1])
+            .copied()
+            .collect();
+        assert_eq!(states[i].tokens(), &fed[..], "sequence {i}");
+    }
+    // The states are really used: another model continuing from this model's states computes differently
+    // from that model generating from scratch (the rewritten row 2 excepted).
+    let mut states: Vec<SequenceKv> = prompts.iter().map(|_| SequenceKv::default()).collect();
+    let mut kept = samplers(&keys, 1.0);
+    m.model
+        .generate_batch_with(&prompts, &mut states, 6, &stop, &mut kept)
+        .unwrap();
+    let other = model(4);
+    let mut fresh_samplers = kept.clone();
+    let continued = other
+        .model
+        .generate_batch_with(&second, &mut states, 1, &stop, &mut kept)
+        .unwrap();
+    let fresh = other
+        .model
+        .generate_batch(&second, 1, &stop, &mut fresh_samplers)
+        .unwrap();
+    for i in 0..prompts.len() {
+        let gap = (continued[i].logprobs[0] - fresh[i].logprobs[0]).abs();
+        if i == 2 {
+            assert!(gap < 1e-4, "sequence 2 was rewritten: {gap}");
+        } else {
+            assert!(gap > 1e-3, "sequence {i} did not use its state: {gap}");
+        }
+    }
 }

@@ -52,6 +52,21 @@ pub struct DemoArgs {
     plugin_dir: Option<PathBuf>,
 }
 
+/// Jobs at once: `--jobs`, else the available cores.
+fn jobs(args: &DemoArgs) -> anyhow::Result<usize> {
+    match args.jobs {
+        Some(0) => Err(usage("--jobs must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+/// Threads per kernel for the process (see [`crate::threads`]): one when jobs run side by side, each on its own
+/// core; `None` (all cores) otherwise.
+pub(super) fn kernel_threads(args: &DemoArgs) -> Option<usize> {
+    jobs(args).ok().filter(|&n| n > 1).map(|_| 1)
+}
+
 pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let settings = match &args.settings {
         Some(file) => {
@@ -115,11 +130,7 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let log = |line: &str| eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
-    let jobs = match args.jobs {
-        Some(0) => return Err(usage("--jobs must be at least 1")),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let jobs = jobs(args)?;
     let options = DemoOptions {
         progress: std::io::stderr().is_terminal(),
         jobs,

@@ -74,6 +74,11 @@ pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
 /// Parses the command line, runs the command and maps errors to exit codes.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // Before any work starts a thread (see crate::threads).
+    crate::threads::configure(match &cli.command {
+        Command::Demo(args) => demo::kernel_threads(args),
+        _ => None,
+    });
     let result = match &cli.command {
         Command::Tools(args) => tools::list(&cli, args),
         Command::Tool(args) => tools::call(&cli, args),

@@ -442,8 +442,11 @@ impl DemoSettings {
     /// student's settings does not rebuild a teacher.
     pub fn model_cache_key(&self, role: Role) -> String {
         let (size, sft) = self.model(role);
+        // The version changes whenever the code computes a model differently (v4: grouped-query attention
+        // without copied key/value heads, whose gradients round differently), so that no cache made by older
+        // code is taken for this code's result.
         let mut key = serde_json::json!({
-            "version": "sod-demo-model-v3",
+            "version": "sod-demo-model-v4",
             "role": role.name(),
             "seed": self.seed,
             "train_tasks": self.train_tasks,

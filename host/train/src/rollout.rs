@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sod_model::{
     ChatMessage, ChatTokenizer, FinishReason, Generation, Qwen3, Sampler, SamplingParams,
+    SequenceKv,
 };
 use sod_sandbox::{CallOptions, Limits, OutcomeKind, Sandbox, Tool};
 
@@ -44,6 +45,21 @@ pub trait Policy {
         stop_tokens: &[u32],
         samplers: &mut [Sampler],
     ) -> sod_model::Result<Vec<Generation>>;
+
+    /// [`Self::generate`] for prompts that continue earlier ones, with what the policy kept of each
+    /// (see [`Qwen3::generate_batch_with`]); the rollout passes each trajectory's state from turn to turn. By
+    /// default the states are left alone and every prompt is generated from scratch.
+    fn generate_continuing(
+        &self,
+        prompts: &[Vec<u32>],
+        states: &mut [SequenceKv],
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        samplers: &mut [Sampler],
+    ) -> sod_model::Result<Vec<Generation>> {
+        let _ = states;
+        self.generate(prompts, max_new_tokens, stop_tokens, samplers)
+    }
 }
 
 impl Policy for Qwen3 {
@@ -55,6 +71,17 @@ impl Policy for Qwen3 {
         samplers: &mut [Sampler],
     ) -> sod_model::Result<Vec<Generation>> {
         self.generate_batch(prompts, max_new_tokens, stop_tokens, samplers)
+    }
+
+    fn generate_continuing(
+        &self,
+        prompts: &[Vec<u32>],
+        states: &mut [SequenceKv],
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        samplers: &mut [Sampler],
+    ) -> sod_model::Result<Vec<Generation>> {
+        self.generate_batch_with(prompts, states, max_new_tokens, stop_tokens, samplers)
     }
 }
 
@@ -383,6 +410,8 @@ struct Live {
     session: String,
     /// Its sessions were released (it is done).
     released: bool,
+    /// What the policy computed of its tokens so far, for the next turn (emptied when it is done).
+    kv: SequenceKv,
 }
 
 /// Releases the sessions of the trajectories not released yet when dropped: the rollout's end, an error or a
@@ -392,12 +421,14 @@ struct SessionGuard<'a> {
     live: Vec<Live>,
 }
 
-/// Releases the sessions of the trajectories that are done, as soon as they are: an interpreter is large.
+/// Releases the sessions (and the policy's keys and values) of the trajectories that are done, as soon as they
+/// are: an interpreter is large, and so is a long sequence's cache.
 fn release_finished(toolbox: &ToolBox, live: &mut [Live]) {
     for l in live {
         if l.done && !l.released {
             toolbox.release_sessions(&l.session);
             l.released = true;
+            l.kv = SequenceKv::default();
         }
     }
 }
@@ -468,6 +499,7 @@ pub fn rollout(
             done: false,
             session: session_id(&request.prompt_id, request.sample_index),
             released: false,
+            kv: SequenceKv::default(),
         });
     }
     let mut seen = BTreeSet::new();
@@ -573,7 +605,15 @@ fn generate_turn(
             .map(|&i| live[i].traj.tokens.clone())
             .collect();
         let mut samplers: Vec<Sampler> = members.iter().map(|&i| live[i].sampler.clone()).collect();
-        let generations = policy.generate(&prompts, budget, stop, &mut samplers)?;
+        let mut states: Vec<SequenceKv> = members
+            .iter()
+            .map(|&i| std::mem::take(&mut live[i].kv))
+            .collect();
+        let generations =
+            policy.generate_continuing(&prompts, &mut states, budget, stop, &mut samplers)?;
+        for (&i, state) in members.iter().zip(states) {
+            live[i].kv = state;
+        }
         if generations.len() != members.len() {
             return Err(TrainError::Config(format!(
                 "the policy returned {} generations for {} prompts",
