@@ -67,6 +67,7 @@ fn tiny_settings() -> DemoSettings {
         },
         teacher_sft: sft,
         student_sft: SftConfig { steps: 1, ..sft },
+        cold_start_stop: None,
         rl: RlSettings {
             steps: 1,
             prompts_per_step: 1,

@@ -66,6 +66,11 @@ impl<'a> Calculator<'a> {
         Ok(Calculator { sandbox, tool })
     }
 
+    /// The sandbox it runs in.
+    pub fn sandbox(&self) -> &'a Sandbox {
+        self.sandbox
+    }
+
     /// The OpenAI-style function schema of the calculator.
     pub fn schema(&self) -> serde_json::Value {
         self.tool.descriptor().function_schema()

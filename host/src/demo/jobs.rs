@@ -1,10 +1,11 @@
 //! Independent pieces of the demo (model builds, evaluations, on-policy runs) on several cores at once.
 //!
-//! Candle's CPU kernels parallelise each operation over the current rayon pool, and on the demo's tiny models
-//! most of that is overhead: one run on one core measured only 14% slower than on two (docs/demo.md). So each
-//! worker thread here owns a one-thread rayon pool and runs whole jobs in it; results come back in job order.
-//! A job's numbers do not depend on the pool it ran in (the kernels split work into the same pieces whatever the
-//! thread count), so the demo measures the same with any `jobs`; the end-to-end test checks that.
+//! Each worker thread runs whole jobs, one at a time, in its own one-thread rayon pool, and the process computes
+//! every kernel on the calling thread (`crate::threads`: candle's shared element-wise pool would otherwise make
+//! side-by-side jobs queue on one lock). On the demo's tiny models a job gains little from a second thread
+//! (~9%) and two jobs side by side run nearly as fast as one alone (docs/demo.md). Results come back in job
+//! order. A job's numbers do not depend on the pool it ran in (the kernels split work into the same pieces
+//! whatever the thread count), so the demo measures the same with any `jobs`; the end-to-end test checks that.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -575,16 +575,22 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     for (name, model, cfg) in &models {
         let _ = writeln!(
             md,
-            "- SFT of the {name}: {} conversations ({} recovery), {} steps x {} conversations, lr {}{}{}.",
+            "- SFT of the {name}: {} conversations ({} recovery), {} steps x {} conversations, lr {}{}{}{}.",
             model.conversations,
             model.recovery_conversations,
-            cfg.steps,
+            model.sft_last.map_or(cfg.steps, |l| l.step),
             cfg.batch_size,
             cfg.learning_rate,
             model.sft_last.map_or(String::new(), |l| format!(
                 ", last loss {:.4}, tokens predicted with p > 1/2: {:.3}",
                 l.loss, l.confident_fraction
             )),
+            match model.checks.last() {
+                Some((step, accuracy)) => format!(
+                    ", last check at step {step}: greedy accuracy {accuracy:.3} on train problems"
+                ),
+                None => String::new(),
+            },
             if model.cached {
                 " (taken from the cache)".to_string()
             } else {
