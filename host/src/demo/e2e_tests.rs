@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::pipeline::{
-    Arm, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role,
+    Arm, ColdStartStop, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role,
     TeacherKind, run_demo,
 };
 use super::report::{table, write_report};
@@ -275,9 +275,16 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     other.rl.delta = 0.3;
     assert!(run_demo(&other, &paths("second"), parallel, &|_| {}).is_err());
 
-    // A different student cold start rebuilds the student only.
+    // A different student cold start rebuilds the student only. This one may train 3 steps but stops at its first
+    // check (step 2), whose criterion any model meets.
     let mut longer = settings;
-    longer.student_sft.steps += 1;
+    longer.student_sft.steps = 3;
+    longer.cold_start_stop = Some(ColdStartStop {
+        accuracy: 0.0,
+        from: 2,
+        every: 5,
+        problems: 2,
+    });
     longer.grid = false;
     let third = run_demo(&longer, &paths("third"), parallel, &|_| {}).expect("third demo run");
     assert!(third.models.teachers.iter().all(|(_, m)| m.cached) && !third.models.student.cached);
@@ -289,8 +296,7 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         first.teachers.iter().find(|t| t.kind == TeacherKind::Gold)
     );
     assert_eq!(third.runs.len(), 4);
-    assert_eq!(
-        third.models.student.sft_last.map(|m| m.step),
-        Some(longer.student_sft.steps)
-    );
+    assert_eq!(third.models.student.sft_last.map(|m| m.step), Some(2));
+    assert_eq!(third.models.student.checks.len(), 1);
+    assert_eq!(third.models.student.checks[0].0, 2);
 }
