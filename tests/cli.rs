@@ -185,3 +185,68 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     );
     assert!(stdout(&output).contains("judge"), "{}", stdout(&output));
 }
+
+/// `sod chat render` on every reference rendering of the real Qwen3 template (made by transformers,
+/// host/model/tests/fixtures/qwen3-chat): the same text and ids; the mask trains tokens only where an
+/// assistant message is; bad messages are usage errors.
+#[test]
+fn chat_render_matches_transformers_on_the_qwen3_fixtures() {
+    let root = sod_tests::workspace_root();
+    let model = root.join("../shared/data/qwen3-tokenizer");
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("host/model/tests/fixtures/qwen3-chat/renderings.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for case in record["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let file = dir.path().join(format!("{name}.json"));
+        // One row of an SFT dataset: messages and tools together.
+        let row = serde_json::json!({"messages": case["messages"], "tools": case["tools"]});
+        std::fs::write(&file, row.to_string()).unwrap();
+        let mut args = vec![
+            "chat",
+            "render",
+            "--model",
+            model.to_str().unwrap(),
+            "--messages",
+            file.to_str().unwrap(),
+        ];
+        if case["add_generation_prompt"] == true {
+            args.push("--add-generation-prompt");
+        }
+        if case["enable_thinking"] == false {
+            args.push("--no-thinking");
+        }
+        let output = sod(&args);
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        let rendered: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(rendered["text"], case["text"], "{name}");
+        assert_eq!(rendered["ids"], case["ids"], "{name}");
+        let mask = rendered["assistant_mask"].as_array().unwrap();
+        assert_eq!(mask.len(), case["ids"].as_array().unwrap().len(), "{name}");
+        let has_assistant = case["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "assistant");
+        assert_eq!(mask.iter().any(|m| m == 1), has_assistant, "{name}");
+    }
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"role": "wizard", "content": "hi"}]"#).unwrap();
+    let output = sod(&[
+        "chat",
+        "render",
+        "--model",
+        model.to_str().unwrap(),
+        "--messages",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("bad messages"),
+        "{}",
+        stderr(&output)
+    );
+}

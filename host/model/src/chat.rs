@@ -95,6 +95,8 @@ pub struct ChatMessage {
     /// Who speaks.
     pub role: Role,
     /// The text (for an assistant message: without the tool calls and reasoning, which have their own fields).
+    /// Read as empty when a dataset writes `null` or leaves it out (OpenAI's assistant messages with tool calls).
+    #[serde(default, deserialize_with = "string_or_null")]
     pub content: String,
     /// Tool calls made by an assistant message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -107,6 +109,11 @@ pub struct ChatMessage {
     /// templates never see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u8>,
+}
+
+/// A string, or `null` read as the empty string.
+fn string_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 impl ChatMessage {

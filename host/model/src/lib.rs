@@ -60,5 +60,5 @@ pub use kv_cache::{KvCache, SequenceKv};
 pub use qwen3::{Qwen3, parameter_shapes};
 pub use sampling::{FinishReason, Generation, SampledToken, Sampler, SamplingParams};
 pub use tiny::{TINY_ADDED_TOKENS, train_tiny_tokenizer, write_tiny_model_dir};
-pub use tokenizer::ChatTokenizer;
+pub use tokenizer::{ChatTokenizer, RenderedChat};
 pub use tool_calls::{ToolCall, ToolCallError, parse_tool_calls, strip_tool_calls};

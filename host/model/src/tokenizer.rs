@@ -31,6 +31,17 @@ fn token_text(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
+/// A rendered conversation (see [`ChatTokenizer::render_trained`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RenderedChat {
+    /// The template's text.
+    pub text: String,
+    /// Its token ids.
+    pub ids: Vec<u32>,
+    /// 1 on the tokens a supervised fine-tuning trains, per id.
+    pub assistant_mask: Vec<u8>,
+}
+
 impl ChatTokenizer {
     /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` (chat template, bos/eos/pad tokens) and
     /// `chat_template.jinja` from a model directory.
@@ -291,6 +302,81 @@ impl ChatTokenizer {
                  rendering of the earlier messages"
                     .to_string(),
             )
+        })
+    }
+
+    /// The whole conversation as the chat template renders it (what Hugging Face's `apply_chat_template` gives),
+    /// its token ids, and which of them a supervised fine-tuning trains: the assistant turns as the template
+    /// writes them, from after each `<|im_start|>assistant\n` header through its `<|im_end|>` (ChatML, the Qwen
+    /// family's layout), except messages with `weight: 0`. Transformers' `return_assistant_tokens_mask` gives
+    /// this for templates with `{% generation %}` markers; Qwen3's has none, so the turns are found by their
+    /// headers. A token is trained when it starts inside a turn. A generation prompt (its header,
+    /// and the empty think block `enable_thinking = false` adds) trains nothing. Fails when the headers do not match the assistant messages one to one.
+    pub fn render_trained(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RenderedChat> {
+        const HEADER: &str = "<|im_start|>assistant\n";
+        const END: &str = "<|im_end|>";
+        let text = self.render_chat_with(messages, tools, add_generation_prompt, extra)?;
+        let assistants: Vec<&ChatMessage> = messages
+            .iter()
+            .filter(|m| m.role == crate::chat::Role::Assistant)
+            .collect();
+        // Byte spans of the assistant turns, in order.
+        let mut spans = Vec::new();
+        let mut from = 0;
+        while let Some(i) = text[from..].find(HEADER) {
+            let start = from + i + HEADER.len();
+            let end = text[start..]
+                .find(END)
+                .map_or(text.len(), |j| start + j + END.len());
+            spans.push((start, end));
+            from = end.max(start);
+        }
+        // The generation prompt's header opens a turn that the text never closes (with `enable_thinking = false`
+        // Qwen3 puts an empty think block in it): context, not a turn.
+        if add_generation_prompt
+            && spans
+                .last()
+                .is_some_and(|&(_, e)| e == text.len() && !text.ends_with(END))
+        {
+            spans.pop();
+        }
+        if let Some(w) = assistants.iter().find_map(|m| m.weight.filter(|&w| w > 1)) {
+            return Err(ModelError::Template(format!(
+                "an assistant message has weight {w}: 0 (context only) or 1 (trained)"
+            )));
+        }
+        if spans.len() != assistants.len() {
+            return Err(ModelError::Template(format!(
+                "the rendering has {} assistant turns (`{HEADER:?}` headers) for {} assistant messages: this \
+                 template does not write turns the ChatML way",
+                spans.len(),
+                assistants.len()
+            )));
+        }
+        let encoding = self
+            .tokenizer
+            .encode(text.as_str(), false)
+            .map_err(|e| ModelError::Tokenizer(format!("encoding failed: {e}")))?;
+        let mut assistant_mask = Vec::with_capacity(encoding.len());
+        let mut turn = 0;
+        for &(start, _) in encoding.get_offsets() {
+            while turn < spans.len() && spans[turn].1 <= start {
+                turn += 1;
+            }
+            let inside =
+                turn < spans.len() && start >= spans[turn].0 && assistants[turn].weight != Some(0);
+            assistant_mask.push(u8::from(inside));
+        }
+        Ok(RenderedChat {
+            ids: encoding.get_ids().to_vec(),
+            text,
+            assistant_mask,
         })
     }
 

@@ -16,12 +16,61 @@ const BODY_TERMINATORS: &[&str] = &[
 ];
 
 /// A parsed tool call.
+///
+/// Deserialises from this shape (`{"name", "arguments"}`) and from the one OpenAI and Hugging Face datasets write
+/// (`{"type": "function", "id": ..., "function": {"name", "arguments"}}`), with `arguments` an object or a string
+/// holding a JSON object (a string is parsed: chat templates then render it as `tojson` does, which equals the
+/// string when it was written by `json.dumps` with its default separators).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "WireToolCall")]
 pub struct ToolCall {
     /// Name of the function to call.
     pub name: String,
     /// Arguments, always a JSON object.
     pub arguments: serde_json::Value,
+}
+
+/// A tool call as datasets write it (see [`ToolCall`]).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireToolCall {
+    OpenAi { function: WireFunction },
+    Plain(WireFunction),
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    arguments: serde_json::Value,
+}
+
+impl TryFrom<WireToolCall> for ToolCall {
+    type Error = String;
+
+    fn try_from(wire: WireToolCall) -> Result<Self, String> {
+        let (WireToolCall::OpenAi { function } | WireToolCall::Plain(function)) = wire;
+        let arguments = match function.arguments {
+            serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+            serde_json::Value::String(text) => serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "tool call {:?}: its arguments are a string that is not JSON ({e})",
+                    function.name
+                )
+            })?,
+            value => value,
+        };
+        if !arguments.is_object() {
+            return Err(format!(
+                "tool call {:?}: arguments must be a JSON object, not {arguments}",
+                function.name
+            ));
+        }
+        Ok(ToolCall {
+            name: function.name,
+            arguments,
+        })
+    }
 }
 
 /// Why a `<tool_call>` block could not be understood. The `Display` text is written to be sent back to the model

@@ -4,6 +4,7 @@
 //! its outcome is printed), 1 when it failed, 2 for usage errors (bad flags, bad JSON, unknown names).
 
 mod bench;
+mod chat;
 mod demo;
 mod eval;
 mod judge;
@@ -37,11 +38,13 @@ enum Command {
     Tool(tools::ToolArgs),
     /// Run a loss plugin on a recorded batch and print its advantages and metrics.
     Loss(loss::LossArgs),
-    /// Measure speed (results are meant for docs/benchmarks.md).
     /// Serve sandbox calls over stdin/stdout, one JSON line each (used by worker pools).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
+    /// Measure speed (results are meant for docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// Chat templates: `chat render` shows the text, token ids and trained tokens of a conversation.
+    Chat(chat::ChatArgs),
     /// Score solutions against problems' tests (stdin/stdout cases or test programs).
     Judge(judge::JudgeArgs),
     /// Serve the sandbox over HTTP (SandboxFusion's /run_code, /v1/tools); `serve bench` load-tests it.
@@ -85,6 +88,7 @@ pub fn run() -> ExitCode {
         Command::Loss(args) => loss::run(args),
         Command::Worker(args) => worker::run(&cli, args),
         Command::Bench(args) => bench::run(&cli, args),
+        Command::Chat(args) => chat::run(args),
         Command::Judge(args) => judge::run(&cli, args),
         Command::Serve(args) => serve::run(&cli, args),
         Command::Train(args) => train::run(&cli, args),

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::pipeline::{
-    Arm, ColdStartStop, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings, Role,
-    TeacherKind, run_demo,
+    Arm, ColdStartStop, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings,
+    Role, TeacherKind, run_demo,
 };
 use super::report::{table, write_report};
 use sod_train::sft::SftConfig;

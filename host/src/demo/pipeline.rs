@@ -502,8 +502,8 @@ impl DemoSettings {
             "sft": sft,
         });
         if role == Role::Student {
-            key["cold_start_stop"] = serde_json::to_value(self.cold_start_stop)
-                .unwrap_or(serde_json::Value::Null);
+            key["cold_start_stop"] =
+                serde_json::to_value(self.cold_start_stop).unwrap_or(serde_json::Value::Null);
         }
         if role == Role::Teacher(TeacherKind::Recovery) {
             // It starts from the gold-only teacher.
@@ -512,9 +512,30 @@ impl DemoSettings {
                 .into();
             key["recovery_fraction"] = self.recovery_fraction.into();
         }
-        let digest = Sha256::digest(key.to_string());
+        let digest = Sha256::digest(sorted_keys(&key).to_string());
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         format!("{}-{hex}", role.name())
+    }
+}
+
+/// `value` with every object's keys in sorted order, so that a hash of its text does not depend on the order the
+/// keys were inserted in (serde_json keeps insertion order in this build: chat templates need it).
+fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted_keys).collect())
+        }
+        other => other.clone(),
     }
 }
 
@@ -765,10 +786,12 @@ fn has_recovery(task: &Task, fraction: f64) -> bool {
 /// The toolbox of every rollout of the demo: the calculator, default limits, schemas in the prompt or not as
 /// [`TOOL_SCHEMAS_IN_PROMPT`] says.
 fn calculator_toolbox(sandbox: &Sandbox) -> anyhow::Result<ToolBox> {
-    Ok(
-        ToolBox::new(sandbox.clone(), &["calculator".to_string()], Limits::default())?
-            .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT),
-    )
+    Ok(ToolBox::new(
+        sandbox.clone(),
+        &["calculator".to_string()],
+        Limits::default(),
+    )?
+    .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT))
 }
 
 /// Builds (or finds in the cache) one model; returns its model directory and record.

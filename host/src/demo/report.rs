@@ -716,6 +716,7 @@ mod verdict_tests {
             gold_prompt_tokens: 1,
             parameters: 1,
             sft_last: None,
+            checks: Vec::new(),
             build_seconds: 0.0,
             cached: true,
         };

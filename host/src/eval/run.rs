@@ -52,6 +52,9 @@ pub struct ProblemResult {
     pub pass_at: BTreeMap<String, f64>,
     /// Every sample.
     pub samples: Vec<SampleResult>,
+    /// The dataset row's columns that evaluation does not use (`data_source`, `extra_info`, ...), as they were.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The unbiased pass@k estimator of Chen et al. (2021): `1 - C(n - c, k) / C(n, k)` for `c` solved samples out
@@ -218,12 +221,10 @@ pub fn evaluate(
                     }
                 })
                 .collect();
-            results.push(problem_result(
-                &dataset.name,
-                &problem.id,
-                samples,
-                &config.pass_at,
-            ));
+            results.push(ProblemResult {
+                extra: problem.extra.clone(),
+                ..problem_result(&dataset.name, &problem.id, samples, &config.pass_at)
+            });
         }
         log(&format!(
             "{}: {} problems x {} samples",
@@ -257,6 +258,7 @@ pub fn problem_result(
             .map(|&k| (k.to_string(), pass_at_k(n, correct, k)))
             .collect(),
         samples,
+        extra: serde_json::Map::new(),
     }
 }
 

@@ -12,9 +12,12 @@
 //!   string, or null for stdin/stdout problems). A code row needs no answer. When the prompt is a string and
 //!   an entry point is given, the prompt is also the code put before the candidate (see
 //!   [`CodeTests::prefix`]), as HumanEval is judged;
-//! - ignored: `data_source`, `source`, `ability`, `extra_info`.
+//! - every other column (`data_source`, `ability`, `extra_info`, `agent_name`, `images`, ...): not used by the
+//!   trainer, kept as they are in [`Example::extra`] and written with the results (`sod eval`'s
+//!   `results.jsonl`), never an error: datasets prepared for verl load as they are.
 //!
-//! Unknown fields are errors, so a misspelt field never silently drops a reference.
+//! A row lacking what its reward needs is refused with its index and the missing field (a misspelt `answer`
+//! therefore still fails: the row has no reference).
 //!
 //! Parquet files (`.parquet`) follow the verl/SOD layout: `prompt` a list of `{role, content}` structs,
 //! `reward_model` a struct `{ground_truth, style}`, optional `data_source`, `ability`, `extra_info`. They are
@@ -53,10 +56,11 @@ pub struct Example {
     pub answer: String,
     /// The tests of a code problem.
     pub code: Option<CodeTests>,
+    /// The row's other columns, as they were (see the module docs).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Row {
     #[serde(default)]
     id: Option<serde_json::Value>,
@@ -72,15 +76,9 @@ struct Row {
     tests: Option<serde_json::Value>,
     #[serde(default)]
     entry_point: Option<String>,
-    // Carried by many datasets; not used by the trainer.
-    #[serde(default, rename = "data_source")]
-    _data_source: Option<serde_json::Value>,
-    #[serde(default, rename = "source")]
-    _source: Option<serde_json::Value>,
-    #[serde(default, rename = "ability")]
-    _ability: Option<serde_json::Value>,
-    #[serde(default, rename = "extra_info")]
-    _extra_info: Option<serde_json::Value>,
+    /// Every other column.
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +89,6 @@ enum Prompt {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RewardModel {
     #[serde(default)]
     ground_truth: Option<serde_json::Value>,
@@ -223,6 +220,7 @@ fn parse_row(value: serde_json::Value, default_id: String) -> std::result::Resul
         messages,
         answer,
         code,
+        extra: row.extra,
     })
 }
 
@@ -433,6 +431,22 @@ mod tests {
     }
 
     #[test]
+    fn verl_rows_keep_their_other_columns() {
+        let text = r#"{"prompt": [{"role": "user", "content": "2+2?"}], "reward_model": {"ground_truth": "4", "style": "rule", "extra": 1}, "agent_name": "tool_agent", "images": null, "data_source": "gsm8k", "extra_info": {"index": 3, "need_tools_kwargs": true, "tools_kwargs": {"calc": {}}}}"#;
+        let d = Dataset::parse_jsonl(text, Path::new("t.jsonl")).unwrap();
+        let e = &d.examples()[0];
+        assert_eq!(e.answer, "4");
+        assert_eq!(e.extra["agent_name"], "tool_agent");
+        assert_eq!(e.extra["data_source"], "gsm8k");
+        assert!(e.extra["images"].is_null());
+        assert_eq!(
+            e.extra["extra_info"]["tools_kwargs"],
+            serde_json::json!({"calc": {}})
+        );
+        assert!(!e.extra.contains_key("prompt") && !e.extra.contains_key("reward_model"));
+    }
+
+    #[test]
     fn bad_code_rows_say_why() {
         for (text, needle) in [
             (
@@ -454,7 +468,8 @@ mod tests {
                 r#"{"question": "q", "reward_model": {"truth": "2"}}"#,
                 "truth",
             ),
-            (r#"{"question": "q", "answer": 1, "anwser": 2}"#, "anwser"),
+            // A misspelt reference leaves the row without one.
+            (r#"{"question": "q", "anwser": 2}"#, "needs `answer`"),
         ] {
             let e = Dataset::parse_jsonl(text, Path::new("t.jsonl"))
                 .unwrap_err()
@@ -493,6 +508,7 @@ mod tests {
                 messages: vec![],
                 answer: String::new(),
                 code: None,
+                extra: serde_json::Map::new(),
             })
             .collect();
         let d = Dataset::from_examples(examples);

@@ -686,6 +686,7 @@ mod tests {
             messages: vec![],
             answer: "10".into(),
             code: None,
+            extra: serde_json::Map::new(),
         };
         let reward = MathReward;
         assert_eq!(reward.score("5 + 5 = 10", &ex), Score::reward(1.0));
