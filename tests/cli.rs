@@ -199,27 +199,32 @@ fn chat_render_matches_transformers_on_the_qwen3_fixtures() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for case in record["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let file = dir.path().join(format!("{name}.json"));
-        // One row of an SFT dataset: messages and tools together.
-        let row = serde_json::json!({"messages": case["messages"], "tools": case["tools"]});
-        std::fs::write(&file, row.to_string()).unwrap();
+    let render = |messages: &std::path::Path, flags: &[&str]| {
         let mut args = vec![
             "chat",
             "render",
             "--model",
             model.to_str().unwrap(),
             "--messages",
-            file.to_str().unwrap(),
+            messages.to_str().unwrap(),
         ];
+        args.extend_from_slice(flags);
+        sod(&args)
+    };
+    for case in record["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let file = dir.path().join(format!("{name}.json"));
+        // One row of an SFT dataset: messages and tools together.
+        let row = serde_json::json!({"messages": case["messages"], "tools": case["tools"]});
+        std::fs::write(&file, row.to_string()).unwrap();
+        let mut flags = Vec::new();
         if case["add_generation_prompt"] == true {
-            args.push("--add-generation-prompt");
+            flags.push("--add-generation-prompt");
         }
         if case["enable_thinking"] == false {
-            args.push("--no-thinking");
+            flags.push("--no-thinking");
         }
-        let output = sod(&args);
+        let output = render(&file, &flags);
         assert!(output.status.success(), "{name}: {}", stderr(&output));
         let rendered: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
         assert_eq!(rendered["text"], case["text"], "{name}");
@@ -235,14 +240,7 @@ fn chat_render_matches_transformers_on_the_qwen3_fixtures() {
     }
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"[{"role": "wizard", "content": "hi"}]"#).unwrap();
-    let output = sod(&[
-        "chat",
-        "render",
-        "--model",
-        model.to_str().unwrap(),
-        "--messages",
-        bad.to_str().unwrap(),
-    ]);
+    let output = render(&bad, &[]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("bad messages"),

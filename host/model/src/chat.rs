@@ -153,6 +153,18 @@ impl ChatMessage {
         }
     }
 
+    /// Whether supervised training learns this message (its `weight`: absent or 1 trains it, 0 keeps it as
+    /// context); any other weight is an error that says so.
+    pub fn trained(&self) -> std::result::Result<bool, String> {
+        match self.weight {
+            None | Some(1) => Ok(true),
+            Some(0) => Ok(false),
+            Some(w) => Err(format!(
+                "an assistant message has weight {w}: 0 (context only) or 1 (trained)"
+            )),
+        }
+    }
+
     /// A tool result.
     pub fn tool(content: impl Into<String>) -> Self {
         Self::plain(Role::Tool, content)

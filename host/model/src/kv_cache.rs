@@ -110,45 +110,53 @@ impl KvCache {
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let len = self.len();
         let t = k.dim(2)?;
-        let tracked = k.track_op() || v.track_op();
-        let (kb, vb) = match self.layers[layer].take() {
+        let held = self.layers[layer].take();
+        let tracked = [
+            Some(k),
+            Some(v),
+            held.as_ref().map(|h| &h.0),
+            held.as_ref().map(|h| &h.1),
+        ]
+        .into_iter()
+        .flatten()
+        .any(Tensor::track_op);
+        let (kb, vb) = match held {
             None if tracked => (k.clone(), v.clone()),
-            Some((pk, pv)) if tracked || pk.track_op() || pv.track_op() => (
+            Some((pk, pv)) if tracked => (
                 Tensor::cat(&[&pk.narrow(2, 0, len)?, k], 2)?,
                 Tensor::cat(&[&pv.narrow(2, 0, len)?, v], 2)?,
             ),
             held => {
-                let (pk, pv) = match held {
+                let (kb, vb) = match held {
                     Some((pk, pv)) if pk.dim(2)? >= len + t => (pk, pv),
                     held => {
                         let cap = (len + t).max(2 * len).max(MIN_CAPACITY);
-                        let grown =
-                            |x: &Tensor, old: Option<&Tensor>| -> candle_core::Result<Tensor> {
-                                let (b, h, _, d) = x.dims4()?;
-                                let buf = Tensor::zeros((b, h, cap, d), x.dtype(), x.device())?;
-                                if let Some(old) = old
-                                    && len > 0
-                                {
-                                    buf.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
-                                }
-                                Ok(buf)
-                            };
-                        let (ok, ov) = match &held {
-                            Some((pk, pv)) => (Some(pk), Some(pv)),
-                            None => (None, None),
-                        };
-                        (grown(k, ok)?, grown(v, ov)?)
+                        let (ok, ov) = held.map_or((None, None), |(pk, pv)| (Some(pk), Some(pv)));
+                        (buffer(k, ok, len, cap)?, buffer(v, ov, len, cap)?)
                     }
                 };
-                pk.slice_set(&k.contiguous()?, 2, len)?;
-                pv.slice_set(&v.contiguous()?, 2, len)?;
-                (pk, pv)
+                kb.slice_set(&k.contiguous()?, 2, len)?;
+                vb.slice_set(&v.contiguous()?, 2, len)?;
+                (kb, vb)
             }
         };
         let filled = (kb.narrow(2, 0, len + t)?, vb.narrow(2, 0, len + t)?);
         self.layers[layer] = Some((kb, vb));
         Ok(filled)
     }
+}
+
+/// A zeroed `[b, heads, cap, d]` buffer shaped like `x` along the other axes, holding the first `len` positions
+/// of `old` when there is one.
+fn buffer(x: &Tensor, old: Option<Tensor>, len: usize, cap: usize) -> candle_core::Result<Tensor> {
+    let (b, h, _, d) = x.dims4()?;
+    let buf = Tensor::zeros((b, h, cap, d), x.dtype(), x.device())?;
+    if let Some(old) = old
+        && len > 0
+    {
+        buf.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+    }
+    Ok(buf)
 }
 
 /// What a model has already computed of one sequence, kept between calls: the keys and values of `tokens` in every
@@ -189,34 +197,32 @@ impl KvCache {
     /// values. Padding is marked invalid (never attended to) and rotary positions continue from `reuse[i]`.
     pub(crate) fn from_sequences(
         num_layers: usize,
-        states: &[&SequenceKv],
+        states: &[SequenceKv],
         reuse: &[usize],
     ) -> candle_core::Result<Self> {
         let b = states.len();
         let longest = reuse.iter().copied().max().unwrap_or(0);
         let mut cache = KvCache::new(num_layers, b);
-        if longest == 0 {
+        // A row that reuses the most gives the shapes of the padding.
+        let Some(widest) = reuse
+            .iter()
+            .position(|&n| n == longest)
+            .filter(|_| longest > 0)
+        else {
             return Ok(cache);
-        }
+        };
         for (layer, slot) in cache.layers.iter_mut().enumerate() {
+            let like = &states[widest].layers[layer].0;
+            let (_, h, _, d) = like.dims4()?;
             let (mut ks, mut vs) = (Vec::with_capacity(b), Vec::with_capacity(b));
-            // A row that reuses nothing takes its shapes from a row that does.
-            let template = states[reuse.iter().position(|&n| n == longest).unwrap_or(0)];
-            let (t_k, _) = &template.layers[layer];
-            let (_, h, _, d) = t_k.dims4()?;
             for (state, &n) in states.iter().zip(reuse) {
-                let pad = longest - n;
-                let (k, v) = if n == 0 {
-                    let z = Tensor::zeros((1, h, longest, d), t_k.dtype(), t_k.device())?;
-                    (z.clone(), z)
-                } else {
-                    let (k, v) = &state.layers[layer];
-                    let (k, v) = (k.narrow(2, 0, n)?, v.narrow(2, 0, n)?);
-                    if pad == 0 {
-                        (k, v)
-                    } else {
-                        let z = Tensor::zeros((1, h, pad, d), t_k.dtype(), t_k.device())?;
-                        (Tensor::cat(&[&z, &k], 2)?, Tensor::cat(&[&z, &v], 2)?)
+                let pad = Tensor::zeros((1, h, longest - n, d), like.dtype(), like.device())?;
+                // `reuse[i]` is 0 or the whole state (`SequenceKv::reusable_for`).
+                let (k, v) = match n {
+                    0 => (pad.clone(), pad),
+                    _ => {
+                        let (k, v) = &state.layers[layer];
+                        (Tensor::cat(&[&pad, k], 2)?, Tensor::cat(&[&pad, v], 2)?)
                     }
                 };
                 ks.push(k);

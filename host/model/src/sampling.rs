@@ -307,8 +307,7 @@ impl Qwen3 {
         }
         let ids = Tensor::from_vec(ids, (b, len), &device)?;
         let mask = Tensor::from_vec(mask, (b, len), &device)?;
-        let held: Vec<&SequenceKv> = states.iter().collect();
-        let mut cache = KvCache::from_sequences(layers, &held, &reuse)?;
+        let mut cache = KvCache::from_sequences(layers, states, &reuse)?;
         let hidden = model.run(&ids, Some(&mask), Some(&mut cache))?;
         let mut rows = last_row_logits(&model, &hidden)?;
         // `active[k]` is the prompt index of cache row `k`.
@@ -327,6 +326,7 @@ impl Qwen3 {
         for step in 0..max_new_tokens {
             let mut next = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
+            let mut stopped = Vec::new();
             for (row, &seq) in active.iter().enumerate() {
                 let s = samplers[seq].sample(&rows[row])?;
                 let g = &mut out[seq];
@@ -335,23 +335,26 @@ impl Qwen3 {
                 g.sampling_logprobs.push(s.sampling_logprob);
                 if stop_tokens.contains(&s.token) {
                     g.finish = FinishReason::Stop;
+                    stopped.push(row);
                 } else {
                     keep.push(row);
                     next.push(s.token);
                 }
             }
-            if keep.is_empty() || step + 1 == max_new_tokens {
-                for (row, &seq) in active.iter().enumerate() {
-                    states[seq] = take(&cache, row, seq, &out)?;
-                }
+            // Sequences leaving the batch take their keys and values with them (all of them at the end).
+            let last = keep.is_empty() || step + 1 == max_new_tokens;
+            let leaving = if last {
+                (0..active.len()).collect()
+            } else {
+                stopped
+            };
+            for row in leaving {
+                states[active[row]] = take(&cache, row, active[row], &out)?;
+            }
+            if last {
                 break;
             }
             if keep.len() < active.len() {
-                for (row, &seq) in active.iter().enumerate() {
-                    if !keep.contains(&row) {
-                        states[seq] = take(&cache, row, seq, &out)?;
-                    }
-                }
                 cache.retain_rows(&keep)?;
                 active = keep.iter().map(|&r| active[r]).collect();
             }

@@ -310,8 +310,9 @@ impl ChatTokenizer {
     /// writes them, from after each `<|im_start|>assistant\n` header through its `<|im_end|>` (ChatML, the Qwen
     /// family's layout), except messages with `weight: 0`. Transformers' `return_assistant_tokens_mask` gives
     /// this for templates with `{% generation %}` markers; Qwen3's has none, so the turns are found by their
-    /// headers. A token is trained when it starts inside a turn. A generation prompt (its header,
-    /// and the empty think block `enable_thinking = false` adds) trains nothing. Fails when the headers do not match the assistant messages one to one.
+    /// headers. A token is trained when it starts inside a turn. A generation prompt (its header, and the empty
+    /// think block `enable_thinking = false` adds) trains nothing. Fails when the headers do not match the
+    /// assistant messages one to one.
     pub fn render_trained(
         &self,
         messages: &[ChatMessage],
@@ -346,11 +347,11 @@ impl ChatTokenizer {
         {
             spans.pop();
         }
-        if let Some(w) = assistants.iter().find_map(|m| m.weight.filter(|&w| w > 1)) {
-            return Err(ModelError::Template(format!(
-                "an assistant message has weight {w}: 0 (context only) or 1 (trained)"
-            )));
-        }
+        let trained: Vec<bool> = assistants
+            .iter()
+            .map(|m| m.trained())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(ModelError::Template)?;
         if spans.len() != assistants.len() {
             return Err(ModelError::Template(format!(
                 "the rendering has {} assistant turns (`{HEADER:?}` headers) for {} assistant messages: this \
@@ -369,8 +370,7 @@ impl ChatTokenizer {
             while turn < spans.len() && spans[turn].1 <= start {
                 turn += 1;
             }
-            let inside =
-                turn < spans.len() && start >= spans[turn].0 && assistants[turn].weight != Some(0);
+            let inside = turn < spans.len() && start >= spans[turn].0 && trained[turn];
             assistant_mask.push(u8::from(inside));
         }
         Ok(RenderedChat {

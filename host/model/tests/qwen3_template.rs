@@ -4,29 +4,48 @@
 
 use std::path::PathBuf;
 
-use sod_model::{ChatMessage, ChatTokenizer};
+use sod_model::{ChatMessage, ChatTokenizer, RenderedChat};
 
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/qwen3-tokenizer")
+/// The real Qwen3 tokenizer with its own chat template.
+fn qwen3() -> ChatTokenizer {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/qwen3-tokenizer");
+    ChatTokenizer::from_files(
+        &dir.join("tokenizer.json"),
+        Some(&dir.join("tokenizer_config.json")),
+    )
+    .unwrap()
+}
+
+/// The reference renderings' cases.
+fn cases() -> Vec<serde_json::Value> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3-chat/renderings.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    record["cases"].as_array().unwrap().clone()
+}
+
+/// The text of the tokens `rendered` trains.
+fn trained_text(tokenizer: &ChatTokenizer, rendered: &RenderedChat) -> String {
+    let ids: Vec<u32> = rendered
+        .ids
+        .iter()
+        .zip(&rendered.assistant_mask)
+        .filter(|(_, m)| **m == 1)
+        .map(|(i, _)| *i)
+        .collect();
+    tokenizer.decode(&ids, false).unwrap()
 }
 
 #[test]
 fn renderings_match_transformers_token_for_token() {
-    let fixtures =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3-chat/renderings.json");
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures).unwrap()).unwrap();
-    let dir = shared();
-    let tokenizer = ChatTokenizer::from_files(
-        &dir.join("tokenizer.json"),
-        Some(&dir.join("tokenizer_config.json")),
-    )
-    .unwrap();
+    let tokenizer = qwen3();
     assert!(!tokenizer.uses_builtin_template());
-    let cases = record["cases"].as_array().unwrap();
+    let cases = cases();
     assert!(cases.len() >= 17);
     let mut wrong = Vec::new();
-    for case in cases {
+    for case in &cases {
         let name = case["name"].as_str().unwrap();
         let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone())
             .unwrap_or_else(|e| panic!("{name}: messages: {e}"));
@@ -93,26 +112,11 @@ fn openai_tool_calls_read_and_bad_arguments_are_named() {
 /// `weight: 0` turn is context only.
 #[test]
 fn trained_tokens_are_the_assistant_turns() {
-    let record: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/qwen3-chat/renderings.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let case = record["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let case = cases()
+        .into_iter()
         .find(|c| c["name"] == "agent_conversation_sft")
         .unwrap();
-    let dir = shared();
-    let tokenizer = ChatTokenizer::from_files(
-        &dir.join("tokenizer.json"),
-        Some(&dir.join("tokenizer_config.json")),
-    )
-    .unwrap();
+    let tokenizer = qwen3();
     let mut messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
     let tools: Vec<serde_json::Value> = case["tools"].as_array().unwrap().clone();
     let none = serde_json::Map::new();
@@ -122,13 +126,6 @@ fn trained_tokens_are_the_assistant_turns() {
     assert_eq!(r.text, case["text"].as_str().unwrap());
     let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
     assert_eq!(r.ids, ids);
-    let trained: Vec<u32> = r
-        .ids
-        .iter()
-        .zip(&r.assistant_mask)
-        .filter(|(_, m)| **m == 1)
-        .map(|(i, _)| *i)
-        .collect();
     let call = |e: &str| {
         format!(
             "<tool_call>\n{{\"name\": \"calculator\", \"arguments\": {{\"expression\": \"{e}\"}}}}\n</tool_call><|im_end|>"
@@ -139,21 +136,14 @@ fn trained_tokens_are_the_assistant_turns() {
         call("12*7"),
         call("84+5")
     );
-    assert_eq!(tokenizer.decode(&trained, false).unwrap(), expected);
+    assert_eq!(trained_text(&tokenizer, &r), expected);
     // The first call as context only.
     messages[2].weight = Some(0);
     let r0 = tokenizer
         .render_trained(&messages, &tools, false, &none)
         .unwrap();
-    let trained0: Vec<u32> = r0
-        .ids
-        .iter()
-        .zip(&r0.assistant_mask)
-        .filter(|(_, m)| **m == 1)
-        .map(|(i, _)| *i)
-        .collect();
     assert_eq!(
-        tokenizer.decode(&trained0, false).unwrap(),
+        trained_text(&tokenizer, &r0),
         expected.replacen(&call("12*7"), "", 1)
     );
     messages[2].weight = Some(2);
@@ -167,14 +157,7 @@ fn trained_tokens_are_the_assistant_turns() {
     let g = tokenizer
         .render_trained(&messages[..4], &tools, true, &none)
         .unwrap();
-    let trained_g: Vec<u32> = g
-        .ids
-        .iter()
-        .zip(&g.assistant_mask)
-        .filter(|(_, m)| **m == 1)
-        .map(|(i, _)| *i)
-        .collect();
-    assert_eq!(tokenizer.decode(&trained_g, false).unwrap(), call("12*7"));
+    assert_eq!(trained_text(&tokenizer, &g), call("12*7"));
     assert!(g.text.ends_with("<|im_start|>assistant\n"));
     assert_eq!(g.assistant_mask.last(), Some(&0));
 }

@@ -118,17 +118,24 @@ fn samplers(ids: &[(&str, u64)], temperature: f64) -> Vec<Sampler> {
         .collect()
 }
 
+/// Four prompts of different lengths, their sampler keys (two samples of prompt "a") and three stop tokens.
+fn batch() -> (Vec<Vec<u32>>, [(&'static str, u64); 4], [u32; 3]) {
+    (
+        vec![
+            vec![5, 6, 7, 8, 9, 10, 11],
+            vec![42],
+            vec![100, 200, 17],
+            vec![1, 2, 3, 4],
+        ],
+        [("a", 0), ("b", 0), ("c", 0), ("a", 1)],
+        [13, 14, 15],
+    )
+}
+
 #[test]
 fn batched_generation_matches_generating_alone() {
     let m = model(3);
-    let prompts: Vec<Vec<u32>> = vec![
-        vec![5, 6, 7, 8, 9, 10, 11],
-        vec![42],
-        vec![100, 200, 17],
-        vec![1, 2, 3, 4],
-    ];
-    let keys = [("a", 0), ("b", 0), ("c", 0), ("a", 1)];
-    let stop = [13u32, 14, 15];
+    let (prompts, keys, stop) = batch();
     let batched = m
         .model
         .generate_batch(&prompts, 12, &stop, &mut samplers(&keys, 1.0))
@@ -307,14 +314,7 @@ fn generation_logprobs_match_the_model_and_stop_tokens_end_sequences() {
 #[test]
 fn continuing_from_kept_states_matches_generating_from_scratch() {
     let m = model(3);
-    let prompts: Vec<Vec<u32>> = vec![
-        vec![5, 6, 7, 8, 9, 10, 11],
-        vec![42],
-        vec![100, 200, 17],
-        vec![1, 2, 3, 4],
-    ];
-    let keys = [("a", 0), ("b", 0), ("c", 0), ("a", 1)];
-    let stop = [13u32, 14, 15];
+    let (prompts, keys, stop) = batch();
     let mut states: Vec<SequenceKv> = prompts.iter().map(|_| SequenceKv::default()).collect();
     let mut kept = samplers(&keys, 1.0);
     let first = m

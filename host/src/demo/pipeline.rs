@@ -2,6 +2,7 @@
 //! the project (a teacher, and a smaller student with a short cold start), cached by a hash of their settings;
 //! then the student is evaluated, trained with OPD and with SOD from the same start and seed, and evaluated again.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -897,16 +898,17 @@ fn prepare_model(
     let sft_started = Instant::now();
     let mut trainer = SftTrainer::new(&model, examples, sft_config)?;
     let log_every = (sft_config.steps / 8).max(1);
-    let stop = match role {
-        Role::Student => settings.cold_start_stop,
-        Role::Teacher(_) => None,
+    // The cold start's checks: the criterion, the train problems it is checked on and their toolbox.
+    let stop = match (role, settings.cold_start_stop) {
+        (Role::Student, Some(stop)) => Some((
+            stop,
+            &train[train.len() - stop.problems.min(train.len())..],
+            calculator_toolbox(calculator.sandbox())?,
+        )),
+        _ => None,
     };
-    let checked = stop.map(|stop| &train[train.len() - stop.problems.min(train.len())..]);
-    let toolbox = calculator_toolbox(calculator.sandbox())?;
-    let mut history = Vec::new();
     let mut checks = Vec::new();
-    while trainer.step() < sft_config.steps {
-        let m = trainer.train_step()?;
+    let history = trainer.run(|m| -> anyhow::Result<ControlFlow<()>> {
         if m.step % log_every == 0 || m.step == sft_config.steps {
             log(&format!(
                 "  {name} sft step {:>4}/{}: loss {:.4}, tokens predicted with p > 1/2: {:.3} ({:.2} s/step)",
@@ -917,24 +919,27 @@ fn prepare_model(
                 sft_started.elapsed().as_secs_f64() / m.step as f64
             ));
         }
-        history.push(m);
-        if let (Some(stop), Some(checked)) = (stop, checked)
-            && stop.checks_at(m.step)
-        {
-            let (evaluation, _) = evaluate(&model.model, &tokenizer, &toolbox, settings, checked)?;
-            checks.push((m.step, evaluation.accuracy));
-            log(&format!(
-                "  {name} at step {}: greedy accuracy {:.3} on {} train problems (stops at {:.3})",
-                m.step,
-                evaluation.accuracy,
-                checked.len(),
-                stop.accuracy
-            ));
-            if evaluation.accuracy >= stop.accuracy {
-                break;
-            }
+        let Some((stop, checked, toolbox)) = &stop else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        if !stop.checks_at(m.step) {
+            return Ok(ControlFlow::Continue(()));
         }
-    }
+        let (evaluation, _) = evaluate(&model.model, &tokenizer, toolbox, settings, checked)?;
+        checks.push((m.step, evaluation.accuracy));
+        log(&format!(
+            "  {name} at step {}: greedy accuracy {:.3} on {} train problems (stops at {:.3})",
+            m.step,
+            evaluation.accuracy,
+            checked.len(),
+            stop.accuracy
+        ));
+        Ok(if evaluation.accuracy >= stop.accuracy {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
     let jsonl: String = history
         .iter()
         .map(|m| serde_json::to_string(m).map(|s| s + "\n"))

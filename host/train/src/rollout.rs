@@ -37,43 +37,21 @@ use crate::error::{Result, TrainError};
 
 /// What generates assistant turns: the student model, or a scripted stand-in in tests.
 pub trait Policy {
-    /// Generates one turn for each prompt (see [`Qwen3::generate_batch`]).
+    /// Generates one turn for each prompt. `states[i]` is what the policy kept of trajectory `i` from its
+    /// previous turn, to be continued and replaced (see [`Qwen3::generate_batch_with`]); the rollout passes each
+    /// trajectory's state from turn to turn. A policy that keeps nothing leaves them alone.
     fn generate(
-        &self,
-        prompts: &[Vec<u32>],
-        max_new_tokens: usize,
-        stop_tokens: &[u32],
-        samplers: &mut [Sampler],
-    ) -> sod_model::Result<Vec<Generation>>;
-
-    /// [`Self::generate`] for prompts that continue earlier ones, with what the policy kept of each
-    /// (see [`Qwen3::generate_batch_with`]); the rollout passes each trajectory's state from turn to turn. By
-    /// default the states are left alone and every prompt is generated from scratch.
-    fn generate_continuing(
         &self,
         prompts: &[Vec<u32>],
         states: &mut [SequenceKv],
         max_new_tokens: usize,
         stop_tokens: &[u32],
         samplers: &mut [Sampler],
-    ) -> sod_model::Result<Vec<Generation>> {
-        let _ = states;
-        self.generate(prompts, max_new_tokens, stop_tokens, samplers)
-    }
+    ) -> sod_model::Result<Vec<Generation>>;
 }
 
 impl Policy for Qwen3 {
     fn generate(
-        &self,
-        prompts: &[Vec<u32>],
-        max_new_tokens: usize,
-        stop_tokens: &[u32],
-        samplers: &mut [Sampler],
-    ) -> sod_model::Result<Vec<Generation>> {
-        self.generate_batch(prompts, max_new_tokens, stop_tokens, samplers)
-    }
-
-    fn generate_continuing(
         &self,
         prompts: &[Vec<u32>],
         states: &mut [SequenceKv],
@@ -609,8 +587,7 @@ fn generate_turn(
             .iter()
             .map(|&i| std::mem::take(&mut live[i].kv))
             .collect();
-        let generations =
-            policy.generate_continuing(&prompts, &mut states, budget, stop, &mut samplers)?;
+        let generations = policy.generate(&prompts, &mut states, budget, stop, &mut samplers)?;
         for (&i, state) in members.iter().zip(states) {
             live[i].kv = state;
         }

@@ -13,6 +13,8 @@
 //! batch, so the result does not depend on the micro-batch size), global gradient-norm clipping and AdamW with
 //! linear warm-up from [`crate::update`].
 
+use std::ops::ControlFlow;
+
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -110,12 +112,9 @@ pub fn tokenize_conversation(
                 let Some(end) = turn.find("<|im_end|>") else {
                     return bad("the chat template's assistant turn has no <|im_end|>");
                 };
-                let trained = match message.weight {
-                    None | Some(1) => 1u8,
-                    Some(0) => 0u8,
-                    Some(w) => {
-                        return bad(&format!("an assistant message has weight {w} (0 or 1)"));
-                    }
+                let trained = match message.trained() {
+                    Ok(trained) => u8::from(trained),
+                    Err(problem) => return bad(&problem),
                 };
                 let ids = tokenizer.encode(&turn[..end])?;
                 tokens.extend_from_slice(&ids);
@@ -379,13 +378,19 @@ impl<'a> SftTrainer<'a> {
         })
     }
 
-    /// Runs the remaining steps, calling `on_step` after each.
-    pub fn run(&mut self, mut on_step: impl FnMut(&SftStepMetrics)) -> Result<Vec<SftStepMetrics>> {
+    /// Runs the remaining steps, calling `on_step` after each; it may stop the run early (an evaluation that
+    /// reached its target, say) by returning `ControlFlow::Break`. Returns the metrics of the steps run.
+    pub fn run<E: From<TrainError>>(
+        &mut self,
+        mut on_step: impl FnMut(&SftStepMetrics) -> std::result::Result<ControlFlow<()>, E>,
+    ) -> std::result::Result<Vec<SftStepMetrics>, E> {
         let mut all = Vec::new();
         while self.step < self.config.steps {
             let metrics = self.train_step()?;
-            on_step(&metrics);
             all.push(metrics);
+            if on_step(&metrics)?.is_break() {
+                break;
+            }
         }
         Ok(all)
     }

@@ -8,7 +8,8 @@ use std::cell::RefCell;
 use candle_core::Device;
 use sod_loss_abi::{DivergenceKind, DivergenceSpec};
 use sod_model::{
-    ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams, load_model_dir,
+    ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams, SequenceKv,
+    load_model_dir,
 };
 use sod_sandbox::{Limits, Sandbox, SandboxConfig};
 use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, rollout};
@@ -61,6 +62,7 @@ impl Policy for Scripted {
     fn generate(
         &self,
         prompts: &[Vec<u32>],
+        _states: &mut [SequenceKv],
         _max_new_tokens: usize,
         _stop: &[u32],
         _samplers: &mut [Sampler],

@@ -5,7 +5,9 @@ mod support;
 
 use std::cell::RefCell;
 
-use sod_model::{ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams};
+use sod_model::{
+    ChatMessage, ChatTokenizer, FinishReason, Generation, Sampler, SamplingParams, SequenceKv,
+};
 use sod_sandbox::{Limits, Sandbox, SandboxConfig};
 use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, rollout, session_id};
 use support::{Fixture, target_dir, tools_dir};
@@ -79,6 +81,7 @@ impl Policy for Scripted {
     fn generate(
         &self,
         prompts: &[Vec<u32>],
+        _states: &mut [SequenceKv],
         _max_new_tokens: usize,
         _stop: &[u32],
         _samplers: &mut [Sampler],

@@ -3,8 +3,11 @@
 //! responses); a broken gradient path through attention or the output head shows up here as a loss stuck at the
 //! no-copy level of about ln 10 per digit.
 
+use std::ops::ControlFlow;
+
 use candle_core::Device;
 use sod_model::{Qwen3Config, TrainableModel};
+use sod_train::TrainError;
 use sod_train::sft::{SftConfig, SftExample, SftTrainer};
 
 /// `[start, d1..d8, separator | d1..d8, end]` with random digits; token ids: 1 start, 2 separator, 3 end,
@@ -50,7 +53,9 @@ fn sft_learns_to_copy_a_digit_string() {
         seed: 0,
     };
     let mut trainer = SftTrainer::new(&model, examples, sft).unwrap();
-    let history = trainer.run(|_| {}).unwrap();
+    let history = trainer
+        .run(|_| Ok::<_, TrainError>(ControlFlow::Continue(())))
+        .unwrap();
     let first = history[0].loss;
     assert!(first > 2.0, "an untrained model cannot copy: {first}");
     let last = &history[history.len() - 5..];
