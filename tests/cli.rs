@@ -248,3 +248,94 @@ fn chat_render_matches_transformers_on_the_qwen3_fixtures() {
         stderr(&output)
     );
 }
+
+/// `sod sft` on the committed example conversations (a tiny model with its own tokenizer): the loss falls, and the
+/// model it writes is what `sod train` takes as its student and `sod eval` evaluates; a bad setting is a usage
+/// error naming it.
+#[test]
+fn sft_writes_a_model_that_train_and_eval_take() {
+    let root = sod_tests::workspace_root();
+    let example = root.join("examples/sft");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path().join("base");
+    let conversations = std::fs::read_to_string(example.join("conversations.jsonl")).unwrap();
+    let corpus: Vec<&str> = conversations.lines().take(40).collect();
+    sod_model::write_tiny_model_dir(&base, &sod_model::Qwen3Config::tiny(400, 16, 1), &corpus, 1)
+        .expect("tiny model");
+    let out = dir.path().join("sft");
+    let config = example.join("sft.toml");
+    let sets = [
+        format!("model={}", base.display()),
+        format!("out_dir={}", out.display()),
+        "epochs=0.5".to_string(),
+        "batch_size=10".to_string(),
+        "micro_batch=5".to_string(),
+        "learning_rate=1e-2".to_string(),
+    ];
+    let mut args = vec!["sft", "--config", config.to_str().unwrap()];
+    for set in &sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    let output = sod(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON summary");
+    assert_eq!(
+        (summary["step"].as_u64(), summary["conversations"].as_u64()),
+        (Some(10), Some(200))
+    );
+    let (first, last) = (
+        summary["first_loss"].as_f64().unwrap(),
+        summary["last"]["loss"].as_f64().unwrap(),
+    );
+    assert!(last < 0.8 * first, "{first} -> {last}");
+    let model = summary["model"].as_str().unwrap().to_string();
+
+    // sod train: one on-policy GRPO step from it, with the calculator.
+    let data = dir.path().join("train.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"What is 6 * 7 + 1?\", \"answer\": \"43\"}\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "student = {model:?}\ndataset = {data:?}\nout_dir = {:?}\ntools = [\"calculator\"]\nsteps = 1\n\
+             prompts_per_step = 1\nsamples_per_prompt = 2\nmax_turns = 2\nmax_new_tokens_per_turn = 8\n\
+             [loss]\nname = \"grpo\"\n",
+            dir.path().join("train")
+        ),
+    )
+    .unwrap();
+    let output = sod(&["train", "--config", run.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // sod eval: one gsm8k problem with the calculator.
+    let eval = dir.path().join("eval.toml");
+    std::fs::write(
+        &eval,
+        format!(
+            "model = {model:?}\ntools = [\"calculator\"]\nsamples = 1\nlimit = 1\nmax_turns = 2\n\
+             max_new_tokens_per_turn = 8\nout_dir = {:?}\n[[datasets]]\nname = \"gsm8k\"\npath = {:?}\nkind = \"math\"\n",
+            dir.path().join("eval"),
+            root.join("../shared/data/benchmarks/gsm8k_test.jsonl")
+        ),
+    )
+    .unwrap();
+    let output = sod(&["eval", "--config", eval.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON summary");
+    assert_eq!(printed["summary"]["gsm8k"]["problems"], 1, "{printed}");
+
+    // A bad setting: a usage error that names it; the output directory is not touched.
+    let mut bad = args.clone();
+    bad.extend(["--set", "micro_batch=50"]);
+    let output = sod(&bad);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("micro_batch"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -98,8 +98,12 @@ pub struct ChatMessage {
     /// Read as empty when a dataset writes `null` or leaves it out (OpenAI's assistant messages with tool calls).
     #[serde(default, deserialize_with = "string_or_null")]
     pub content: String,
-    /// Tool calls made by an assistant message.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Tool calls made by an assistant message (`null` reads as none, as Parquet files write a message without).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "list_or_null"
+    )]
     pub tool_calls: Vec<ToolCall>,
     /// The `<think>` part of an assistant message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +113,13 @@ pub struct ChatMessage {
     /// templates never see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u8>,
+}
+
+/// A list, or `null` read as the empty list.
+fn list_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A string, or `null` read as the empty string.

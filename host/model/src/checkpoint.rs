@@ -39,29 +39,59 @@ pub struct TrainableModel {
     pub model: Qwen3,
     /// Tensors present in the weight files that the model does not use (e.g. `lm_head.weight` of a tied model).
     pub ignored_tensors: Vec<String>,
+    /// The dtype of the weight files it was loaded from (the widest, when they mix; f32 for a random model):
+    /// checkpoints are written in it unless asked otherwise, so that bf16 in gives bf16 out.
+    pub source_dtype: SaveDtype,
 }
 
 /// The dtype weights are written in by [`save_checkpoint`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SaveDtype {
     /// 32-bit floats: exact round trip of the trainable variables.
+    #[serde(rename = "float32")]
     F32,
     /// bfloat16: half the size, the usual published format; rounding loses precision.
+    #[serde(rename = "bfloat16")]
     Bf16,
+    /// IEEE half precision (older published checkpoints).
+    #[serde(rename = "float16")]
+    F16,
 }
 
 impl SaveDtype {
-    fn dtype(self) -> DType {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
         match self {
             SaveDtype::F32 => DType::F32,
             SaveDtype::Bf16 => DType::BF16,
+            SaveDtype::F16 => DType::F16,
         }
     }
 
-    fn torch_name(self) -> &'static str {
+    /// The name `config.json` gives it (`torch_dtype`): `float32`, `bfloat16`, `float16`.
+    pub fn torch_name(self) -> &'static str {
         match self {
             SaveDtype::F32 => "float32",
             SaveDtype::Bf16 => "bfloat16",
+            SaveDtype::F16 => "float16",
+        }
+    }
+
+    /// The save dtype of weights stored as `dtype` (f64 is saved as f32); `None` for integer dtypes.
+    pub fn of(dtype: DType) -> Option<Self> {
+        match dtype {
+            DType::F32 | DType::F64 => Some(SaveDtype::F32),
+            DType::BF16 => Some(SaveDtype::Bf16),
+            DType::F16 => Some(SaveDtype::F16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per value.
+    fn width(self) -> usize {
+        match self {
+            SaveDtype::F32 => 4,
+            SaveDtype::Bf16 | SaveDtype::F16 => 2,
         }
     }
 }
@@ -72,6 +102,7 @@ impl std::fmt::Debug for TrainableModel {
             .field("config", &self.config)
             .field("variables", &self.varmap.all_vars().len())
             .field("ignored_tensors", &self.ignored_tensors)
+            .field("source_dtype", &self.source_dtype)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +116,18 @@ impl TrainableModel {
     /// A randomly initialised model (see [`init_random`]).
     pub fn init_random(config: &Qwen3Config, seed: u64, device: &Device) -> Result<Self> {
         init_random(config, seed, device)
+    }
+
+    /// Writes the model to `dir` atomically in `dtype` (see [`save_checkpoint`]); `None` writes it in the dtype it
+    /// was loaded in ([`Self::source_dtype`]).
+    pub fn save_as(
+        &self,
+        dir: &Path,
+        dtype: Option<SaveDtype>,
+        copy_files_from: Option<&Path>,
+    ) -> Result<()> {
+        let dtype = dtype.unwrap_or(self.source_dtype);
+        save_checkpoint(dir, &self.config, &self.varmap, dtype, copy_files_from)
     }
 
     /// Writes the model to `dir` atomically (see [`save_checkpoint`]).
@@ -105,6 +148,7 @@ fn build(
     varmap: VarMap,
     device: &Device,
     ignored_tensors: Vec<String>,
+    source_dtype: SaveDtype,
 ) -> Result<TrainableModel> {
     let before = lock_len(&varmap)?;
     let model = Qwen3::from_varmap(config, &varmap, device)?;
@@ -119,6 +163,7 @@ fn build(
         varmap,
         model,
         ignored_tensors,
+        source_dtype,
     })
 }
 
@@ -223,6 +268,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<TrainableModel> {
     let expected = parameter_shapes(&config);
     let expected_names: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let varmap = VarMap::new();
+    let mut source_dtype: Option<SaveDtype> = None;
     {
         let mut data = varmap
             .data()
@@ -244,14 +290,14 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<TrainableModel> {
                 files: listing.clone(),
                 message: format!("tensor {name}: {e}"),
             })?;
-            if !matches!(
-                tensor.dtype(),
-                DType::BF16 | DType::F16 | DType::F32 | DType::F64
-            ) {
+            let Some(dtype) = SaveDtype::of(tensor.dtype()) else {
                 return Err(ModelError::TensorDtype {
                     name: name.clone(),
                     dtype: tensor.dtype(),
                 });
+            };
+            if source_dtype.is_none_or(|d| dtype.width() > d.width()) {
+                source_dtype = Some(dtype);
             }
             let var = Var::from_tensor(&tensor.to_dtype(DType::F32)?)?;
             data.insert(name.clone(), var);
@@ -264,7 +310,13 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<TrainableModel> {
         .filter(|name| !expected_names.contains(name.as_str()))
         .collect();
     ignored.sort();
-    build(&config, varmap, device, ignored)
+    build(
+        &config,
+        varmap,
+        device,
+        ignored,
+        source_dtype.unwrap_or(SaveDtype::F32),
+    )
 }
 
 /// A 32-byte seed from a domain string and parts, by SHA-256.
@@ -306,7 +358,7 @@ pub fn init_random(config: &Qwen3Config, seed: u64, device: &Device) -> Result<T
             data.insert(name, Var::from_tensor(&tensor)?);
         }
     }
-    build(config, varmap, device, Vec::new())
+    build(config, varmap, device, Vec::new(), SaveDtype::F32)
 }
 
 /// `n` samples of `N(0, std²)` by the Box–Muller transform.
@@ -382,6 +434,12 @@ fn write_checkpoint_files(
     fs::create_dir(tmp).map_err(ModelError::io("creating", tmp))?;
     let mut config = config.clone();
     config.torch_dtype = Some(dtype.torch_name().to_string());
+    // transformers 4.56 and later write the dtype under `dtype` as well; keep the two in agreement.
+    if config.extra.contains_key("dtype") {
+        config
+            .extra
+            .insert("dtype".into(), dtype.torch_name().into());
+    }
     let config_path = tmp.join("config.json");
     fs::write(&config_path, config.to_json_string())
         .map_err(ModelError::io("writing", &config_path))?;
@@ -417,6 +475,29 @@ fn write_checkpoint_files(
                 fsync_file(&to)?;
             }
         }
+    }
+    // What transformers' `save_pretrained` writes for a model without generation settings of its own: the
+    // special tokens of the config.
+    let generation = tmp.join("generation_config.json");
+    if !generation.exists() {
+        let mut record = serde_json::Map::new();
+        if let Some(bos) = config.bos_token_id {
+            record.insert("bos_token_id".into(), bos.into());
+        }
+        match config.eos_token_id.as_slice() {
+            [] => {}
+            [one] => {
+                record.insert("eos_token_id".into(), (*one).into());
+            }
+            many => {
+                record.insert("eos_token_id".into(), many.to_vec().into());
+            }
+        }
+        record.insert("_from_model_config".into(), true.into());
+        let text =
+            serde_json::to_string_pretty(&serde_json::Value::Object(record)).unwrap_or_default();
+        fs::write(&generation, text).map_err(ModelError::io("writing", &generation))?;
+        fsync_file(&generation)?;
     }
     fsync_dir(tmp)
 }

@@ -31,6 +31,24 @@ fn token_text(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
+/// The fixed conversation after which [`ChatTokenizer::render_continuation`] renders new messages when the real
+/// history is not prefix-stable: a user message, then, when the history ends with an assistant or tool message, an
+/// assistant message with reasoning and content (Qwen3's template writes such a turn the same way last or not),
+/// then a tool response when the history ends with one.
+fn continuation_base(last: Option<crate::chat::Role>) -> Vec<ChatMessage> {
+    use crate::chat::Role;
+    let mut base = vec![ChatMessage::user("0")];
+    if matches!(last, Some(Role::Assistant | Role::Tool)) {
+        let mut assistant = ChatMessage::assistant("0");
+        assistant.reasoning_content = Some("0".to_string());
+        base.push(assistant);
+    }
+    if last == Some(Role::Tool) {
+        base.push(ChatMessage::tool("0"));
+    }
+    base
+}
+
 /// A rendered conversation (see [`ChatTokenizer::render_trained`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RenderedChat {
@@ -278,14 +296,13 @@ impl ChatTokenizer {
     }
 
     /// The text the chat template adds when `new` messages follow `history`: the rendering of `history + new`
-    /// (with the generation prompt if asked) minus the rendering of `history` alone. A multi-turn rollout appends
-    /// `encode(continuation)` to the tokens it already has (prompt + generated) instead of re-tokenising the
-    /// whole conversation. When `history` ends with an assistant turn that was generated, the generated tokens
-    /// stop at `<|im_end|>` while the rendering also has the newline after it: the continuation then starts with
-    /// that `"\n"`.
+    /// (with the generation prompt if asked) minus the rendering of `history` alone.
     ///
-    /// Fails when the template is not prefix-stable for these messages (it rewrites earlier turns, as Qwen3's own
-    /// template does with the reasoning of older turns); the built-in template always is.
+    /// Some templates rewrite the last message once others follow: Qwen3's writes an empty `<think>` block into
+    /// the last assistant turn only while it is last. Then `new` is rendered after a fixed base conversation that
+    /// ends with a message of the same role as `history`'s last (verl renders tool responses the same way): what
+    /// the template writes for `new` depends on the messages before it only through such local context. Fails
+    /// when neither rendering is prefix-stable.
     pub fn render_continuation(
         &self,
         history: &[ChatMessage],
@@ -293,16 +310,70 @@ impl ChatTokenizer {
         tools: &[serde_json::Value],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let before = self.render_chat(history, tools, false)?;
-        let all: Vec<ChatMessage> = history.iter().chain(new).cloned().collect();
-        let after = self.render_chat(&all, tools, add_generation_prompt)?;
-        after.strip_prefix(before.as_str()).map(str::to_string).ok_or_else(|| {
-            ModelError::Template(
-                "the chat template is not prefix-stable here: rendering the longer conversation changes the \
-                 rendering of the earlier messages"
-                    .to_string(),
-            )
-        })
+        self.render_continuation_with(
+            history,
+            new,
+            tools,
+            add_generation_prompt,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// [`Self::render_continuation`] with extra template variables (e.g. `{"enable_thinking": false}`).
+    pub fn render_continuation_with(
+        &self,
+        history: &[ChatMessage],
+        new: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let suffix = |history: &[ChatMessage]| -> Result<Option<String>> {
+            let before = self.render_chat_with(history, tools, false, extra)?;
+            let all: Vec<ChatMessage> = history.iter().chain(new).cloned().collect();
+            let after = self.render_chat_with(&all, tools, add_generation_prompt, extra)?;
+            Ok(after.strip_prefix(before.as_str()).map(str::to_string))
+        };
+        if let Some(text) = suffix(history)? {
+            return Ok(text);
+        }
+        if let Some(text) = suffix(&continuation_base(history.last().map(|m| m.role)))? {
+            return Ok(text);
+        }
+        Err(ModelError::Template(
+            "the chat template is not prefix-stable here: rendering the longer conversation changes the \
+             rendering of the earlier messages, even after a plain base conversation"
+                .to_string(),
+        ))
+    }
+
+    /// The text that follows the generated tokens of `history`'s last turn when `new` messages come: what the
+    /// template writes after the stop token the model emitted (the newline after `<|im_end|>` in ChatML), then
+    /// [`Self::render_continuation_with`]. A multi-turn rollout appends `encode` of this to the tokens it has
+    /// (prompt and generated) instead of re-tokenising the conversation, so that the model's own tokens stay as
+    /// they were sampled.
+    pub fn render_after_generated(
+        &self,
+        history: &[ChatMessage],
+        new: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let before = self.render_chat_with(history, tools, false, extra)?;
+        let stops: Vec<String> = self
+            .stop_token_ids()
+            .into_iter()
+            .filter_map(|id| self.tokenizer.id_to_token(id))
+            .collect();
+        let tail = stops
+            .iter()
+            .filter_map(|s| before.rfind(s.as_str()).map(|i| i + s.len()))
+            .max()
+            .map_or("", |end| &before[end..]);
+        let continuation =
+            self.render_continuation_with(history, new, tools, add_generation_prompt, extra)?;
+        Ok(format!("{tail}{continuation}"))
     }
 
     /// The whole conversation as the chat template renders it (what Hugging Face's `apply_chat_template` gives),

@@ -10,6 +10,7 @@ mod eval;
 mod judge;
 mod loss;
 mod serve;
+mod sft;
 mod tools;
 mod train;
 mod worker;
@@ -49,6 +50,9 @@ enum Command {
     Judge(judge::JudgeArgs),
     /// Serve the sandbox over HTTP (SandboxFusion's /run_code, /v1/tools); `serve bench` load-tests it.
     Serve(serve::ServeArgs),
+    /// Supervised fine-tuning on conversations (JSONL or Parquet, `messages` and `tools`) from sft.toml: the cold
+    /// start; writes a Hugging Face directory for `sod train`.
+    Sft(sft::SftArgs),
     /// Train a student with tools and a loss plugin (sod, opd, grpo) from a run config (run.toml).
     Train(train::TrainArgs),
     /// The main job: build a teacher and a student, train the student with SOD and OPD, report.
@@ -91,6 +95,7 @@ pub fn run() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Judge(args) => judge::run(&cli, args),
         Command::Serve(args) => serve::run(&cli, args),
+        Command::Sft(args) => sft::run(args),
         Command::Train(args) => train::run(&cli, args),
         Command::Demo(args) => demo::run(&cli, args),
         Command::Eval(args) => match eval::run(&cli, args) {

@@ -49,7 +49,7 @@ fn is_usage(err: &TrainError) -> bool {
     )
 }
 
-fn classify(err: TrainError) -> anyhow::Error {
+pub(super) fn classify(err: TrainError) -> anyhow::Error {
     if is_usage(&err) {
         usage(err.to_string())
     } else {

@@ -44,6 +44,8 @@ fn tiny_settings() -> DemoSettings {
         max_grad_norm: 1.0,
         weight_decay: 0.0,
         seed: 5,
+        schedule: Default::default(),
+        min_lr_ratio: 0.0,
     };
     DemoSettings {
         seed: 5,

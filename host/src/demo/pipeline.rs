@@ -262,6 +262,8 @@ fn sft(steps: u64, batch_size: usize, learning_rate: f64, seed: u64) -> SftConfi
         max_grad_norm: 1.0,
         weight_decay: 0.0,
         seed,
+        schedule: Default::default(),
+        min_lr_ratio: 0.0,
     }
 }
 
@@ -489,10 +491,11 @@ impl DemoSettings {
     pub fn model_cache_key(&self, role: Role) -> String {
         let (size, sft) = self.model(role);
         // The version changes whenever the code computes a model differently (v4: grouped-query attention
-        // without copied key/value heads, whose gradients round differently), so that no cache made by older
+        // without copied key/value heads, whose gradients round differently; v5: conversations laid out as the
+        // chat template renders them, with the newline after each `<|im_end|>`), so that no cache made by older
         // code is taken for this code's result.
         let mut key = serde_json::json!({
-            "version": "sod-demo-model-v4",
+            "version": "sod-demo-model-v5",
             "role": role.name(),
             "seed": self.seed,
             "train_tasks": self.train_tasks,

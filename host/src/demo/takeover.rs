@@ -16,8 +16,6 @@ use serde::{Deserialize, Serialize};
 use sod_model::{ChatMessage, ChatTokenizer, Qwen3};
 use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, Trajectory};
 
-use sod_train::sft::tokenize_conversation;
-
 use super::gold::{self, Calculator, recovery_conversation};
 use super::tasks::Task;
 
@@ -158,21 +156,14 @@ pub fn perturbed_prefixes(
             continue;
         };
         let messages = conversation[..slip + 2].to_vec();
-        // Laid out as SFT lays out a conversation (which is how rollouts lay it out), with a placeholder turn after
-        // the calculator's answer; the prefix ends where that turn starts, after its header.
-        let mut with_turn = messages.clone();
-        with_turn.push(ChatMessage::assistant("x"));
-        let example = tokenize_conversation(tokenizer, &task.id, &with_turn, &[])?;
-        let last_turn = example
-            .mask
-            .iter()
-            .rposition(|&m| m == 0)
-            .map_or(0, |k| k + 1);
+        // Laid out as a rollout lays it out (and SFT, which renders whole conversations the same way with this
+        // prefix-stable template): the conversation with the next assistant header.
+        let tokens = tokenizer.encode_chat(&messages, &[], true)?;
         out.push(Prefix {
             task: i,
             kind: PrefixKind::Perturbed,
             messages,
-            tokens: example.tokens[..example.prompt_len + last_turn].to_vec(),
+            tokens,
         });
     }
     Ok(out)

@@ -1,6 +1,10 @@
-//! Checkpoints: `out_dir/checkpoints/step-N/` holds the student in Hugging Face format (f32, tokenizer files
-//! copied) plus the trainer's state, so that `--resume` continues bit for bit:
-//! - `trainer_state.safetensors`: AdamW moments, `m.<name>` and `v.<name>` per variable;
+//! Checkpoints: `out_dir/checkpoints/step-N/` holds the student in Hugging Face format (in the dtype of the model
+//! it started from unless the config asks for another: bf16 in, bf16 out; tokenizer and template files copied)
+//! plus the trainer's state, so that `--resume` continues bit for bit:
+//! - `trainer_state.safetensors`: AdamW moments, `m.<name>` and `v.<name>` per variable, and, when the weights
+//!   were written in a narrower dtype than the f32 the trainer keeps, the f32 master weights `w.<name>` (what
+//!   mixed-precision trainers keep in their optimiser state): resuming starts from them, not from the rounded
+//!   weights;
 //! - `trainer_state.json`: step, optimiser step count, data cursor and the run config. Written last: a
 //!   directory without it is incomplete and ignored.
 //!
@@ -55,13 +59,17 @@ pub fn save(
     params: &Params,
     optimizer: &AdamW,
     state: &TrainerState,
+    dtype: SaveDtype,
 ) -> Result<PathBuf> {
     let dir = checkpoint_dir(out_dir, state.step);
-    save_checkpoint(&dir, config, varmap, SaveDtype::F32, Some(tokenizer_from))?;
+    save_checkpoint(&dir, config, varmap, dtype, Some(tokenizer_from))?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (k, name) in params.names.iter().enumerate() {
         tensors.insert(format!("m.{name}"), optimizer.m[k].clone());
         tensors.insert(format!("v.{name}"), optimizer.v[k].clone());
+        if dtype != SaveDtype::F32 {
+            tensors.insert(format!("w.{name}"), params.vars[k].as_tensor().detach());
+        }
     }
     let tensors_path = dir.join(STATE_TENSORS);
     candle_core::safetensors::save(&tensors, &tensors_path)?;
@@ -96,7 +104,9 @@ pub fn latest(out_dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     Ok(best)
 }
 
-/// Reads the state of a checkpoint and restores the optimiser moments into `optimizer`.
+/// Reads the state of a checkpoint, restores the optimiser moments into `optimizer` and, when the checkpoint holds
+/// f32 master weights, puts them into `params`' variables (which were loaded from the checkpoint's rounded
+/// weights).
 pub fn load_state(
     dir: &Path,
     params: &Params,
@@ -119,9 +129,12 @@ pub fn load_state(
     };
     let mut m = Vec::with_capacity(params.names.len());
     let mut v = Vec::with_capacity(params.names.len());
-    for name in &params.names {
+    for (k, name) in params.names.iter().enumerate() {
         m.push(take(format!("m.{name}"))?);
         v.push(take(format!("v.{name}"))?);
+        if let Some(master) = tensors.get(&format!("w.{name}")) {
+            params.vars[k].set(master)?;
+        }
     }
     optimizer.restore(m, v, state.optimizer_steps, params)?;
     Ok(state)

@@ -227,6 +227,11 @@ pub struct RunConfig {
     /// Save a checkpoint every this many steps (0: only at the end). The last step is always saved.
     #[serde(default = "defaults::checkpoint_every")]
     pub checkpoint_every: u64,
+    /// The dtype checkpoints' weights are written in: `"float32"`, `"bfloat16"` or `"float16"`. Absent: the
+    /// student's own (bf16 in, bf16 out); the trainer's f32 master weights then go into the trainer state, so that
+    /// resuming is exact either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dtype: Option<sod_model::SaveDtype>,
     /// The null-signal control: shuffle the distillation signal across the batch's generated tokens (a seeded
     /// permutation per step), so the run keeps the signal's magnitudes but loses what it says about each token.
     /// For a sampled-token loss the per-token gaps `log pT - log pS_old` are permuted; for a full-distribution

@@ -239,77 +239,109 @@ pub struct Scheduled<'a> {
     pub epoch: u64,
 }
 
-impl Dataset {
-    /// Reads a dataset: Parquet when the file name ends in `.parquet`, JSONL otherwise.
-    pub fn load(path: &Path) -> Result<Self> {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
-        {
-            Self::load_parquet(path)
-        } else {
-            Self::load_jsonl(path)
+/// Where a row of a data file is: a JSONL line (1-based, as editors count) or a Parquet row (0-based, as pandas
+/// counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowAt {
+    /// A JSONL line, from 1.
+    Line(usize),
+    /// A Parquet row, from 0.
+    Row(usize),
+}
+
+impl RowAt {
+    /// An error about this row of `path`.
+    pub fn error(self, path: &Path, message: impl Into<String>) -> TrainError {
+        let (path, message) = (path.to_path_buf(), message.into());
+        match self {
+            RowAt::Line(line) => TrainError::Dataset {
+                path,
+                line,
+                message,
+            },
+            RowAt::Row(row) => TrainError::DatasetRow { path, row, message },
         }
     }
 
-    /// Reads a JSONL file; blank lines are skipped; any malformed row is an error naming its line.
-    pub fn load_jsonl(path: &Path) -> Result<Self> {
+    /// The id of a row that has none: `line-N` or `row-N`.
+    pub fn default_id(self) -> String {
+        match self {
+            RowAt::Line(n) => format!("line-{n}"),
+            RowAt::Row(n) => format!("row-{n}"),
+        }
+    }
+}
+
+/// The rows of a data file as JSON values, with where each one is: Parquet when the file name ends in `.parquet`
+/// (each row as [`parquet::record::Row::to_json_value`] gives it), JSONL otherwise (blank lines skipped). A line
+/// that is not JSON, or a row that cannot be decoded, is an error naming it.
+pub fn read_rows(path: &Path) -> Result<Vec<(RowAt, serde_json::Value)>> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        read_parquet_rows(path)
+    } else {
         let text = std::fs::read_to_string(path).map_err(TrainError::io("reading", path))?;
-        Self::parse_jsonl(&text, path)
+        parse_jsonl_rows(&text, path)
+    }
+}
+
+/// The rows of JSONL text; `path` is only used in messages.
+pub fn parse_jsonl_rows(text: &str, path: &Path) -> Result<Vec<(RowAt, serde_json::Value)>> {
+    let mut rows = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = RowAt::Line(index + 1);
+        let value = serde_json::from_str(line).map_err(|e| at.error(path, e.to_string()))?;
+        rows.push((at, value));
+    }
+    Ok(rows)
+}
+
+fn read_parquet_rows(path: &Path) -> Result<Vec<(RowAt, serde_json::Value)>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let file_err = |message: String| TrainError::DatasetFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(TrainError::io("reading", path))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| file_err(format!("not a readable Parquet file: {e}")))?;
+    let iter = reader
+        .get_row_iter(None)
+        .map_err(|e| file_err(format!("cannot read the rows: {e}")))?;
+    let mut rows = Vec::new();
+    for (index, row) in iter.enumerate() {
+        let at = RowAt::Row(index);
+        let row = row.map_err(|e| at.error(path, format!("cannot decode the row: {e}")))?;
+        rows.push((at, row.to_json_value()));
+    }
+    Ok(rows)
+}
+
+impl Dataset {
+    /// Reads a dataset: Parquet when the file name ends in `.parquet`, JSONL otherwise (see [`read_rows`]); any
+    /// malformed row is an error naming its line (JSONL, from 1) or row (Parquet, from 0).
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_rows(read_rows(path)?, path)
     }
 
     /// Parses JSONL text; `path` is only used in messages.
     pub fn parse_jsonl(text: &str, path: &Path) -> Result<Self> {
-        let mut examples = Vec::new();
-        let mut seen = HashSet::new();
-        for (index, line) in text.lines().enumerate() {
-            let line_no = index + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let err = |message: String| TrainError::Dataset {
-                path: path.to_path_buf(),
-                line: line_no,
-                message,
-            };
-            let value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
-            let example = parse_row(value, format!("line-{line_no}")).map_err(err)?;
-            if !seen.insert(example.id.clone()) {
-                return Err(err(format!("id {:?} appears twice", example.id)));
-            }
-            examples.push(example);
-        }
-        Self::non_empty(examples, path)
+        Self::from_rows(parse_jsonl_rows(text, path)?, path)
     }
 
-    /// Reads a Parquet file in the verl layout (see the module docs); any malformed row is an error naming its
-    /// row (counting from 0).
-    pub fn load_parquet(path: &Path) -> Result<Self> {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-
-        let file_err = |message: String| TrainError::DatasetFile {
-            path: path.to_path_buf(),
-            message,
-        };
-        let file = std::fs::File::open(path).map_err(TrainError::io("reading", path))?;
-        let reader = SerializedFileReader::new(file)
-            .map_err(|e| file_err(format!("not a readable Parquet file: {e}")))?;
-        let rows = reader
-            .get_row_iter(None)
-            .map_err(|e| file_err(format!("cannot read the rows: {e}")))?;
+    fn from_rows(rows: Vec<(RowAt, serde_json::Value)>, path: &Path) -> Result<Self> {
         let mut examples = Vec::new();
         let mut seen = HashSet::new();
-        for (index, row) in rows.enumerate() {
-            let err = |message: String| TrainError::DatasetRow {
-                path: path.to_path_buf(),
-                row: index,
-                message,
-            };
-            let row = row.map_err(|e| err(format!("cannot decode the row: {e}")))?;
-            let example = parse_row(row.to_json_value(), format!("row-{index}")).map_err(err)?;
+        for (at, value) in rows {
+            let example = parse_row(value, at.default_id()).map_err(|m| at.error(path, m))?;
             if !seen.insert(example.id.clone()) {
-                return Err(err(format!("id {:?} appears twice", example.id)));
+                return Err(at.error(path, format!("id {:?} appears twice", example.id)));
             }
             examples.push(example);
         }

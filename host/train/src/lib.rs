@@ -13,7 +13,8 @@
 //! 7. [`checkpoint`]: Hugging Face checkpoints plus optimiser state for bit-identical resumption;
 //!
 //! with [`metrics`] (JSONL per step), [`config`] (`run.toml`) and [`trainer`] (the loop tying them together).
-//! [`sft`] is the offline counterpart: supervised fine-tuning on conversations laid out as rollouts lay them out.
+//! [`sft`] is the offline counterpart (the cold start): supervised fine-tuning on conversations rendered as the
+//! chat template renders them, which is how rollouts lay them out; [`sft::run`] is `sod sft`.
 
 #![warn(missing_docs)]
 

@@ -116,8 +116,8 @@ impl MetricsWriter {
         })
     }
 
-    /// Writes one line and flushes it.
-    pub fn write(&mut self, metrics: &StepMetrics) -> Result<()> {
+    /// Writes one line (a [`StepMetrics`], or `sod sft`'s line) and flushes it.
+    pub fn write<T: Serialize>(&mut self, metrics: &T) -> Result<()> {
         let mut line = serde_json::to_string(metrics).unwrap_or_default();
         line.push('\n');
         self.file

@@ -655,8 +655,13 @@ fn append_tool_responses(
         .into_iter()
         .map(ChatMessage::tool)
         .collect();
-    let continuation =
-        tokenizer.render_continuation(&live.history, &tool_messages, toolbox.schemas(), true)?;
+    let continuation = tokenizer.render_after_generated(
+        &live.history,
+        &tool_messages,
+        toolbox.schemas(),
+        true,
+        &serde_json::Map::new(),
+    )?;
     live.history.extend(tool_messages);
     let ids = tokenizer.encode(&continuation)?;
     traj.tokens.extend_from_slice(&ids);

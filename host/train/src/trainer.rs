@@ -277,6 +277,9 @@ impl Trainer {
                 data_cursor: self.data_cursor,
                 config: self.config.to_toml_string(),
             },
+            self.config
+                .checkpoint_dtype
+                .unwrap_or(self.student.source_dtype),
         )
     }
 

@@ -383,6 +383,44 @@ pub fn learning_rate(peak: f64, warmup_steps: u64, step: u64) -> f64 {
     }
 }
 
+/// How the learning rate moves after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Stays at the peak.
+    #[default]
+    Constant,
+    /// Half a cosine from the peak down to `min_lr_ratio` times the peak at the last step (transformers'
+    /// `cosine_with_min_lr`; `cosine` with a ratio of 0).
+    Cosine,
+    /// A straight line from the peak down to `min_lr_ratio` times the peak at the last step.
+    Linear,
+}
+
+/// The learning rate of optimiser step `step` (0-based) of `total_steps`: [`learning_rate`]'s warm-up, then
+/// `schedule` decaying towards `min_lr_ratio * peak`, reached after the last step.
+pub fn scheduled_learning_rate(
+    peak: f64,
+    warmup_steps: u64,
+    total_steps: u64,
+    schedule: LrSchedule,
+    min_lr_ratio: f64,
+    step: u64,
+) -> f64 {
+    if step < warmup_steps || schedule == LrSchedule::Constant {
+        return learning_rate(peak, warmup_steps, step);
+    }
+    let decay_steps = total_steps.saturating_sub(warmup_steps).max(1);
+    let progress = ((step - warmup_steps) as f64 / decay_steps as f64).min(1.0);
+    let floor = peak * min_lr_ratio;
+    let fraction = match schedule {
+        LrSchedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        LrSchedule::Linear => 1.0 - progress,
+        LrSchedule::Constant => 1.0,
+    };
+    floor + (peak - floor) * fraction
+}
+
 /// `Device::Cpu` for "cpu"; "cuda" (or "cuda:N") when built with the `cuda` feature.
 pub fn device_by_name(name: &str) -> Result<Device> {
     match name {
@@ -415,6 +453,25 @@ fn cuda_device(name: &str) -> Result<Device> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_warm_up_then_decay_to_the_floor() {
+        let lr = |schedule, step| scheduled_learning_rate(1.0, 10, 110, schedule, 0.1, step);
+        for schedule in [LrSchedule::Constant, LrSchedule::Cosine, LrSchedule::Linear] {
+            assert_eq!(lr(schedule, 0), 0.1);
+            assert_eq!(lr(schedule, 9), 1.0);
+            assert_eq!(lr(schedule, 10), 1.0);
+        }
+        assert_eq!(lr(LrSchedule::Constant, 109), 1.0);
+        // Half-way through the decay: the mid-point between peak and floor for both shapes.
+        assert!((lr(LrSchedule::Cosine, 60) - 0.55).abs() < 1e-12);
+        assert!((lr(LrSchedule::Linear, 60) - 0.55).abs() < 1e-12);
+        // A quarter through: the cosine is still above the line.
+        assert!(lr(LrSchedule::Cosine, 35) > lr(LrSchedule::Linear, 35));
+        // The last step is just above the floor; past the end it stays there.
+        assert!(lr(LrSchedule::Cosine, 109) > 0.1 && lr(LrSchedule::Cosine, 109) < 0.101);
+        assert!((lr(LrSchedule::Linear, 500) - 0.1).abs() < 1e-12);
+    }
 
     #[test]
     fn warmup_is_linear_then_flat() {

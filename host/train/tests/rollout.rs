@@ -55,7 +55,16 @@ fn request(id: &str, sample: u64) -> RolloutRequest {
 /// Plays fixed assistant turns, one per call, whatever the prompt.
 struct Scripted {
     tokenizer: ChatTokenizer,
-    turns: RefCell<Vec<&'static str>>,
+    turns: RefCell<Vec<String>>,
+}
+
+impl Scripted {
+    fn new(tokenizer: ChatTokenizer, turns: &[&str]) -> Self {
+        Scripted {
+            tokenizer,
+            turns: RefCell::new(turns.iter().map(|t| t.to_string()).collect()),
+        }
+    }
 }
 
 impl Policy for Scripted {
@@ -68,7 +77,7 @@ impl Policy for Scripted {
         _samplers: &mut [Sampler],
     ) -> sod_model::Result<Vec<Generation>> {
         let text = self.turns.borrow_mut().remove(0);
-        let tokens = self.tokenizer.encode(text)?;
+        let tokens = self.tokenizer.encode(&text)?;
         Ok(prompts
             .iter()
             .map(|_| Generation {
@@ -85,13 +94,13 @@ impl Policy for Scripted {
 fn tool_calls_run_and_their_responses_are_masked() {
     let fx = Fixture::new();
     let tokenizer = ChatTokenizer::from_dir(&fx.path().join("student")).unwrap();
-    let policy = Scripted {
-        tokenizer: ChatTokenizer::from_dir(&fx.path().join("student")).unwrap(),
-        turns: RefCell::new(vec![
+    let policy = Scripted::new(
+        ChatTokenizer::from_dir(&fx.path().join("student")).unwrap(),
+        &[
             "<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}</tool_call><|im_end|>",
             "The answer is \\boxed{42}.<|im_end|>",
-        ]),
-    };
+        ],
+    );
     let trajs = rollout(
         &policy,
         &tokenizer,
@@ -162,13 +171,13 @@ fn malformed_and_unknown_calls_are_answered_not_fatal() {
     // tool-calling last turn (max_turns reached) is marked truncated.
     let fx = Fixture::new();
     let tokenizer = ChatTokenizer::from_dir(&fx.path().join("student")).unwrap();
-    let policy = Scripted {
-        tokenizer: ChatTokenizer::from_dir(&fx.path().join("student")).unwrap(),
-        turns: RefCell::new(vec![
+    let policy = Scripted::new(
+        ChatTokenizer::from_dir(&fx.path().join("student")).unwrap(),
+        &[
             "<tool_call>{oops</tool_call><|im_end|>",
             "<tool_call>{\"name\": \"calculator\"}</tool_call><|im_end|>",
-        ]),
-    };
+        ],
+    );
     let short = RolloutSettings {
         max_turns: 2,
         ..settings()
@@ -178,6 +187,151 @@ fn malformed_and_unknown_calls_are_answered_not_fatal() {
     assert!(text.contains("<tool_response>\nerror: "), "{text}");
     assert!(t.truncated());
     assert_eq!((t.tool_calls, t.valid_tool_calls), (2, 0));
+}
+
+/// With Qwen3's own tokenizer and chat template, a scripted tool-using rollout (the real calculator answering) has
+/// exactly the token ids transformers' `apply_chat_template` gives the finished conversation (fixture
+/// `agent_conversation_sft`, but its final newline, which comes after the last generated `<|im_end|>`): the newline
+/// after each `<|im_end|>`, the tool responses' user turns, and no think block where Qwen3's template drops it.
+#[test]
+fn rollouts_with_qwen3s_template_are_laid_out_as_transformers_renders() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../../../shared/data/qwen3-tokenizer");
+    let qwen3 = || {
+        ChatTokenizer::from_files(
+            &shared.join("tokenizer.json"),
+            Some(&shared.join("tokenizer_config.json")),
+        )
+        .unwrap()
+    };
+    let fixtures = root.join("../model/tests/fixtures/qwen3-chat/renderings.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures).unwrap()).unwrap();
+    let case = record["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "agent_conversation_sft")
+        .unwrap();
+    let text = case["text"].as_str().unwrap();
+    let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+    let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
+    // What the model generated: each assistant turn after its header, through <|im_end|>.
+    const HEADER: &str = "<|im_start|>assistant\n";
+    let mut turns = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(HEADER) {
+        let body = &rest[i + HEADER.len()..];
+        let end = body.find("<|im_end|>").unwrap() + "<|im_end|>".len();
+        turns.push(&body[..end]);
+        rest = &body[end..];
+    }
+    assert_eq!(turns.len(), 3);
+    let tokenizer = qwen3();
+    let policy = Scripted::new(qwen3(), &turns);
+    let prompt_end = text.find(HEADER).unwrap() + HEADER.len();
+    let request = RolloutRequest {
+        prompt_id: "agent".into(),
+        sample_index: 0,
+        group: 0,
+        messages: messages[..2].to_vec(),
+        prompt_tokens: Some(tokenizer.encode(&text[..prompt_end]).unwrap()),
+    };
+    let long = RolloutSettings {
+        max_turns: 4,
+        max_new_tokens_per_turn: 256,
+        ..settings()
+    };
+    let t = &rollout(&policy, &tokenizer, &toolbox(), &long, &[request]).unwrap()[0];
+    assert_eq!((t.turns, t.tool_calls, t.valid_tool_calls), (3, 2, 2));
+    assert_eq!(
+        tokenizer.decode(&ids[ids.len() - 1..], false).unwrap(),
+        "\n"
+    );
+    assert_eq!(
+        t.tokens,
+        ids[..ids.len() - 1],
+        "rollout:  {:?}\nfixture: {:?}",
+        tokenizer.decode(&t.tokens, false).unwrap(),
+        &text[..text.len() - 1]
+    );
+    // The generated tokens (mask 1) are the turns, nothing else.
+    let generated: Vec<u32> = t
+        .response_tokens()
+        .iter()
+        .zip(&t.mask)
+        .filter(|(_, m)| **m == 1)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(tokenizer.decode(&generated, false).unwrap(), turns.concat());
+}
+
+/// Supervised fine-tuning and rollouts lay a tool conversation out alike (sod's built-in template, the demo's): a
+/// scripted rollout that generates the assistant turns of a conversation, the real calculator answering, has the
+/// tokens `tokenize_conversation` trains on, but the newline after the last `<|im_end|>`.
+#[test]
+fn rollouts_have_the_tokens_sft_trains_on() {
+    use sod_model::ToolCall;
+    use sod_train::sft::tokenize_conversation;
+    let fx = Fixture::new();
+    let tokenizer = ChatTokenizer::from_dir(&fx.path().join("student")).unwrap();
+    let tb = toolbox();
+    let call = |expression: &str| {
+        ChatMessage::assistant_with_tool_calls(
+            "Let me compute.",
+            vec![ToolCall {
+                name: "calculator".into(),
+                arguments: serde_json::json!({ "expression": expression }),
+            }],
+        )
+    };
+    let conversation = vec![
+        ChatMessage::user("What is 6 * 7 + 1? (q)"),
+        call("6*7"),
+        ChatMessage::tool("42"),
+        call("42+1"),
+        ChatMessage::tool("43"),
+        ChatMessage::assistant("The answer is \\boxed{43}."),
+    ];
+    let example = tokenize_conversation(&tokenizer, "q", &conversation, tb.schemas()).unwrap();
+    // The trained runs of tokens are the turns the model generates.
+    let mut turns = Vec::new();
+    let mut run: Vec<u32> = Vec::new();
+    for (&id, &m) in example.tokens[example.prompt_len..]
+        .iter()
+        .zip(&example.mask)
+    {
+        if m == 1 {
+            run.push(id);
+        } else if !run.is_empty() {
+            turns.push(tokenizer.decode(&std::mem::take(&mut run), false).unwrap());
+        }
+    }
+    assert_eq!(turns.len(), 3, "{turns:?}");
+    let turns: Vec<&str> = turns.iter().map(String::as_str).collect();
+    let policy = Scripted::new(
+        ChatTokenizer::from_dir(&fx.path().join("student")).unwrap(),
+        &turns,
+    );
+    let request = RolloutRequest {
+        messages: conversation[..1].to_vec(),
+        ..request("q", 0)
+    };
+    let long = RolloutSettings {
+        max_new_tokens_per_turn: 64,
+        ..settings()
+    };
+    let t = &rollout(&policy, &tokenizer, &tb, &long, &[request]).unwrap()[0];
+    assert_eq!((t.turns, t.valid_tool_calls), (3, 2));
+    assert_eq!(t.prompt_len, example.prompt_len);
+    assert_eq!(
+        t.tokens,
+        example.tokens[..example.tokens.len() - 1],
+        "rollout: {:?}\nsft:     {:?}",
+        tokenizer.decode(&t.tokens, false).unwrap(),
+        tokenizer.decode(&example.tokens, false).unwrap()
+    );
+    assert_eq!(t.mask, example.mask[..example.mask.len() - 1]);
 }
 
 #[test]

@@ -51,6 +51,8 @@ fn sft_learns_to_copy_a_digit_string() {
         max_grad_norm: 1.0,
         weight_decay: 0.0,
         seed: 0,
+        schedule: Default::default(),
+        min_lr_ratio: 0.0,
     };
     let mut trainer = SftTrainer::new(&model, examples, sft).unwrap();
     let history = trainer

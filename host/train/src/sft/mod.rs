@@ -1,12 +1,15 @@
-//! Offline supervised fine-tuning: conversations (with tool calls and tool responses) tokenised exactly as a
-//! rollout would produce them, and a token-mean negative log-likelihood loop over the assistant's tokens.
+//! Offline supervised fine-tuning: conversations (with tool calls and tool responses) tokenised as Hugging
+//! Face's `apply_chat_template` renders them, and a token-mean negative log-likelihood loop over the assistant's
+//! tokens.
 //!
-//! [`tokenize_conversation`] reproduces the rollout's token layout: the prompt is the chat template's rendering
-//! of the messages before the first assistant turn (with the generation prompt); each assistant turn is the
-//! template's text for that turn up to and including `<|im_end|>` (mask 1: what the model should generate); the
-//! tool responses that follow are [`ChatTokenizer::render_continuation`] of the conversation so far (mask 0),
-//! ending with the next assistant header. A model fine-tuned on these sequences sees at training time exactly the
-//! tokens it will see when it rolls out with tools.
+//! [`tokenize_conversation`] renders the whole conversation with the model's chat template
+//! ([`ChatTokenizer::render_trained`]) and trains the assistant turns as the template writes them, from after each
+//! `<|im_start|>assistant\n` header through its `<|im_end|>` (messages with `weight: 0` stay context). The prompt is
+//! the rendering of the messages before the first assistant turn with the generation prompt, which is where a
+//! rollout starts. Rollouts append each tool response after the generated `<|im_end|>` as the template writes it
+//! ([`ChatTokenizer::render_after_generated`]), so with a prefix-stable template (sod's built-in one, or Qwen3's
+//! in thinking mode, where every turn keeps its think block) a conversation fine-tuned on here has exactly the
+//! tokens of a rollout that generated it.
 //!
 //! [`SftTrainer`] runs the loop: batches drawn in a seeded order (a fresh permutation per pass over the data),
 //! gradients accumulated over micro-batches (each micro-batch's loss is divided by the token count of the whole
@@ -20,10 +23,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sod_model::{ChatMessage, ChatTokenizer, Role, TrainableModel};
 
+use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
 use crate::rollout::Trajectory;
 use crate::teacher::right_padded;
-use crate::update::{AdamW, AdamWConfig, Params, clip_grad_norm, learning_rate};
+use crate::update::{
+    AdamW, AdamWConfig, LrSchedule, Params, clip_grad_norm, scheduled_learning_rate,
+};
+
+pub mod data;
+pub mod run;
 
 /// One tokenised training conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +73,9 @@ impl SftExample {
     }
 }
 
-/// Tokenises a conversation the way a rollout lays it out (see the module docs). `messages` must contain at least
-/// one assistant message; everything before the first one is the prompt; after it, only assistant and tool
-/// messages may follow, and the conversation must end with an assistant message.
+/// Tokenises a conversation as Hugging Face's `apply_chat_template` renders it, training the assistant turns
+/// (see the module docs). `messages` must contain at least one trained assistant message; everything before the
+/// first assistant message is the prompt. `tools` are the OpenAI-format schemas the template shows.
 pub fn tokenize_conversation(
     tokenizer: &ChatTokenizer,
     id: &str,
@@ -81,70 +90,32 @@ pub fn tokenize_conversation(
     let Some(first) = messages.iter().position(|m| m.role == Role::Assistant) else {
         return bad("has no assistant message");
     };
-    if messages.last().map(|m| m.role) != Some(Role::Assistant) {
-        return bad("does not end with an assistant message");
+    let none = serde_json::Map::new();
+    let rendered = match tokenizer.render_trained(messages, tools, false, &none) {
+        Ok(r) => r,
+        Err(e) => return bad(&e.to_string()),
+    };
+    // The prompt as a rollout starts from it: the messages before the first assistant turn with the generation
+    // prompt. A template that renders it differently inside the whole conversation would train the model on a
+    // context that rollouts never show it.
+    let prompt = tokenizer.encode_chat(&messages[..first], tools, true)?;
+    if !rendered.ids.starts_with(&prompt) {
+        return bad(
+            "the chat template renders the prompt (the messages before the first assistant turn, with the \
+             generation prompt) differently inside the whole conversation",
+        );
     }
-    let im_end = tokenizer
-        .token_id("<|im_end|>")
-        .ok_or_else(|| TrainError::Config("the tokenizer has no <|im_end|> token".into()))?;
-    let mut tokens = tokenizer.encode_chat(&messages[..first], tools, true)?;
-    let prompt_len = tokens.len();
-    let mut mask = Vec::new();
-    let mut k = first;
-    while k < messages.len() {
-        let message = &messages[k];
-        match message.role {
-            Role::Assistant => {
-                // The turn as generated: the template's text for it after the assistant header, through <|im_end|>.
-                let with_header =
-                    tokenizer.render_continuation(&messages[..k], &[], tools, true)?;
-                let rendered = tokenizer.render_continuation(
-                    &messages[..k],
-                    &messages[k..=k],
-                    tools,
-                    false,
-                )?;
-                let Some(turn) = rendered.strip_prefix(with_header.as_str()) else {
-                    return bad(
-                        "the chat template's assistant turn does not start with its header",
-                    );
-                };
-                let Some(end) = turn.find("<|im_end|>") else {
-                    return bad("the chat template's assistant turn has no <|im_end|>");
-                };
-                let trained = match message.trained() {
-                    Ok(trained) => u8::from(trained),
-                    Err(problem) => return bad(&problem),
-                };
-                let ids = tokenizer.encode(&turn[..end])?;
-                tokens.extend_from_slice(&ids);
-                tokens.push(im_end);
-                mask.extend(std::iter::repeat_n(trained, ids.len() + 1));
-                k += 1;
-            }
-            Role::Tool => {
-                let start = k;
-                while k < messages.len() && messages[k].role == Role::Tool {
-                    k += 1;
-                }
-                let continuation = tokenizer.render_continuation(
-                    &messages[..start],
-                    &messages[start..k],
-                    tools,
-                    true,
-                )?;
-                let ids = tokenizer.encode(&continuation)?;
-                mask.extend(std::iter::repeat_n(0u8, ids.len()));
-                tokens.extend_from_slice(&ids);
-            }
-            Role::System | Role::User => {
-                return bad("a system or user message follows the first assistant message");
-            }
-        }
+    let prompt_len = prompt.len();
+    if rendered.assistant_mask[..prompt_len].contains(&1) {
+        return bad("a trained token lies inside the prompt");
+    }
+    let mask = rendered.assistant_mask[prompt_len..].to_vec();
+    if !mask.contains(&1) {
+        return bad("has no trained assistant token (every assistant message has weight 0)");
     }
     Ok(SftExample {
         id: id.to_string(),
-        tokens,
+        tokens: rendered.ids,
         prompt_len,
         mask,
     })
@@ -170,6 +141,18 @@ pub struct SftConfig {
     pub weight_decay: f64,
     /// Seed of the data order.
     pub seed: u64,
+    /// How the learning rate moves after the warm-up (default constant).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub schedule: LrSchedule,
+    /// The fraction of the peak learning rate a decaying schedule ends at (default 0).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub min_lr_ratio: f64,
+}
+
+// Defaults are left out when the settings are written, so that adding a setting leaves the records (and cache
+// keys) of runs that do not use it unchanged.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl SftConfig {
@@ -191,6 +174,9 @@ impl SftConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", "must be >= 0");
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return bad("min_lr_ratio", "must be between 0 and 1");
         }
         Ok(())
     }
@@ -280,6 +266,51 @@ impl<'a> SftTrainer<'a> {
         self.step
     }
 
+    /// Writes `out_dir/checkpoints/step-N/` for the current step (see [`crate::checkpoint`]): the model in
+    /// `dtype` with the tokenizer files of `tokenizer_from`, the optimiser moments (and f32 master weights when
+    /// `dtype` is narrower), and `record` (the run's settings) in the state file.
+    pub fn save_checkpoint(
+        &self,
+        out_dir: &std::path::Path,
+        tokenizer_from: &std::path::Path,
+        dtype: sod_model::SaveDtype,
+        record: String,
+    ) -> Result<std::path::PathBuf> {
+        checkpoint::save(
+            out_dir,
+            &self.model.config,
+            &self.model.varmap,
+            tokenizer_from,
+            &self.params,
+            &self.optimizer,
+            &TrainerState {
+                step: self.step,
+                optimizer_steps: self.optimizer.t,
+                data_cursor: self.step * self.config.batch_size as u64,
+                config: record,
+            },
+            dtype,
+        )
+    }
+
+    /// Continues from the checkpoint at `dir`, whose weights the model was loaded from: the optimiser moments,
+    /// the master weights and the step come back, and the data order follows from the step. Returns the state.
+    pub fn resume_from(&mut self, dir: &std::path::Path) -> Result<TrainerState> {
+        let device = self.model.model.device().clone();
+        let state = checkpoint::load_state(dir, &self.params, &mut self.optimizer, &device)?;
+        if state.step > self.config.steps {
+            return Err(TrainError::Resume(format!(
+                "{} is at step {}, past the run's {} steps",
+                dir.display(),
+                state.step,
+                self.config.steps
+            )));
+        }
+        self.step = state.step;
+        self.order.clear();
+        Ok(state)
+    }
+
     /// Indices of the examples of step `step` (0-based): consecutive slices of a seeded permutation per pass.
     fn batch_indices(&mut self, step: u64) -> Vec<usize> {
         let n = self.examples.len();
@@ -297,9 +328,12 @@ impl<'a> SftTrainer<'a> {
 
     /// One optimiser step.
     pub fn train_step(&mut self) -> Result<SftStepMetrics> {
-        let lr = learning_rate(
+        let lr = scheduled_learning_rate(
             self.config.learning_rate,
             self.config.warmup_steps,
+            self.config.steps,
+            self.config.schedule,
+            self.config.min_lr_ratio,
             self.step,
         );
         let batch: Vec<Trajectory> = self
