@@ -5,7 +5,8 @@
 //! with an additive causal/padding mask, and the KV cache concatenates without detaching. candle's fused
 //! `rms_norm`, `softmax_last_dim` and `rope` ops have no backward and are deliberately not used.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{D, DType, Device, Tensor, Var};
 
 use crate::config::Qwen3Config;
 use crate::error::{ModelError, Result};
@@ -402,6 +403,18 @@ pub struct Qwen3 {
     rotary: RotaryEmbedding,
 }
 
+/// What [`Qwen3::forward_checkpointed`] keeps for [`Qwen3::backward_checkpointed`]: the input of every decoder
+/// layer and of the final norm (no graph), the rotary tables, the attention mask and the token ids.
+#[derive(Debug)]
+pub struct Checkpoint {
+    inputs: Vec<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+    ids: Tensor,
+    shape: (usize, usize),
+}
+
 /// Per-call layout: token ids checked, rotary positions and the additive attention mask.
 struct StepLayout {
     ids: Tensor,
@@ -531,6 +544,95 @@ impl Qwen3 {
     ) -> Result<Tensor> {
         let hidden = self.run(input_ids, padding_mask, Some(cache))?;
         self.lm_head(&hidden)
+    }
+
+    /// The forward half of a backward pass with activation checkpointing: runs the decoder without building a
+    /// graph, keeping only each layer's input (`[b, t, hidden]` per layer), and returns the final normalised hidden
+    /// states as a fresh variable, on which the caller builds its loss, with the [`Checkpoint`]. Once the caller
+    /// has the loss's gradient with respect to that variable, [`Self::backward_checkpointed`] recomputes the layers
+    /// one at a time. A backward pass then holds one layer's activations instead of every layer's, for the price of
+    /// one more forward pass (transformers' `gradient_checkpointing_enable` makes the same trade).
+    pub fn forward_checkpointed(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+    ) -> Result<(Var, Checkpoint)> {
+        let layout = self.layout(input_ids, padding_mask, None)?;
+        let (b, t) = layout.ids.dims2()?;
+        let (cos, sin) = self.rotary.select(&layout.positions, b, t)?;
+        let ids = layout.ids.flatten_all()?.to_device(self.device())?;
+        let plain = self.detached();
+        let mut x =
+            plain
+                .embed_tokens
+                .index_select(&ids, 0)?
+                .reshape((b, t, self.config.hidden_size))?;
+        let mut inputs = Vec::with_capacity(self.layers.len() + 1);
+        for layer in &plain.layers {
+            inputs.push(x.clone());
+            x = layer.forward(&x, &cos, &sin, &layout.mask, None)?;
+        }
+        let out = plain.norm.forward(&x)?;
+        inputs.push(x);
+        Ok((
+            Var::from_tensor(&out)?,
+            Checkpoint {
+                inputs,
+                cos,
+                sin,
+                mask: layout.mask,
+                ids,
+                shape: (b, t),
+            },
+        ))
+    }
+
+    /// The backward half (see [`Self::forward_checkpointed`]): pushes `grad`, the loss's gradient with respect to
+    /// the hidden states that call returned, through the final norm, every decoder layer (recomputed from its saved
+    /// input, last to first) and the embedding. `sink` receives each piece's gradients, keyed by this model's
+    /// weights (add them up per variable); the sum equals the gradient a plain backward pass gives, up to float
+    /// rounding.
+    pub fn backward_checkpointed(
+        &self,
+        checkpoint: Checkpoint,
+        grad: &Tensor,
+        mut sink: impl FnMut(&GradStore) -> Result<()>,
+    ) -> Result<()> {
+        let Checkpoint {
+            mut inputs,
+            cos,
+            sin,
+            mask,
+            ids,
+            shape: (b, t),
+        } = checkpoint;
+        // Each piece: a fresh leaf for its input, the piece run on it with gradients, and `sum(output * g)`
+        // differentiated, which gives `g`'s product with the piece's Jacobian for its weights and its input.
+        let mut piece = |input: Tensor,
+                         g: &Tensor,
+                         run: &dyn Fn(&Tensor) -> Result<Tensor>|
+         -> Result<Tensor> {
+            let leaf = Var::from_tensor(&input)?;
+            let out = run(leaf.as_tensor())?;
+            let store = (out * g)?.sum_all()?.backward()?;
+            sink(&store)?;
+            Ok(match store.get(leaf.as_tensor()) {
+                Some(g) => g.detach(),
+                None => leaf.zeros_like()?,
+            })
+        };
+        let last = inputs
+            .pop()
+            .ok_or_else(|| ModelError::Input("the checkpoint holds no layer inputs".to_string()))?;
+        let mut g = piece(last, grad, &|x| self.norm.forward(x))?;
+        for (layer, input) in self.layers.iter().zip(inputs).rev() {
+            g = piece(input, &g, &|x| layer.forward(x, &cos, &sin, &mask, None))?;
+        }
+        let embedded =
+            self.embed_tokens
+                .index_select(&ids, 0)?
+                .reshape((b, t, self.config.hidden_size))?;
+        sink(&(embedded * g)?.sum_all()?.backward()?)
     }
 
     /// Applies the output head to hidden states `[..., hidden]`, giving logits `[..., vocab]`.

@@ -14,10 +14,14 @@ pub struct BenchArgs {
     command: BenchCommand,
 }
 
+mod train_step;
+
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Latency and throughput of fresh-instance tool calls.
     Sandbox(SandboxBench),
+    /// Time and peak memory of one policy update of a Hugging Face model, beside a baseline command.
+    TrainStep(train_step::TrainStepBench),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +72,7 @@ struct SandboxBench {
 pub(super) fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.command {
         BenchCommand::Sandbox(bench) => sandbox(cli, bench),
+        BenchCommand::TrainStep(bench) => train_step::run(bench),
     }
 }
 

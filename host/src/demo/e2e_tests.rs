@@ -46,6 +46,7 @@ fn tiny_settings() -> DemoSettings {
         seed: 5,
         schedule: Default::default(),
         min_lr_ratio: 0.0,
+        gradient_checkpointing: false,
     };
     DemoSettings {
         seed: 5,

@@ -264,6 +264,7 @@ fn sft(steps: u64, batch_size: usize, learning_rate: f64, seed: u64) -> SftConfi
         seed,
         schedule: Default::default(),
         min_lr_ratio: 0.0,
+        gradient_checkpointing: false,
     }
 }
 
@@ -492,10 +493,11 @@ impl DemoSettings {
         let (size, sft) = self.model(role);
         // The version changes whenever the code computes a model differently (v4: grouped-query attention
         // without copied key/value heads, whose gradients round differently; v5: conversations laid out as the
-        // chat template renders them, with the newline after each `<|im_end|>`), so that no cache made by older
-        // code is taken for this code's result.
+        // chat template renders them, with the newline after each `<|im_end|>`; v6: the SFT's output head in
+        // chunks, differentiated one at a time, whose gradients round differently), so that no cache made by
+        // older code is taken for this code's result.
         let mut key = serde_json::json!({
-            "version": "sod-demo-model-v5",
+            "version": "sod-demo-model-v6",
             "role": role.name(),
             "seed": self.seed,
             "train_tasks": self.train_tasks,

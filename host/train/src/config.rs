@@ -227,6 +227,15 @@ pub struct RunConfig {
     /// Save a checkpoint every this many steps (0: only at the end). The last step is always saved.
     #[serde(default = "defaults::checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Recompute each decoder layer in the update's backward pass instead of keeping every layer's activations
+    /// (activation checkpointing: one layer's activations at a time, for one more forward pass). Default off.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    /// Write every trajectory of every this many steps to `out_dir/rollouts/step-N.jsonl` (0: never): its id, reward,
+    /// how it ended, its tool calls, the decoded response and the dataset row's other columns (`extra_info`,
+    /// `agent_name`, ...), as verl's `rollout_data_dir` does.
+    #[serde(default)]
+    pub rollouts_every: u64,
     /// The dtype checkpoints' weights are written in: `"float32"`, `"bfloat16"` or `"float16"`. Absent: the
     /// student's own (bf16 in, bf16 out); the trainer's f32 master weights then go into the trainer state, so that
     /// resuming is exact either way.

@@ -283,6 +283,40 @@ impl Trainer {
         )
     }
 
+    /// Writes `out_dir/rollouts/step-N.jsonl` for the step being run (see `RunConfig::rollouts_every`).
+    fn write_rollouts(
+        &self,
+        trajectories: &[Trajectory],
+        requests: &[(RolloutRequest, usize)],
+    ) -> Result<()> {
+        let dir = self.config.out_dir.join("rollouts");
+        std::fs::create_dir_all(&dir).map_err(TrainError::io("creating", &dir))?;
+        let mut text = String::new();
+        for (t, (_, example_index)) in trajectories.iter().zip(requests) {
+            let example = &self.dataset.examples()[*example_index];
+            let record = serde_json::json!({
+                "step": self.step + 1,
+                "prompt_id": t.prompt_id,
+                "sample_index": t.sample_index,
+                "group": t.group,
+                "reward": t.reward,
+                "finish": t.finish.name(),
+                "infra_fault": t.infra_fault,
+                "turns": t.turns,
+                "tool_calls": t.tool_calls,
+                "valid_tool_calls": t.valid_tool_calls,
+                "prompt_tokens": t.prompt_len,
+                "generated_tokens": t.generated_tokens(),
+                "response": self.tokenizer.decode(t.response_tokens(), false)?,
+                "extra": example.extra,
+            });
+            text.push_str(&record.to_string());
+            text.push('\n');
+        }
+        let path = dir.join(format!("step-{}.jsonl", self.step + 1));
+        std::fs::write(&path, text).map_err(TrainError::io("writing", &path))
+    }
+
     /// The rollout requests of the next step: `prompts_per_step` prompts in the data order, each
     /// `samples_per_prompt` times.
     fn next_requests(&self) -> Vec<(RolloutRequest, usize)> {
@@ -374,6 +408,12 @@ impl Trainer {
             }
         }
 
+        if self.config.rollouts_every > 0
+            && (self.step + 1).is_multiple_of(self.config.rollouts_every)
+        {
+            self.write_rollouts(&trajectories, &requests)?;
+        }
+
         let update_started = Instant::now();
         let micro = self.config.micro_batch;
         let spec = self.loss.requirements().divergence;
@@ -435,6 +475,7 @@ impl Trainer {
         let update = UpdateBatch {
             divergence,
             temperature: self.config.temperature,
+            gradient_checkpointing: self.config.gradient_checkpointing,
             ..UpdateBatch::ppo(
                 &trajectories,
                 &advantages.per_trajectory,

@@ -17,6 +17,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use sod_loss_abi::DivergenceSpec;
+use sod_model::Checkpoint;
 
 use crate::divergence::{CHUNK_ELEMENTS, divergence, rows_per_chunk, tempered_log_softmax};
 use crate::error::{Result, TrainError};
@@ -80,6 +81,10 @@ pub struct UpdateBatch<'a> {
     pub micro_batch: usize,
     /// Logits materialised at once by the head's chunks (per model): [`CHUNK_ELEMENTS`] unless a benchmark says.
     pub chunk_elements: usize,
+    /// Activation checkpointing: the trunk's layers are recomputed one at a time in the backward pass
+    /// ([`sod_model::Qwen3::forward_checkpointed`]), so that it holds one layer's activations instead of all of
+    /// them, for one more forward pass.
+    pub gradient_checkpointing: bool,
 }
 
 impl<'a> UpdateBatch<'a> {
@@ -98,6 +103,7 @@ impl<'a> UpdateBatch<'a> {
             clip,
             micro_batch,
             chunk_elements: CHUNK_ELEMENTS,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -138,20 +144,10 @@ pub fn policy_gradients(
     let step = rows_per_chunk(batch.chunk_elements, model.config().vocab_size);
     let (clip_low, clip_high) = (batch.clip.low, batch.clip.high);
     let (mut clipped, mut kl_sum, mut divergence_sum) = (0usize, 0f64, 0f64);
-    let accumulate =
-        |store: &candle_core::backprop::GradStore, grads: &mut Vec<Tensor>| -> Result<()> {
-            for (acc, var) in grads.iter_mut().zip(&params.vars) {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    // Detached: a gradient may carry the graph it was computed through.
-                    *acc = (&*acc + g.detach())?;
-                }
-            }
-            Ok(())
-        };
     for chunk_ids in used.chunks(batch.micro_batch.max(1)) {
         let chunk: Vec<Trajectory> = chunk_ids.iter().map(|&i| trajectories[i].clone()).collect();
         let (ids, mask, _) = right_padded(&chunk, &device)?;
-        let hidden = model.forward_hidden(&ids, Some(&mask))?;
+        let (hidden, checkpoint) = trunk_forward(model, &ids, &mask, batch.gradient_checkpointing)?;
         let (rows_h, targets) = generated_hidden(&hidden, &chunk)?;
         // Per generated row of the micro-batch: old log-prob, advantage, divergence weight, teacher row.
         let (mut old, mut adv, mut weight, mut teacher_row) =
@@ -169,66 +165,139 @@ pub fn policy_gradients(
                 }
             }
         }
-        let n = targets.len();
-        let mut hidden_grads = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let len = step.min(n - start);
-            let leaf = Var::from_tensor(&rows_h.narrow(0, start, len)?.detach())?;
-            let range = start..start + len;
-            let logits = model.lm_head(leaf.as_tensor())?;
-            let ls = tempered_log_softmax(&logits, batch.temperature)?;
-            let new = pick(&ls, &targets[range.clone()])?;
-            let old_t = Tensor::new(&old[range.clone()], &device)?;
-            let adv_t = Tensor::new(&adv[range.clone()], &device)?;
-            let ratio = (&new - &old_t)?.exp()?;
-            let unclipped = (&ratio * &adv_t)?;
-            let clipped_term =
-                (ratio.clamp(1.0 - clip_low as f32, 1.0 + clip_high as f32)? * &adv_t)?;
-            let mut loss =
-                (unclipped.minimum(&clipped_term)?.neg()?.sum_all()? * f64::from(per_token))?;
-            if let Some(term) = &batch.divergence {
-                let idx = Tensor::new(&teacher_row[range.clone()], &device)?;
-                let t_rows = term.teacher_rows.index_select(&idx, 0)?;
-                let lt = tempered_log_softmax(&term.teacher.lm_head(&t_rows)?, term.temperature)?;
-                let ls_d = if term.temperature == batch.temperature {
-                    ls.clone()
-                } else {
-                    tempered_log_softmax(&logits, term.temperature)?
-                };
-                let d = divergence(&ls_d, &lt, &term.spec)?;
-                let w_t = Tensor::new(&weight[range.clone()], &device)?;
-                let weighted = ((d * w_t)?.sum_all()? * f64::from(per_token))?;
-                divergence_sum += f64::from(weighted.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-                loss = (loss + weighted)?;
-            }
-            let store = loss.backward()?;
-            accumulate(&store, &mut grads)?;
-            hidden_grads.push(match store.get(leaf.as_tensor()) {
-                Some(g) => g.detach(),
-                None => leaf.zeros_like()?,
-            });
-            stats.loss += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            // Host-side statistics.
-            let (ratio, new) = (ratio.to_vec1::<f32>()?, new.to_vec1::<f32>()?);
-            for (k, at) in range.enumerate() {
-                let (r, a) = (f64::from(ratio[k]), adv[at]);
-                if (a > 0.0 && r > 1.0 + clip_high) || (a < 0.0 && r < 1.0 - clip_low) {
-                    clipped += 1;
+        head_backward_in_chunks(
+            model,
+            params,
+            &mut grads,
+            &rows_h,
+            checkpoint,
+            step,
+            |range, logits| {
+                let ls = tempered_log_softmax(logits, batch.temperature)?;
+                let new = pick(&ls, &targets[range.clone()])?;
+                let old_t = Tensor::new(&old[range.clone()], &device)?;
+                let adv_t = Tensor::new(&adv[range.clone()], &device)?;
+                let ratio = (&new - &old_t)?.exp()?;
+                let unclipped = (&ratio * &adv_t)?;
+                let clipped_term =
+                    (ratio.clamp(1.0 - clip_low as f32, 1.0 + clip_high as f32)? * &adv_t)?;
+                let mut loss =
+                    (unclipped.minimum(&clipped_term)?.neg()?.sum_all()? * f64::from(per_token))?;
+                if let Some(term) = &batch.divergence {
+                    let idx = Tensor::new(&teacher_row[range.clone()], &device)?;
+                    let t_rows = term.teacher_rows.index_select(&idx, 0)?;
+                    let lt =
+                        tempered_log_softmax(&term.teacher.lm_head(&t_rows)?, term.temperature)?;
+                    let ls_d = if term.temperature == batch.temperature {
+                        ls.clone()
+                    } else {
+                        tempered_log_softmax(logits, term.temperature)?
+                    };
+                    let d = divergence(&ls_d, &lt, &term.spec)?;
+                    let w_t = Tensor::new(&weight[range.clone()], &device)?;
+                    let weighted = ((d * w_t)?.sum_all()? * f64::from(per_token))?;
+                    divergence_sum += f64::from(weighted.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                    loss = (loss + weighted)?;
                 }
-                kl_sum += f64::from(old[at] - new[k]);
-            }
-            start += len;
-        }
-        // One backward pass through the trunk: d loss / d params = sum over rows of (d loss / d h) * (d h / d params).
-        let hidden_grad = Tensor::cat(&hidden_grads, 0)?;
-        let trunk = (rows_h * hidden_grad)?.sum_all()?;
-        accumulate(&trunk.backward()?, &mut grads)?;
+                stats.loss += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                // Host-side statistics.
+                let (ratio, new) = (ratio.to_vec1::<f32>()?, new.to_vec1::<f32>()?);
+                for (k, at) in range.enumerate() {
+                    let (r, a) = (f64::from(ratio[k]), adv[at]);
+                    if (a > 0.0 && r > 1.0 + clip_high) || (a < 0.0 && r < 1.0 - clip_low) {
+                        clipped += 1;
+                    }
+                    kl_sum += f64::from(old[at] - new[k]);
+                }
+                Ok(loss)
+            },
+        )?;
     }
     stats.clip_fraction = clipped as f64 / total_tokens as f64;
     stats.approx_kl = kl_sum / total_tokens as f64;
     stats.divergence_term = divergence_sum;
     Ok((grads, stats))
+}
+
+/// The backward pass of a loss read off the output head at some rows, with bounded memory at any vocabulary:
+/// `rows_h` (`[n, hidden]`, the final hidden states at those rows, still attached to the trunk's graph) is cut into
+/// chunks of `chunk_rows` rows; for each, `chunk_loss(range, logits)` gets the chunk's logits (computed from a
+/// detached copy of its rows) and returns its loss, which is differentiated at once: the head's gradient is added
+/// to `grads` and the gradient with respect to the rows is kept. The kept row gradients then go through the trunk
+/// in one backward pass (`d loss / d params = sum over rows of (d loss / d h) (d h / d params)`). No more than one
+/// chunk of `[chunk_rows, vocab]` logits and its intermediates exist at a time.
+pub fn head_backward_in_chunks(
+    model: &sod_model::Qwen3,
+    params: &Params,
+    grads: &mut [Tensor],
+    rows_h: &Tensor,
+    checkpoint: Option<(Var, Checkpoint)>,
+    chunk_rows: usize,
+    mut chunk_loss: impl FnMut(std::ops::Range<usize>, &Tensor) -> Result<Tensor>,
+) -> Result<()> {
+    let accumulate =
+        |store: &candle_core::backprop::GradStore, grads: &mut [Tensor]| -> Result<()> {
+            for (acc, var) in grads.iter_mut().zip(&params.vars) {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    // Detached: a gradient may carry the graph it was computed through.
+                    *acc = (&*acc + g.detach())?;
+                }
+            }
+            Ok(())
+        };
+    let n = rows_h.dim(0)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let chunk_rows = chunk_rows.max(1);
+    let mut hidden_grads = Vec::with_capacity(n.div_ceil(chunk_rows));
+    let mut start = 0;
+    while start < n {
+        let len = chunk_rows.min(n - start);
+        let leaf = Var::from_tensor(&rows_h.narrow(0, start, len)?.detach())?;
+        let logits = model.lm_head(leaf.as_tensor())?;
+        let loss = chunk_loss(start..start + len, &logits)?;
+        let store = loss.backward()?;
+        accumulate(&store, grads)?;
+        hidden_grads.push(match store.get(leaf.as_tensor()) {
+            Some(g) => g.detach(),
+            None => leaf.zeros_like()?,
+        });
+        start += len;
+    }
+    let hidden_grad = Tensor::cat(&hidden_grads, 0)?;
+    let trunk = (rows_h * hidden_grad)?.sum_all()?;
+    let store = trunk.backward()?;
+    accumulate(&store, grads)?;
+    // With checkpointing the rows were cut from a graph-free forward pass at its output: the gradient stops at
+    // that variable, and the layers are differentiated one at a time from there.
+    if let Some((hidden, checkpoint)) = checkpoint {
+        let grad = match store.get(hidden.as_tensor()) {
+            Some(g) => g.detach(),
+            None => hidden.zeros_like()?,
+        };
+        model.backward_checkpointed(checkpoint, &grad, |store| {
+            accumulate(store, grads).map_err(|e| sod_model::ModelError::Input(e.to_string()))
+        })?;
+    }
+    Ok(())
+}
+
+/// The final hidden states of a micro-batch for a backward pass: a plain forward pass with its graph, or, with
+/// `checkpointed`, [`sod_model::Qwen3::forward_checkpointed`]'s variable and checkpoint (hand both to
+/// [`head_backward_in_chunks`]).
+pub fn trunk_forward(
+    model: &sod_model::Qwen3,
+    ids: &Tensor,
+    padding_mask: &Tensor,
+    checkpointed: bool,
+) -> Result<(Tensor, Option<(Var, Checkpoint)>)> {
+    if checkpointed {
+        let (hidden, checkpoint) = model.forward_checkpointed(ids, Some(padding_mask))?;
+        Ok((hidden.as_tensor().clone(), Some((hidden, checkpoint))))
+    } else {
+        Ok((model.forward_hidden(ids, Some(padding_mask))?, None))
+    }
 }
 
 /// The trainable variables of a model in a fixed order (sorted by name), so that optimiser state, gradient norms

@@ -1,6 +1,8 @@
 //! Parquet datasets in the verl layout: files written here with the `parquet` crate's column writer, in the
 //! shape pyarrow gives a pandas frame of verl rows (nullable columns, 3-level lists of structs, snappy).
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +15,8 @@ use sod_model::Role;
 use sod_train::TrainError;
 use sod_train::dataset::Dataset;
 
-/// The schema pyarrow writes for verl's `{data_source, prompt, ability, reward_model, extra_info}` rows.
+/// The schema pyarrow writes for verl's `{data_source, prompt, ability, reward_model, extra_info, agent_name}` rows
+/// (`agent_name` as verl's multi-turn tool-agent datasets have it).
 const VERL_SCHEMA: &str = "
 message schema {
   OPTIONAL BYTE_ARRAY data_source (UTF8);
@@ -34,6 +37,7 @@ message schema {
     OPTIONAL INT64 index;
     OPTIONAL BYTE_ARRAY split (UTF8);
   }
+  OPTIONAL BYTE_ARRAY agent_name (UTF8);
 }";
 
 /// One verl row; `None` is a null.
@@ -60,7 +64,12 @@ fn optional_strings(values: &[Option<&str>], depth: i16) -> (Vec<ByteArray>, Vec
 
 /// Writes `rows` in the verl layout, snappy-compressed, as one row group.
 fn write_verl(path: &Path, rows: &[VerlRow]) {
-    let schema = Arc::new(parse_message_type(VERL_SCHEMA).expect("schema"));
+    write_verl_as(path, rows, VERL_SCHEMA);
+}
+
+/// [`write_verl`] with another schema of the same leaf columns (the message list under another name).
+fn write_verl_as(path: &Path, rows: &[VerlRow], schema: &str) {
+    let schema = Arc::new(parse_message_type(schema).expect("schema"));
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -139,12 +148,18 @@ fn write_verl(path: &Path, rows: &[VerlRow]) {
                     .write_batch(&values, Some(&defs), None)
                     .expect("split");
             }
+            8 => {
+                let (values, defs) = optional_strings(&vec![Some("tool_agent"); rows.len()], 1);
+                col.typed::<ByteArrayType>()
+                    .write_batch(&values, Some(&defs), None)
+                    .expect("agent_name");
+            }
             other => panic!("unexpected column {other}"),
         }
         col.close().expect("close column");
         column += 1;
     }
-    assert_eq!(column, 8, "the schema has 8 leaf columns");
+    assert_eq!(column, 9, "the schema has 9 leaf columns");
     group.close().expect("close row group");
     writer.close().expect("close file");
 }
@@ -245,4 +260,101 @@ fn malformed_rows_and_files_are_named() {
         matches!(err, TrainError::DatasetFile { .. }) && err.to_string().contains("Parquet"),
         "{err}"
     );
+}
+
+/// A verl Parquet file with columns the trainer does not use (`agent_name`, `extra_info`, `data_source`) trains,
+/// and those columns come back as they were in the step's rollout records.
+#[test]
+fn a_verl_parquet_with_extra_columns_trains_and_keeps_them_in_the_rollout_records() {
+    let fx = support::Fixture::new();
+    let data = fx.path().join("verl.parquet");
+    write_verl(&data, &good_rows()[..2]);
+    let config = fx.config(
+        "out",
+        &[
+            &format!("dataset={:?}", data.display().to_string()),
+            "steps=1",
+            "rollouts_every=1",
+        ],
+    );
+    let out = config.out_dir.clone();
+    let mut trainer = sod_train::Trainer::new(config, support::options(false)).unwrap();
+    let summary = trainer.run().unwrap();
+    assert_eq!(summary.step, 1);
+    let text = std::fs::read_to_string(out.join("rollouts/step-1.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Two prompts x two samples.
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        assert_eq!(r["extra"]["agent_name"], "tool_agent", "{r}");
+        assert_eq!(r["extra"]["extra_info"]["split"], "train", "{r}");
+        assert!(r["response"].is_string() && r["finish"].is_string(), "{r}");
+    }
+    let first = records.iter().find(|r| r["prompt_id"] == "row-0").unwrap();
+    assert_eq!(first["extra"]["data_source"], "openai/gsm8k");
+    assert_eq!(first["extra"]["extra_info"]["index"], 0);
+}
+
+/// verl's multi-turn SFT layout in Parquet (a `messages` list of `{role, content}` structs beside columns the
+/// trainer does not use): `sod sft` reads it, keeps the other columns, names a bad row by its index, and trains.
+#[test]
+fn sft_reads_and_trains_on_a_verl_parquet_of_conversations() {
+    use sod_train::sft::data::{Columns, load_conversations};
+    use sod_train::sft::run::{SftRunConfig, SftRunOptions, run_sft};
+    let fx = support::Fixture::new();
+    let data = fx.path().join("sft.parquet");
+    let schema = VERL_SCHEMA.replace("group prompt (LIST)", "group messages (LIST)");
+    let conversation = |q: &'static str, a: &'static str| VerlRow {
+        data_source: Some("sft-test"),
+        prompt: vec![("user", q), ("assistant", a)],
+        ground_truth: None,
+        index: 0,
+    };
+    let rows = vec![
+        conversation("What is 6 * 7?", "The answer is \\boxed{42}."),
+        conversation("What is 2 + 3?", "The answer is \\boxed{5}."),
+    ];
+    write_verl_as(&data, &rows, &schema);
+    let conversations = load_conversations(&data, &Columns::default()).unwrap();
+    assert_eq!(conversations.len(), 2);
+    assert_eq!(conversations[1].id, "row-1");
+    assert_eq!(
+        conversations[1].messages[1].content,
+        "The answer is \\boxed{5}."
+    );
+    assert_eq!(conversations[0].extra["agent_name"], "tool_agent");
+    assert_eq!(conversations[0].extra["data_source"], "sft-test");
+
+    let out = fx.path().join("sft-out");
+    let config = |data: &Path| {
+        let text = format!(
+            "model = \"student\"\ndata = {data:?}\nout_dir = {out:?}\nsteps = 2\nbatch_size = 2\nmicro_batch = 1\n"
+        );
+        let path = fx.path().join("sft.toml");
+        std::fs::write(&path, text).unwrap();
+        SftRunConfig::load(&path, &[]).unwrap()
+    };
+    let options = SftRunOptions {
+        progress: false,
+        log_every: 0,
+        ..SftRunOptions::default()
+    };
+    let summary = run_sft(&config(&data), &options).unwrap();
+    assert_eq!((summary.step, summary.conversations), (2, 2));
+    assert!(summary.model.join("model.safetensors").is_file());
+
+    // A row whose assistant message has an unknown role: refused, naming the row.
+    let bad = fx.path().join("bad.parquet");
+    let mut rows = rows;
+    rows[1].prompt[1].0 = "robot";
+    write_verl_as(&bad, &rows, &schema);
+    let err = load_conversations(&bad, &Columns::default()).unwrap_err();
+    assert!(
+        matches!(err, TrainError::DatasetRow { row: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("message 1"), "{err}");
 }

@@ -417,7 +417,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         low: 0.2,
         high: 0.28,
     };
-    let batch = |micro: usize, chunk_elements: usize| UpdateBatch {
+    let batch = |micro: usize, chunk_elements: usize, gradient_checkpointing: bool| UpdateBatch {
         divergence: Some(DivergenceTerm {
             spec,
             weights: &weights,
@@ -427,11 +427,18 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         }),
         temperature: 0.7,
         chunk_elements,
+        gradient_checkpointing,
         ..UpdateBatch::ppo(&trajs, &advantages, clip, micro)
     };
     let vocab = model.model.config().vocab_size;
-    let (whole, s_whole) = policy_gradients(&model.model, &params, &batch(4, 1 << 22)).unwrap();
-    let (parts, s_parts) = policy_gradients(&model.model, &params, &batch(1, 3 * vocab)).unwrap();
+    let (whole, s_whole) =
+        policy_gradients(&model.model, &params, &batch(4, 1 << 22, false)).unwrap();
+    let (parts, s_parts) =
+        policy_gradients(&model.model, &params, &batch(1, 3 * vocab, false)).unwrap();
+    // Activation checkpointing (the layers recomputed one at a time in the backward pass) gives the same gradient.
+    let (recomputed, s_recomputed) =
+        policy_gradients(&model.model, &params, &batch(2, 1 << 22, true)).unwrap();
+    assert!((s_whole.loss - s_recomputed.loss).abs() < 1e-6);
     assert!(s_whole.divergence_term > 0.0);
     assert!(
         (s_whole.divergence_term - s_parts.divergence_term).abs() < 1e-6,
@@ -443,7 +450,11 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         "{s_whole:?} vs {s_parts:?}"
     );
     assert_eq!(s_whole.tokens, s_parts.tokens);
-    for (a, b) in whole.iter().zip(&parts) {
+    for (a, b) in whole
+        .iter()
+        .zip(&parts)
+        .chain(whole.iter().zip(&recomputed))
+    {
         let diff = (a - b)
             .unwrap()
             .abs()

@@ -53,6 +53,7 @@ fn sft_learns_to_copy_a_digit_string() {
         seed: 0,
         schedule: Default::default(),
         min_lr_ratio: 0.0,
+        gradient_checkpointing: false,
     };
     let mut trainer = SftTrainer::new(&model, examples, sft).unwrap();
     let history = trainer

@@ -24,11 +24,14 @@ use sha2::{Digest, Sha256};
 use sod_model::{ChatMessage, ChatTokenizer, Role, TrainableModel};
 
 use crate::checkpoint::{self, TrainerState};
+use crate::divergence::{CHUNK_ELEMENTS, rows_per_chunk, tempered_log_softmax};
 use crate::error::{Result, TrainError};
 use crate::rollout::Trajectory;
+use crate::teacher::pick;
 use crate::teacher::right_padded;
 use crate::update::{
-    AdamW, AdamWConfig, LrSchedule, Params, clip_grad_norm, scheduled_learning_rate,
+    AdamW, AdamWConfig, LrSchedule, Params, clip_grad_norm, head_backward_in_chunks,
+    scheduled_learning_rate, trunk_forward,
 };
 
 pub mod data;
@@ -147,6 +150,10 @@ pub struct SftConfig {
     /// The fraction of the peak learning rate a decaying schedule ends at (default 0).
     #[serde(default, skip_serializing_if = "is_default")]
     pub min_lr_ratio: f64,
+    /// Recompute the trunk's layers one at a time in the backward pass (activation checkpointing, see
+    /// [`crate::update::UpdateBatch::gradient_checkpointing`]); default off.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub gradient_checkpointing: bool,
 }
 
 // Defaults are left out when the settings are written, so that adding a setting leaves the records (and cache
@@ -369,29 +376,37 @@ impl<'a> SftTrainer<'a> {
                 continue;
             }
             let n = rows.len();
-            let hidden = self.model.model.forward_hidden(&ids, Some(&padding))?;
+            let (hidden, checkpoint) = trunk_forward(
+                &self.model.model,
+                &ids,
+                &padding,
+                self.config.gradient_checkpointing,
+            )?;
             let hidden = hidden
                 .reshape((chunk.len() * len, ()))?
                 .index_select(&Tensor::from_vec(rows, n, &device)?, 0)?;
-            let targets = Tensor::from_vec(targets, (1, n), &device)?;
-            let logprobs = self
-                .model
-                .model
-                .logprobs_from_hidden(&hidden.unsqueeze(0)?, &targets)?;
-            let loss = (logprobs.sum_all()?.neg()? / total.max(1) as f64)?;
-            let store = loss.backward()?;
-            for (acc, var) in grads.iter_mut().zip(&self.params.vars) {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    *acc = (&*acc + g)?;
-                }
-            }
-            loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            // Tokens predicted with probability above 1/2 (hence the arg-max), from the same forward pass.
-            correct += logprobs
-                .ge(f64::from(0.5f32.ln()))?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()? as usize;
+            let model = &self.model.model;
+            let chunk_rows = rows_per_chunk(CHUNK_ELEMENTS, model.config().vocab_size);
+            head_backward_in_chunks(
+                model,
+                &self.params,
+                &mut grads,
+                &hidden,
+                checkpoint,
+                chunk_rows,
+                |range, logits| {
+                    let logprobs = pick(&tempered_log_softmax(logits, 1.0)?, &targets[range])?;
+                    let loss = (logprobs.sum_all()?.neg()? / total.max(1) as f64)?;
+                    loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                    // Tokens predicted with probability above 1/2 (hence the arg-max), from the same pass.
+                    correct += logprobs
+                        .ge(f64::from(0.5f32.ln()))?
+                        .to_dtype(DType::F32)?
+                        .sum_all()?
+                        .to_scalar::<f32>()? as usize;
+                    Ok(loss)
+                },
+            )?;
         }
         let norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
         if !norm.is_finite() || !loss_sum.is_finite() {

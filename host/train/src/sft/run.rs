@@ -112,6 +112,10 @@ pub struct SftRunConfig {
     /// Save a checkpoint every this many steps (0: only at the end). The last step is always saved.
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// Recompute each decoder layer in the backward pass instead of keeping every layer's activations (default
+    /// true, as TRL's SFT does): a backward pass then holds one layer's activations, for one more forward pass.
+    #[serde(default = "defaults::yes")]
+    pub gradient_checkpointing: bool,
     /// The dtype of the written weights (`"float32"`, `"bfloat16"`, `"float16"`); absent: the input model's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_dtype: Option<SaveDtype>,
@@ -143,6 +147,9 @@ mod defaults {
     }
     pub fn max_grad_norm() -> f64 {
         1.0
+    }
+    pub fn yes() -> bool {
+        true
     }
 }
 
@@ -232,6 +239,7 @@ impl SftRunConfig {
             seed: self.seed,
             schedule: self.schedule,
             min_lr_ratio: self.min_lr_ratio,
+            gradient_checkpointing: self.gradient_checkpointing,
         }
     }
 
@@ -288,7 +296,7 @@ pub struct SftRunSummary {
     pub skipped: usize,
     /// Trained tokens over the data.
     pub trained_tokens: usize,
-    /// The first step's loss in this process, and the last step's metrics.
+    /// The loss of the first step this process ran.
     pub first_loss: Option<f64>,
     /// The last step run by this process.
     pub last: Option<SftStepMetrics>,

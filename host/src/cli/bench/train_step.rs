@@ -1,0 +1,312 @@
+//! `sod bench train-step --model DIR`: the time and peak memory of one policy update of a Hugging Face model on
+//! this machine, optionally beside a baseline command that measures the same update and prints one JSON line
+//! (host/train/benches/pytorch_train_step.py: PyTorch eager with transformers' Qwen3ForCausalLM).
+//!
+//! The update, as `sod train` runs it: `trajectories` sequences of `tokens` token ids (uniform from the seed; the
+//! first `prompt` are the prompt, the rest generated), their current log-probabilities without gradients (the
+//! old log-probs, `teacher::score`), then PPO's clipped surrogate (clip 0.2 below, 0.28 above) with fixed
+//! advantages in [-1, 1] over micro-batches with exact gradient accumulation (`update::policy_gradients`: the
+//! output head and log-softmax in chunks of logits, never a `[batch, length, vocab]` tensor), the global
+//! gradient-norm clip at 1 and one AdamW step (lr 1e-6, weight decay 0.01). Weights are f32 (the trainer's master
+//! copy), whatever the files hold. The decoder layers are recomputed in the backward pass (activation
+//! checkpointing, `gradient_checkpointing` in run.toml) unless `--no-gradient-checkpointing`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::Device;
+use clap::Args;
+use sod_model::load_model_dir;
+use sod_train::rollout::{Finish, Trajectory};
+use sod_train::teacher::score;
+use sod_train::update::{
+    AdamW, AdamWConfig, Params, PpoClip, UpdateBatch, clip_grad_norm, policy_gradients,
+};
+
+use crate::cli::usage;
+
+/// `sod bench train-step ...`
+#[derive(Debug, Args)]
+pub(super) struct TrainStepBench {
+    /// Hugging Face model directory (config.json and safetensors weights).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Trajectories in the update.
+    #[arg(long, default_value_t = 8)]
+    trajectories: usize,
+    /// Tokens per trajectory (prompt included).
+    #[arg(long, default_value_t = 1024)]
+    tokens: usize,
+    /// Prompt tokens per trajectory (not trained).
+    #[arg(long, default_value_t = 128)]
+    prompt: usize,
+    /// Trajectories per forward/backward pass.
+    #[arg(long, default_value_t = 1)]
+    micro_batch: usize,
+    /// Seed of the token ids and advantages.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep every layer's activations for the backward pass instead of recomputing each layer there (activation
+    /// checkpointing, the default here: at Qwen3-0.6B's size and 1k tokens the kept activations alone are about
+    /// 9 GiB).
+    #[arg(long)]
+    no_gradient_checkpointing: bool,
+    /// A command that measures the same update and prints one JSON line with `score_s`, `update_s` and
+    /// `peak_rss_mib` (`--model`, `--trajectories`, `--tokens`, `--prompt`, `--micro-batch` and `--seed` are
+    /// appended), e.g. `.venv-torch/bin/python host/train/benches/pytorch_train_step.py step --threads 2`; empty to
+    /// skip.
+    #[arg(long, default_value = "")]
+    baseline: String,
+}
+
+/// What one update measured.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Measured {
+    score_s: f64,
+    update_s: f64,
+    peak_rss_mib: f64,
+    grad_norm: f64,
+}
+
+/// The peak resident set of this process (`VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A 64-bit xorshift stream: the bench's token ids and advantages.
+struct Stream(u64);
+
+impl Stream {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
+    if bench.trajectories == 0 || bench.micro_batch == 0 {
+        return Err(usage("--trajectories and --micro-batch must be at least 1"));
+    }
+    if bench.prompt == 0 || bench.prompt >= bench.tokens {
+        return Err(usage(format!(
+            "--prompt {} must be between 1 and --tokens {} - 1",
+            bench.prompt, bench.tokens
+        )));
+    }
+    let loaded = Instant::now();
+    let model = load_model_dir(&bench.model, &Device::Cpu)?;
+    let config = model.config.clone();
+    if bench.tokens > config.max_position_embeddings {
+        return Err(usage(format!(
+            "--tokens {} exceeds the model's max_position_embeddings = {}",
+            bench.tokens, config.max_position_embeddings
+        )));
+    }
+    eprintln!(
+        "loaded {} in {:.1} s: {} parameters, hidden {}, {} layers, vocabulary {}",
+        bench.model.display(),
+        loaded.elapsed().as_secs_f64(),
+        config.num_parameters(),
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.vocab_size
+    );
+    let mut stream = Stream(bench.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let generated = bench.tokens - bench.prompt;
+    let mut trajectories: Vec<Trajectory> = (0..bench.trajectories)
+        .map(|i| Trajectory {
+            prompt_id: format!("bench-{i}"),
+            sample_index: 0,
+            group: 0,
+            tokens: (0..bench.tokens)
+                .map(|_| (stream.next() % config.vocab_size as u64) as u32)
+                .collect(),
+            prompt_len: bench.prompt,
+            mask: vec![1; generated],
+            behaviour_logprobs: vec![0.0; generated],
+            final_text: String::new(),
+            turns: 1,
+            tool_calls: 0,
+            valid_tool_calls: 0,
+            finish: Finish::Answered,
+            infra_fault: false,
+            reward: 0.0,
+        })
+        .collect();
+    let advantages: Vec<Vec<f32>> = (0..bench.trajectories)
+        .map(|_| {
+            (0..generated)
+                .map(|_| (stream.next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect()
+        })
+        .collect();
+
+    eprintln!(
+        "scoring {} x {} tokens (no gradients)...",
+        bench.trajectories, bench.tokens
+    );
+    let started = Instant::now();
+    let scores = score(
+        &model.model,
+        None,
+        &trajectories,
+        bench.micro_batch,
+        1.0,
+        None,
+        None,
+    )?;
+    let score_s = started.elapsed().as_secs_f64();
+    for (t, old) in trajectories.iter_mut().zip(&scores.current) {
+        t.behaviour_logprobs.clone_from(old);
+    }
+    eprintln!(
+        "scored in {score_s:.1} s; the update (forward and backward, about 3 times as long: ETA {:.0} s)...",
+        3.0 * score_s
+    );
+    let params = Params::from_varmap(&model.varmap)?;
+    let mut optimizer = AdamW::new(
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        &params,
+    )?;
+    let started = Instant::now();
+    let batch = UpdateBatch {
+        gradient_checkpointing: !bench.no_gradient_checkpointing,
+        ..UpdateBatch::ppo(
+            &trajectories,
+            &advantages,
+            PpoClip {
+                low: 0.2,
+                high: 0.28,
+            },
+            bench.micro_batch,
+        )
+    };
+    let (mut grads, _) = policy_gradients(&model.model, &params, &batch)?;
+    let grad_norm = clip_grad_norm(&mut grads, 1.0)?;
+    optimizer.step(&params, &grads, 1e-6)?;
+    let update_s = started.elapsed().as_secs_f64();
+    let ours = Measured {
+        score_s,
+        update_s,
+        peak_rss_mib: peak_rss_mib(),
+        grad_norm,
+    };
+    drop((grads, optimizer, params, scores, model));
+
+    let baseline = if bench.baseline.trim().is_empty() {
+        None
+    } else {
+        eprintln!("baseline: {} ...", bench.baseline);
+        Some(run_baseline(bench)?)
+    };
+    let total = bench.trajectories * bench.tokens;
+    println!(
+        "One update of {} trajectories x {} tokens ({} generated each), micro-batch {}, {} parameters, sod with{} \
+         gradient checkpointing:",
+        bench.trajectories,
+        bench.tokens,
+        generated,
+        bench.micro_batch,
+        config.num_parameters(),
+        if bench.no_gradient_checkpointing {
+            "out"
+        } else {
+            ""
+        }
+    );
+    println!();
+    println!("| | score (no grad) | update (fwd + bwd + AdamW) | total | tokens/s | peak memory |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |name: &str, m: &Measured| {
+        let total_s = m.score_s + m.update_s;
+        println!(
+            "| {name} | {:.1} s | {:.1} s | {total_s:.1} s | {:.0} | {:.0} MiB |",
+            m.score_s,
+            m.update_s,
+            total as f64 / total_s,
+            m.peak_rss_mib
+        );
+    };
+    row("sod (candle, CPU)", &ours);
+    if let Some((name, m)) = &baseline {
+        row(name, m);
+    }
+    println!();
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": bench.model.display().to_string(),
+            "trajectories": bench.trajectories,
+            "tokens": bench.tokens,
+            "prompt": bench.prompt,
+            "micro_batch": bench.micro_batch,
+            "gradient_checkpointing": !bench.no_gradient_checkpointing,
+            "sod": ours,
+            "baseline": baseline.as_ref().map(|(_, m)| m),
+        })
+    );
+    Ok(())
+}
+
+/// Runs the baseline command with the bench's shapes and reads its last JSON line.
+fn run_baseline(bench: &TrainStepBench) -> anyhow::Result<(String, Measured)> {
+    let mut words = bench.baseline.split_whitespace();
+    let program = words.next().ok_or_else(|| usage("--baseline is empty"))?;
+    let output = Command::new(program)
+        .args(words)
+        .arg("--model")
+        .arg(&bench.model)
+        .args(["--trajectories", &bench.trajectories.to_string()])
+        .args(["--tokens", &bench.tokens.to_string()])
+        .args(["--prompt", &bench.prompt.to_string()])
+        .args(["--micro-batch", &bench.micro_batch.to_string()])
+        .args(["--seed", &bench.seed.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run the baseline {program:?}: {e}"))?;
+    if !output.status.success() {
+        anyhow::bail!("the baseline failed with {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("the baseline printed no JSON line"))?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    let number = |key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| anyhow::anyhow!("the baseline's JSON has no number {key:?}: {line}"))
+    };
+    let name = match (v.get("framework"), v.get("torch")) {
+        (Some(f), Some(t)) => format!(
+            "{} {} (eager, CPU)",
+            f.as_str().unwrap_or("baseline"),
+            t.as_str().unwrap_or("")
+        ),
+        _ => "baseline".to_string(),
+    };
+    Ok((
+        name,
+        Measured {
+            score_s: number("score_s")?,
+            update_s: number("update_s")?,
+            peak_rss_mib: number("peak_rss_mib")?,
+            grad_norm: number("grad_norm").unwrap_or(f64::NAN),
+        },
+    ))
+}
