@@ -20,6 +20,7 @@ pub struct ChatTokenizer {
     bos_token: Option<String>,
     eos_token: Option<String>,
     pad_token: Option<String>,
+    template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A special-token entry of `tokenizer_config.json`: a plain string or an `AddedToken` object with `content`.
@@ -149,6 +150,7 @@ impl ChatTokenizer {
             bos_token: token_text(config.get("bos_token")),
             eos_token: token_text(config.get("eos_token")),
             pad_token: token_text(config.get("pad_token")),
+            template_kwargs: serde_json::Map::new(),
         };
         for (what, token) in [("eos_token", &tok.eos_token), ("pad_token", &tok.pad_token)] {
             if let Some(t) = token
@@ -179,7 +181,25 @@ impl ChatTokenizer {
             bos_token: None,
             eos_token: eos_token.map(str::to_string),
             pad_token: pad_token.map(str::to_string),
+            template_kwargs: serde_json::Map::new(),
         })
+    }
+
+    /// The same tokenizer with template variables every rendering gets (transformers' `apply_chat_template`
+    /// keyword arguments, verl's `apply_chat_template_kwargs`), e.g. `{"enable_thinking": false}` for Qwen3:
+    /// rollouts, SFT and evaluation then render prompts, tool responses and generation prompts with them. A
+    /// rendering's own `extra` variables override them.
+    pub fn with_template_kwargs(
+        mut self,
+        kwargs: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        self.template_kwargs = kwargs;
+        self
+    }
+
+    /// The template variables set by [`Self::with_template_kwargs`].
+    pub fn template_kwargs(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.template_kwargs
     }
 
     /// The underlying `tokenizers` tokenizer.
@@ -273,7 +293,8 @@ impl ChatTokenizer {
     }
 
     /// Like [`Self::render_chat`] with extra template variables (e.g. `{"enable_thinking": false}`).
-    /// `bos_token`/`eos_token` are provided unless `extra` sets them.
+    /// `bos_token`/`eos_token` and the tokenizer's template kwargs ([`Self::with_template_kwargs`]) are provided
+    /// unless `extra` sets them.
     pub fn render_chat_with(
         &self,
         messages: &[ChatMessage],
@@ -290,7 +311,12 @@ impl ChatTokenizer {
             "eos_token".into(),
             self.eos_token.clone().unwrap_or_default().into(),
         );
-        vars.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars.extend(
+            self.template_kwargs
+                .iter()
+                .chain(extra)
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         self.template
             .render(messages, tools, add_generation_prompt, &vars)
     }

@@ -78,6 +78,10 @@ pub struct EvalConfig {
     /// trained without them, such as the demo's.
     #[serde(default = "yes")]
     pub tool_schemas_in_prompt: bool,
+    /// Variables for the chat template (transformers' `apply_chat_template` keyword arguments), e.g.
+    /// `{ enable_thinking = false }` for Qwen3.
+    #[serde(default)]
+    pub chat_template_kwargs: std::collections::BTreeMap<String, toml::Value>,
     /// Evaluate only the first `limit` problems of every dataset (a smoke run, e.g. `--set limit=5`); a dataset's
     /// own `limit` still applies when smaller.
     #[serde(default)]

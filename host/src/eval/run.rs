@@ -141,7 +141,9 @@ pub fn evaluate(
     let toolbox = ToolBox::new(sandbox.clone(), &config.tools, limits)?
         .with_stateful_tools(&config.stateful_tools)
         .with_schemas_in_prompt(config.tool_schemas_in_prompt);
-    let tokenizer = ChatTokenizer::from_dir(&config.model)?;
+    let tokenizer = ChatTokenizer::from_dir(&config.model)?.with_template_kwargs(
+        sod_train::config::template_kwargs(&config.chat_template_kwargs),
+    );
     let model = load_model_dir(&config.model, device)
         .with_context(|| format!("loading the model in {}", config.model.display()))?;
     let settings = RolloutSettings {

@@ -227,6 +227,11 @@ pub struct RunConfig {
     /// Save a checkpoint every this many steps (0: only at the end). The last step is always saved.
     #[serde(default = "defaults::checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Variables for the chat template (transformers' `apply_chat_template` keyword arguments, verl's
+    /// `apply_chat_template_kwargs`), e.g. `{ enable_thinking = false }` for Qwen3: every prompt, tool response and
+    /// generation prompt of the rollouts is rendered with them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chat_template_kwargs: BTreeMap<String, toml::Value>,
     /// Recompute each decoder layer in the update's backward pass instead of keeping every layer's activations
     /// (activation checkpointing: one layer's activations at a time, for one more forward pass). Default off.
     #[serde(default)]
@@ -507,6 +512,21 @@ impl RunConfig {
     pub fn to_toml_string(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
+}
+
+/// A TOML table of chat-template variables (`chat_template_kwargs`) as the JSON the template sees.
+pub fn template_kwargs(
+    table: &BTreeMap<String, toml::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    table
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect()
 }
 
 /// Sets `key=value` in `table` (a `--set` override): dotted keys create or enter sub-tables; the value is read as a

@@ -133,7 +133,8 @@ impl Trainer {
         let reward = reward_for(&config, toolbox.sandbox())?;
         reward.check_dataset(&dataset)?;
 
-        let tokenizer = ChatTokenizer::from_dir(&config.student)?;
+        let tokenizer = ChatTokenizer::from_dir(&config.student)?
+            .with_template_kwargs(crate::config::template_kwargs(&config.chat_template_kwargs));
         let model_dir = resume_from
             .as_ref()
             .map_or(config.student.clone(), |(_, dir)| dir.clone());

@@ -266,6 +266,61 @@ fn rollouts_with_qwen3s_template_are_laid_out_as_transformers_renders() {
     assert_eq!(tokenizer.decode(&generated, false).unwrap(), turns.concat());
 }
 
+/// With `enable_thinking = false` as the tokenizer's template kwargs (run.toml's `chat_template_kwargs`), prompts
+/// render as transformers renders them with that keyword (fixture `no_thinking_generation_prompt`), and a Qwen3
+/// rollout opens every turn, the one after a tool response too, with the empty think block.
+#[test]
+fn qwen3_rollouts_without_thinking_open_every_turn_with_the_empty_think_block() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../../../shared/data/qwen3-tokenizer");
+    let no_thinking = || {
+        let mut kwargs = serde_json::Map::new();
+        kwargs.insert("enable_thinking".into(), false.into());
+        ChatTokenizer::from_files(
+            &shared.join("tokenizer.json"),
+            Some(&shared.join("tokenizer_config.json")),
+        )
+        .unwrap()
+        .with_template_kwargs(kwargs)
+    };
+    let tokenizer = no_thinking();
+    let fixtures = root.join("../model/tests/fixtures/qwen3-chat/renderings.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures).unwrap()).unwrap();
+    let case = record["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "no_thinking_generation_prompt")
+        .unwrap();
+    let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
+    let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+    assert_eq!(tokenizer.encode_chat(&messages, &[], true).unwrap(), ids);
+
+    let policy = Scripted::new(
+        no_thinking(),
+        &[
+            "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}\n</tool_call><|im_end|>",
+            "The answer is \\boxed{42}.<|im_end|>",
+        ],
+    );
+    let long = RolloutSettings {
+        max_new_tokens_per_turn: 64,
+        ..settings()
+    };
+    let t = &rollout(&policy, &tokenizer, &toolbox(), &long, &[request("q", 0)]).unwrap()[0];
+    assert_eq!((t.turns, t.valid_tool_calls), (2, 1));
+    let text = tokenizer.decode(&t.tokens, false).unwrap();
+    let opened = "<|im_start|>assistant\n<think>\n\n</think>\n\n";
+    assert_eq!(text.matches(opened).count(), 2, "{text}");
+    assert!(
+        text.contains(
+            "</tool_response><|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nThe answer"
+        ),
+        "{text}"
+    );
+}
+
 /// Supervised fine-tuning and rollouts lay a tool conversation out alike (sod's built-in template, the demo's): a
 /// scripted rollout that generates the assistant turns of a conversation, the real calculator answering, has the
 /// tokens `tokenize_conversation` trains on, but the newline after the last `<|im_end|>`.

@@ -116,6 +116,10 @@ pub struct SftRunConfig {
     /// true, as TRL's SFT does): a backward pass then holds one layer's activations, for one more forward pass.
     #[serde(default = "defaults::yes")]
     pub gradient_checkpointing: bool,
+    /// Variables for the chat template (transformers' `apply_chat_template` keyword arguments), e.g.
+    /// `{ enable_thinking = false }`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub chat_template_kwargs: std::collections::BTreeMap<String, toml::Value>,
     /// The dtype of the written weights (`"float32"`, `"bfloat16"`, `"float16"`); absent: the input model's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_dtype: Option<SaveDtype>,
@@ -332,7 +336,8 @@ pub fn run_sft(config: &SftRunConfig, options: &SftRunOptions) -> Result<SftRunS
         None
     };
 
-    let tokenizer = ChatTokenizer::from_dir(&config.model)?;
+    let tokenizer = ChatTokenizer::from_dir(&config.model)?
+        .with_template_kwargs(crate::config::template_kwargs(&config.chat_template_kwargs));
     let columns = Columns {
         messages: config.messages_key.clone(),
         tools: config.tools_key.clone(),
