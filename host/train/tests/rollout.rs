@@ -195,24 +195,7 @@ fn malformed_and_unknown_calls_are_answered_not_fatal() {
 /// after each `<|im_end|>`, the tool responses' user turns, and no think block where Qwen3's template drops it.
 #[test]
 fn rollouts_with_qwen3s_template_are_laid_out_as_transformers_renders() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../../../shared/data/qwen3-tokenizer");
-    let qwen3 = || {
-        ChatTokenizer::from_files(
-            &shared.join("tokenizer.json"),
-            Some(&shared.join("tokenizer_config.json")),
-        )
-        .unwrap()
-    };
-    let fixtures = root.join("../model/tests/fixtures/qwen3-chat/renderings.json");
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures).unwrap()).unwrap();
-    let case = record["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "agent_conversation_sft")
-        .unwrap();
+    let case = support::qwen3_rendering("agent_conversation_sft");
     let text = case["text"].as_str().unwrap();
     let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
     let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
@@ -227,8 +210,8 @@ fn rollouts_with_qwen3s_template_are_laid_out_as_transformers_renders() {
         rest = &body[end..];
     }
     assert_eq!(turns.len(), 3);
-    let tokenizer = qwen3();
-    let policy = Scripted::new(qwen3(), &turns);
+    let tokenizer = support::qwen3_tokenizer();
+    let policy = Scripted::new(support::qwen3_tokenizer(), &turns);
     let prompt_end = text.find(HEADER).unwrap() + HEADER.len();
     let request = RolloutRequest {
         prompt_id: "agent".into(),
@@ -271,28 +254,13 @@ fn rollouts_with_qwen3s_template_are_laid_out_as_transformers_renders() {
 /// rollout opens every turn, the one after a tool response too, with the empty think block.
 #[test]
 fn qwen3_rollouts_without_thinking_open_every_turn_with_the_empty_think_block() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../../../shared/data/qwen3-tokenizer");
     let no_thinking = || {
         let mut kwargs = serde_json::Map::new();
         kwargs.insert("enable_thinking".into(), false.into());
-        ChatTokenizer::from_files(
-            &shared.join("tokenizer.json"),
-            Some(&shared.join("tokenizer_config.json")),
-        )
-        .unwrap()
-        .with_template_kwargs(kwargs)
+        support::qwen3_tokenizer().with_template_kwargs(kwargs)
     };
     let tokenizer = no_thinking();
-    let fixtures = root.join("../model/tests/fixtures/qwen3-chat/renderings.json");
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures).unwrap()).unwrap();
-    let case = record["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "no_thinking_generation_prompt")
-        .unwrap();
+    let case = support::qwen3_rendering("no_thinking_generation_prompt");
     let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
     let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
     assert_eq!(tokenizer.encode_chat(&messages, &[], true).unwrap(), ids);

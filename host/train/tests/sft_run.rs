@@ -3,16 +3,14 @@
 //! (tied embeddings stay tied) and the Hugging Face files, and a resumed run ends bit for bit where an
 //! uninterrupted one does.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use sod_model::{ChatTokenizer, Qwen3Config, SaveDtype, TrainableModel, load_model_dir};
 use sod_train::sft::run::{SftRunConfig, SftRunOptions, run_sft};
-
-fn shared_tokenizer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/qwen3-tokenizer")
-}
 
 /// A Qwen3-vocabulary model (hidden 16, one layer, tied embeddings) saved in bf16 with Qwen3's tokenizer files.
 fn base_model(dir: &Path) -> PathBuf {
@@ -23,7 +21,11 @@ fn base_model(dir: &Path) -> PathBuf {
     let model = TrainableModel::init_random(&config, 3, &Device::Cpu).unwrap();
     let path = dir.join("base");
     model
-        .save_checkpoint(&path, SaveDtype::Bf16, Some(&shared_tokenizer()))
+        .save_checkpoint(
+            &path,
+            SaveDtype::Bf16,
+            Some(&support::qwen3_tokenizer_dir()),
+        )
         .unwrap();
     path
 }
@@ -51,16 +53,7 @@ fn write_data(dir: &Path) -> PathBuf {
             ],
         }));
     }
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../model/tests/fixtures/qwen3-chat/renderings.json");
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures).unwrap()).unwrap();
-    let agent = record["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "agent_conversation_sft")
-        .unwrap();
+    let agent = support::qwen3_rendering("agent_conversation_sft");
     lines.push(serde_json::json!({
         "id": "agent",
         "messages": agent["messages"],

@@ -13,6 +13,37 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// ../shared/data/qwen3-tokenizer: the real Qwen3 tokenizer.json and tokenizer_config.json (with its chat template).
+pub fn qwen3_tokenizer_dir() -> PathBuf {
+    workspace_root().join("../shared/data/qwen3-tokenizer")
+}
+
+/// The real Qwen3 tokenizer with its own chat template.
+pub fn qwen3_tokenizer() -> sod_model::ChatTokenizer {
+    let dir = qwen3_tokenizer_dir();
+    sod_model::ChatTokenizer::from_files(
+        &dir.join("tokenizer.json"),
+        Some(&dir.join("tokenizer_config.json")),
+    )
+    .expect("the Qwen3 tokenizer")
+}
+
+/// The case `name` of transformers' reference renderings (host/model/tests/fixtures/qwen3-chat/renderings.json):
+/// `messages`, `tools`, `text`, `ids`, ...
+pub fn qwen3_rendering(name: &str) -> serde_json::Value {
+    let path = workspace_root().join("host/model/tests/fixtures/qwen3-chat/renderings.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("renderings.json"))
+            .expect("JSON");
+    record["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no rendering named {name}"))
+        .clone()
+}
+
 /// The cargo target directory.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
