@@ -32,6 +32,7 @@ mod random;
 mod sandbox;
 mod scratch;
 mod state;
+pub mod vfs;
 
 pub use cache::default_cache_dir;
 pub use clock::{EPOCH_UNIX_SECONDS, TICK_NANOS};
