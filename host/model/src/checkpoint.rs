@@ -118,18 +118,6 @@ impl TrainableModel {
         init_random(config, seed, device)
     }
 
-    /// Writes the model to `dir` atomically in `dtype` (see [`save_checkpoint`]); `None` writes it in the dtype it
-    /// was loaded in ([`Self::source_dtype`]).
-    pub fn save_as(
-        &self,
-        dir: &Path,
-        dtype: Option<SaveDtype>,
-        copy_files_from: Option<&Path>,
-    ) -> Result<()> {
-        let dtype = dtype.unwrap_or(self.source_dtype);
-        save_checkpoint(dir, &self.config, &self.varmap, dtype, copy_files_from)
-    }
-
     /// Writes the model to `dir` atomically (see [`save_checkpoint`]).
     pub fn save_checkpoint(
         &self,

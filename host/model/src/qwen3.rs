@@ -404,14 +404,22 @@ pub struct Qwen3 {
 }
 
 /// What [`Qwen3::forward_checkpointed`] keeps for [`Qwen3::backward_checkpointed`]: the input of every decoder
-/// layer and of the final norm (no graph), the rotary tables, the attention mask and the token ids.
+/// layer and of the final norm (no graph), and what the layers were run with.
 #[derive(Debug)]
 pub struct Checkpoint {
-    inputs: Vec<Tensor>,
+    layer_inputs: Vec<Tensor>,
+    call: CallInputs,
+}
+
+/// What the decoder layers of one call share: the flat token ids, the rotary tables, the additive attention mask,
+/// which positions are real, and the call's `(batch, length)`.
+#[derive(Debug)]
+struct CallInputs {
+    ids: Tensor,
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,
-    ids: Tensor,
+    valid: Vec<Vec<bool>>,
     shape: (usize, usize),
 }
 
@@ -557,34 +565,17 @@ impl Qwen3 {
         input_ids: &Tensor,
         padding_mask: Option<&Tensor>,
     ) -> Result<(Var, Checkpoint)> {
-        let layout = self.layout(input_ids, padding_mask, None)?;
-        let (b, t) = layout.ids.dims2()?;
-        let (cos, sin) = self.rotary.select(&layout.positions, b, t)?;
-        let ids = layout.ids.flatten_all()?.to_device(self.device())?;
+        let call = self.call_inputs(input_ids, padding_mask, None)?;
         let plain = self.detached();
-        let mut x =
-            plain
-                .embed_tokens
-                .index_select(&ids, 0)?
-                .reshape((b, t, self.config.hidden_size))?;
-        let mut inputs = Vec::with_capacity(self.layers.len() + 1);
+        let mut x = plain.embed(&call)?;
+        let mut layer_inputs = Vec::with_capacity(self.layers.len() + 1);
         for layer in &plain.layers {
-            inputs.push(x.clone());
-            x = layer.forward(&x, &cos, &sin, &layout.mask, None)?;
+            layer_inputs.push(x.clone());
+            x = layer.forward(&x, &call.cos, &call.sin, &call.mask, None)?;
         }
         let out = plain.norm.forward(&x)?;
-        inputs.push(x);
-        Ok((
-            Var::from_tensor(&out)?,
-            Checkpoint {
-                inputs,
-                cos,
-                sin,
-                mask: layout.mask,
-                ids,
-                shape: (b, t),
-            },
-        ))
+        layer_inputs.push(x);
+        Ok((Var::from_tensor(&out)?, Checkpoint { layer_inputs, call }))
     }
 
     /// The backward half (see [`Self::forward_checkpointed`]): pushes `grad`, the loss's gradient with respect to
@@ -599,12 +590,8 @@ impl Qwen3 {
         mut sink: impl FnMut(&GradStore) -> Result<()>,
     ) -> Result<()> {
         let Checkpoint {
-            mut inputs,
-            cos,
-            sin,
-            mask,
-            ids,
-            shape: (b, t),
+            mut layer_inputs,
+            call,
         } = checkpoint;
         // Each piece: a fresh leaf for its input, the piece run on it with gradients, and `sum(output * g)`
         // differentiated, which gives `g`'s product with the piece's Jacobian for its weights and its input.
@@ -621,18 +608,16 @@ impl Qwen3 {
                 None => leaf.zeros_like()?,
             })
         };
-        let last = inputs
+        let last = layer_inputs
             .pop()
             .ok_or_else(|| ModelError::Input("the checkpoint holds no layer inputs".to_string()))?;
         let mut g = piece(last, grad, &|x| self.norm.forward(x))?;
-        for (layer, input) in self.layers.iter().zip(inputs).rev() {
-            g = piece(input, &g, &|x| layer.forward(x, &cos, &sin, &mask, None))?;
+        for (layer, input) in self.layers.iter().zip(layer_inputs).rev() {
+            g = piece(input, &g, &|x| {
+                layer.forward(x, &call.cos, &call.sin, &call.mask, None)
+            })?;
         }
-        let embedded =
-            self.embed_tokens
-                .index_select(&ids, 0)?
-                .reshape((b, t, self.config.hidden_size))?;
-        sink(&(embedded * g)?.sum_all()?.backward()?)
+        sink(&(self.embed(&call)? * g)?.sum_all()?.backward()?)
     }
 
     /// Applies the output head to hidden states `[..., hidden]`, giving logits `[..., vocab]`.
@@ -819,25 +804,49 @@ impl Qwen3 {
         padding_mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let layout = self.layout(input_ids, padding_mask, cache.as_deref())?;
-        let (b, t) = layout.ids.dims2()?;
-        let (cos, sin) = self.rotary.select(&layout.positions, b, t)?;
-        let ids = layout.ids.flatten_all()?.to_device(self.device())?;
-        let mut x =
-            self.embed_tokens
-                .index_select(&ids, 0)?
-                .reshape((b, t, self.config.hidden_size))?;
+        let call = self.call_inputs(input_ids, padding_mask, cache.as_deref())?;
+        let mut x = self.embed(&call)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(&x, &cos, &sin, &layout.mask, layer_cache)?;
+            x = layer.forward(&x, &call.cos, &call.sin, &call.mask, layer_cache)?;
         }
         if let Some(cache) = cache {
-            for (row, valid) in layout.valid.iter().enumerate() {
+            for (row, valid) in call.valid.iter().enumerate() {
                 cache.key_valid[row].extend_from_slice(valid);
                 cache.next_pos[row] += valid.iter().filter(|&&v| v).count();
             }
         }
         self.norm.forward(&x)
+    }
+
+    /// The layout of a call (see [`Self::layout`]) with its rotary tables and flat ids.
+    fn call_inputs(
+        &self,
+        input_ids: &Tensor,
+        padding_mask: Option<&Tensor>,
+        cache: Option<&KvCache>,
+    ) -> Result<CallInputs> {
+        let layout = self.layout(input_ids, padding_mask, cache)?;
+        let (b, t) = layout.ids.dims2()?;
+        let (cos, sin) = self.rotary.select(&layout.positions, b, t)?;
+        Ok(CallInputs {
+            ids: layout.ids.flatten_all()?.to_device(self.device())?,
+            cos,
+            sin,
+            mask: layout.mask,
+            valid: layout.valid,
+            shape: (b, t),
+        })
+    }
+
+    /// The token embeddings of a call, `[b, t, hidden]`.
+    fn embed(&self, call: &CallInputs) -> Result<Tensor> {
+        let (b, t) = call.shape;
+        Ok(self.embed_tokens.index_select(&call.ids, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?)
     }
 
     /// The `[vocab, hidden]` output-head weight (the embedding matrix when tied).

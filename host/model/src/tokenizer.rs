@@ -197,11 +197,6 @@ impl ChatTokenizer {
         self
     }
 
-    /// The template variables set by [`Self::with_template_kwargs`].
-    pub fn template_kwargs(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.template_kwargs
-    }
-
     /// The underlying `tokenizers` tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
@@ -354,16 +349,31 @@ impl ChatTokenizer {
         add_generation_prompt: bool,
         extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String> {
-        let suffix = |history: &[ChatMessage]| -> Result<Option<String>> {
-            let before = self.render_chat_with(history, tools, false, extra)?;
+        let before = self.render_chat_with(history, tools, false, extra)?;
+        self.continuation_after(&before, history, new, tools, add_generation_prompt, extra)
+    }
+
+    /// [`Self::render_continuation_with`] given `before`, the rendering of `history` alone.
+    fn continuation_after(
+        &self,
+        before: &str,
+        history: &[ChatMessage],
+        new: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let suffix = |before: &str, history: &[ChatMessage]| -> Result<Option<String>> {
             let all: Vec<ChatMessage> = history.iter().chain(new).cloned().collect();
             let after = self.render_chat_with(&all, tools, add_generation_prompt, extra)?;
-            Ok(after.strip_prefix(before.as_str()).map(str::to_string))
+            Ok(after.strip_prefix(before).map(str::to_string))
         };
-        if let Some(text) = suffix(history)? {
+        if let Some(text) = suffix(before, history)? {
             return Ok(text);
         }
-        if let Some(text) = suffix(&continuation_base(history.last().map(|m| m.role)))? {
+        let base = continuation_base(history.last().map(|m| m.role));
+        let base_before = self.render_chat_with(&base, tools, false, extra)?;
+        if let Some(text) = suffix(&base_before, &base)? {
             return Ok(text);
         }
         Err(ModelError::Template(
@@ -398,7 +408,7 @@ impl ChatTokenizer {
             .max()
             .map_or("", |end| &before[end..]);
         let continuation =
-            self.render_continuation_with(history, new, tools, add_generation_prompt, extra)?;
+            self.continuation_after(&before, history, new, tools, add_generation_prompt, extra)?;
         Ok(format!("{tail}{continuation}"))
     }
 

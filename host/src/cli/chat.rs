@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use sod_model::{ChatMessage, ChatTokenizer};
+use sod_train::dataset::RowAt;
+use sod_train::sft::data::{Columns, parse_conversation};
 
 use super::usage;
 
@@ -65,28 +67,19 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
 fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let tokenizer = ChatTokenizer::from_dir(&args.model)
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    let bad = |e: String| usage(format!("{}: bad messages: {e}", args.messages.display()));
     let (messages, mut tools) = match read_json(&args.messages)? {
-        serde_json::Value::Object(mut row) => {
-            let messages = row
-                .remove("messages")
-                .ok_or_else(|| usage(format!("{}: no `messages`", args.messages.display())))?;
-            let tools = match row.remove("tools") {
-                None | Some(serde_json::Value::Null) => Vec::new(),
-                Some(serde_json::Value::Array(tools)) => tools,
-                // verl's SFT layout may store the tools as a JSON string.
-                Some(serde_json::Value::String(text)) => {
-                    serde_json::from_str(&text).map_err(|e| {
-                        usage(format!("`tools` is a string that is not a JSON array: {e}"))
-                    })?
-                }
-                Some(other) => return Err(usage(format!("`tools` must be an array, not {other}"))),
-            };
-            (messages, tools)
+        // One row of an SFT dataset, read as `sod sft` reads its rows.
+        row @ serde_json::Value::Object(_) => {
+            let c =
+                parse_conversation(RowAt::Line(1), row, &Columns::default(), false).map_err(bad)?;
+            (c.messages, c.tools)
         }
-        messages => (messages, Vec::new()),
+        messages => (
+            serde_json::from_value::<Vec<ChatMessage>>(messages).map_err(|e| bad(e.to_string()))?,
+            Vec::new(),
+        ),
     };
-    let messages: Vec<ChatMessage> = serde_json::from_value(messages)
-        .map_err(|e| usage(format!("{}: bad messages: {e}", args.messages.display())))?;
     if let Some(path) = &args.tools {
         tools = match read_json(path)? {
             serde_json::Value::Array(tools) => tools,

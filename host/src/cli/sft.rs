@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use sod_train::sft::run::{SftRunConfig, SftRunOptions, run_sft};
 
-use super::train::classify;
+use super::train::{RunFlags, classify};
 
 /// `sod sft ...`
 #[derive(Debug, Args)]
@@ -16,22 +16,15 @@ pub struct SftArgs {
     /// The settings (TOML): model, data, out_dir, epochs or steps, batch sizes, learning-rate schedule...
     #[arg(long, value_name = "SFT.toml")]
     config: PathBuf,
-    /// Overrides a setting, e.g. `--set epochs=3` or `--set learning_rate=2e-5`; repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Device: cpu, or cuda / cuda:N in a build with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Continue from the latest checkpoint in the config's out_dir.
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    run: RunFlags,
 }
 
 pub(super) fn run(args: &SftArgs) -> anyhow::Result<()> {
-    let config = SftRunConfig::load(&args.config, &args.overrides).map_err(classify)?;
+    let config = SftRunConfig::load(&args.config, &args.run.overrides).map_err(classify)?;
     let options = SftRunOptions {
-        device: sod_train::device_by_name(&args.device).map_err(classify)?,
-        resume: args.resume,
+        device: sod_train::device_by_name(&args.run.device).map_err(classify)?,
+        resume: args.run.resume,
         progress: std::io::stderr().is_terminal(),
         log_every: 10,
     };

@@ -20,18 +20,26 @@ pub struct TrainArgs {
     /// `loss.name`.
     #[arg(long, value_name = "NAME|PATH")]
     loss: Option<String>,
-    /// Overrides a config value, e.g. `--set steps=10` or `--set loss.settings.delta=0.2`; repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Device: cpu, or cuda / cuda:N in a build with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Continue from the latest checkpoint in the config's out_dir.
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    run: RunFlags,
     /// Directory of plugin libraries. Default: $SOD_PLUGIN_DIR, else beside the `sod` binary.
     #[arg(long, value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
+}
+
+/// The flags `sod train` and `sod sft` share: overrides of the config, the device, and resuming.
+#[derive(Debug, Args)]
+pub(super) struct RunFlags {
+    /// Overrides a config value, e.g. `--set steps=10`; dotted keys reach tables (`--set loss.settings.delta=0.2`);
+    /// repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(super) overrides: Vec<String>,
+    /// Device: cpu, or cuda / cuda:N in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub(super) device: String,
+    /// Continue from the latest checkpoint in the config's out_dir.
+    #[arg(long)]
+    pub(super) resume: bool,
 }
 
 /// Errors the user fixes by changing the config or the flags: exit code 2.
@@ -58,12 +66,12 @@ pub(super) fn classify(err: TrainError) -> anyhow::Error {
 }
 
 pub(super) fn run(cli: &Cli, args: &TrainArgs) -> anyhow::Result<()> {
-    let mut overrides = args.overrides.clone();
+    let mut overrides = args.run.overrides.clone();
     if let Some(loss) = &args.loss {
         overrides.push(format!("loss.name={loss:?}"));
     }
     let config = RunConfig::load(&args.config, &overrides).map_err(classify)?;
-    let device = sod_train::device_by_name(&args.device).map_err(classify)?;
+    let device = sod_train::device_by_name(&args.run.device).map_err(classify)?;
     let tools_dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
     if !config.tools.is_empty() && !tools_dir.is_dir() {
         return Err(usage(format!(
@@ -76,7 +84,7 @@ pub(super) fn run(cli: &Cli, args: &TrainArgs) -> anyhow::Result<()> {
         plugin_dir: crate::locate::plugin_dir(args.plugin_dir.as_deref())?,
         tools_dir,
         sandbox_cache_dir: None,
-        resume: args.resume,
+        resume: args.run.resume,
         progress: std::io::stderr().is_terminal(),
         log_every: 8,
         log_label: String::new(),

@@ -17,20 +17,12 @@ use candle_core::Device;
 use sod_loss_abi::{DivergenceKind, DivergenceSpec};
 use sod_model::{Qwen3Config, TrainableModel};
 use sod_train::divergence::CHUNK_ELEMENTS;
-use sod_train::rollout::{Finish, Trajectory};
+use sod_train::metrics::peak_rss_mib;
+use sod_train::rollout::Trajectory;
 use sod_train::teacher::score;
 use sod_train::update::{DivergenceTerm, Params, PpoClip, UpdateBatch, policy_gradients};
 
 const VOCAB: usize = 151_936;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn qwen3_shaped(layers: usize) -> Qwen3Config {
     let mut config = Qwen3Config::tiny(VOCAB, 1024, layers);
@@ -53,20 +45,8 @@ fn trajectory(index: u64, generated: usize) -> Trajectory {
     let prompt = 64;
     let tokens: Vec<u32> = (0..prompt + generated).map(|_| token()).collect();
     Trajectory {
-        prompt_id: format!("p{index}"),
-        sample_index: 0,
-        group: 0,
-        tokens,
-        prompt_len: prompt,
-        mask: vec![1; generated],
         behaviour_logprobs: vec![-12.0; generated],
-        final_text: String::new(),
-        turns: 1,
-        tool_calls: 0,
-        valid_tool_calls: 0,
-        finish: Finish::Answered,
-        infra_fault: false,
-        reward: 0.0,
+        ..Trajectory::offline(format!("p{index}"), tokens, prompt, vec![1; generated])
     }
 }
 

@@ -104,6 +104,31 @@ pub fn latest(out_dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     Ok(best)
 }
 
+/// Where a run writing into `out_dir` starts: with `resume`, the latest complete checkpoint (none is an error);
+/// without, nowhere, and an `out_dir` that already holds a run (its `metrics` file or checkpoints) is an error, so
+/// that a second run never mixes its lines and checkpoints with the first one's.
+pub fn resume_point(
+    out_dir: &Path,
+    metrics: &Path,
+    resume: bool,
+) -> Result<Option<(u64, PathBuf)>> {
+    if resume {
+        return Ok(Some(latest(out_dir)?.ok_or_else(|| {
+            TrainError::Resume(format!(
+                "no complete checkpoint in {}; start without --resume",
+                checkpoints_dir(out_dir).display()
+            ))
+        })?));
+    }
+    if metrics.exists() || checkpoints_dir(out_dir).exists() {
+        return Err(TrainError::Config(format!(
+            "out_dir {} already holds a run; pass --resume to continue it or choose another out_dir",
+            out_dir.display()
+        )));
+    }
+    Ok(None)
+}
+
 /// Reads the state of a checkpoint, restores the optimiser moments into `optimizer` and, when the checkpoint holds
 /// f32 master weights, puts them into `params`' variables (which were loaded from the checkpoint's rounded
 /// weights).

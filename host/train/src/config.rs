@@ -518,15 +518,11 @@ impl RunConfig {
 pub fn template_kwargs(
     table: &BTreeMap<String, toml::Value>,
 ) -> serde_json::Map<String, serde_json::Value> {
-    table
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-            )
-        })
-        .collect()
+    // A table of TOML values always serialises to a JSON object.
+    match serde_json::to_value(table) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// Sets `key=value` in `table` (a `--set` override): dotted keys create or enter sub-tables; the value is read as a

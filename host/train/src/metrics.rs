@@ -126,3 +126,30 @@ impl MetricsWriter {
             .map_err(TrainError::io("writing", &self.path))
     }
 }
+
+/// The progress bar of a training run on stderr (`{bar} step/steps message [elapsed < ETA]`) at `position`, or a
+/// hidden one when `show` is false.
+pub fn progress_bar(show: bool, steps: u64, position: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(position);
+    bar
+}
+
+/// This process's peak resident set (`VmHWM` of /proc/self/status) in MiB; NaN where the kernel does not say.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

@@ -128,6 +128,29 @@ pub struct Trajectory {
     pub reward: f32,
 }
 
+impl Trajectory {
+    /// A sequence that was not rolled out (SFT data, a benchmark's batch): `tokens` with the first `prompt_len` the
+    /// prompt and `mask` over the rest, answered in one turn without tool calls, behaviour log-probs 0, reward 0.
+    pub fn offline(prompt_id: String, tokens: Vec<u32>, prompt_len: usize, mask: Vec<u8>) -> Self {
+        Trajectory {
+            prompt_id,
+            sample_index: 0,
+            group: 0,
+            behaviour_logprobs: vec![0.0; mask.len()],
+            tokens,
+            prompt_len,
+            mask,
+            final_text: String::new(),
+            turns: 1,
+            tool_calls: 0,
+            valid_tool_calls: 0,
+            finish: Finish::Answered,
+            infra_fault: false,
+            reward: 0.0,
+        }
+    }
+}
+
 /// What ended a trajectory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Finish {

@@ -13,7 +13,7 @@ use crate::checkpoint::{self, TrainerState};
 use crate::config::RunConfig;
 use crate::dataset::Dataset;
 use crate::error::{Result, TrainError};
-use crate::metrics::{MetricsWriter, StepMetrics, Timing};
+use crate::metrics::{MetricsWriter, StepMetrics, Timing, progress_bar};
 use crate::reward::{Reward, reward_for, score_all};
 use crate::rollout::{Finish, RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
 use crate::teacher::{GeneratedRows, Teacher, score};
@@ -92,24 +92,11 @@ impl Trainer {
             group_size: u32::try_from(config.samples_per_prompt).unwrap_or(u32::MAX),
         })?;
 
-        let resume_from = if options.resume {
-            let found = checkpoint::latest(&config.out_dir)?;
-            Some(found.ok_or_else(|| {
-                TrainError::Resume(format!(
-                    "no complete checkpoint in {}; start without --resume",
-                    checkpoint::checkpoints_dir(&config.out_dir).display()
-                ))
-            })?)
-        } else {
-            let metrics = config.out_dir.join(METRICS_FILE);
-            if metrics.exists() || checkpoint::checkpoints_dir(&config.out_dir).exists() {
-                return Err(TrainError::Config(format!(
-                    "out_dir {} already holds a run; pass --resume to continue it or choose another out_dir",
-                    config.out_dir.display()
-                )));
-            }
-            None
-        };
+        let resume_from = checkpoint::resume_point(
+            &config.out_dir,
+            &config.out_dir.join(METRICS_FILE),
+            options.resume,
+        )?;
 
         let dataset = Dataset::load(&config.dataset)?;
         let mut sandbox_config = SandboxConfig {
@@ -206,19 +193,7 @@ impl Trainer {
 
     /// Trains until `config.steps`, checkpointing every `checkpoint_every` steps and at the end.
     pub fn run(&mut self) -> Result<RunSummary> {
-        let bar = if self.options.progress {
-            let bar = indicatif::ProgressBar::new(self.config.steps);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_position(self.step);
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = progress_bar(self.options.progress, self.config.steps, self.step);
         let mut summary = RunSummary {
             step: self.step,
             last: None,

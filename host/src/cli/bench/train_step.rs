@@ -18,7 +18,8 @@ use std::time::Instant;
 use candle_core::Device;
 use clap::Args;
 use sod_model::load_model_dir;
-use sod_train::rollout::{Finish, Trajectory};
+use sod_train::metrics::peak_rss_mib;
+use sod_train::rollout::Trajectory;
 use sod_train::teacher::score;
 use sod_train::update::{
     AdamW, AdamWConfig, Params, PpoClip, UpdateBatch, clip_grad_norm, policy_gradients,
@@ -69,16 +70,6 @@ struct Measured {
     grad_norm: f64,
 }
 
-/// The peak resident set of this process (`VmHWM`), in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// A 64-bit xorshift stream: the bench's token ids and advantages.
 struct Stream(u64);
 
@@ -122,23 +113,16 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
     let mut stream = Stream(bench.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let generated = bench.tokens - bench.prompt;
     let mut trajectories: Vec<Trajectory> = (0..bench.trajectories)
-        .map(|i| Trajectory {
-            prompt_id: format!("bench-{i}"),
-            sample_index: 0,
-            group: 0,
-            tokens: (0..bench.tokens)
+        .map(|i| {
+            let tokens = (0..bench.tokens)
                 .map(|_| (stream.next() % config.vocab_size as u64) as u32)
-                .collect(),
-            prompt_len: bench.prompt,
-            mask: vec![1; generated],
-            behaviour_logprobs: vec![0.0; generated],
-            final_text: String::new(),
-            turns: 1,
-            tool_calls: 0,
-            valid_tool_calls: 0,
-            finish: Finish::Answered,
-            infra_fault: false,
-            reward: 0.0,
+                .collect();
+            Trajectory::offline(
+                format!("bench-{i}"),
+                tokens,
+                bench.prompt,
+                vec![1; generated],
+            )
         })
         .collect();
     let advantages: Vec<Vec<f32>> = (0..bench.trajectories)

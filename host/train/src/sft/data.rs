@@ -75,7 +75,9 @@ pub fn load_conversations(path: &Path, columns: &Columns) -> Result<Vec<Conversa
     Ok(out)
 }
 
-fn parse_conversation(
+/// One row (a JSON object) as a conversation (see the module docs); `at` names it when it has no `id`, `parquet`
+/// undoes Parquet's struct unions. The error says what is wrong with the row.
+pub fn parse_conversation(
     at: RowAt,
     row: serde_json::Value,
     columns: &Columns,
@@ -91,23 +93,8 @@ fn parse_conversation(
         Some(other) => return Err(format!("id must be a string or a number, not {other}")),
     };
     let mut messages = match row.remove(&columns.messages) {
-        Some(serde_json::Value::Array(list)) => list,
-        Some(serde_json::Value::String(text)) => match serde_json::from_str(&text) {
-            Ok(serde_json::Value::Array(list)) => list,
-            _ => {
-                return Err(format!(
-                    "column {:?} is a string that is not a JSON list of messages",
-                    columns.messages
-                ));
-            }
-        },
-        Some(other) => {
-            return Err(format!(
-                "column {:?} must be a list of messages, not {}",
-                columns.messages,
-                kind(&other)
-            ));
-        }
+        Some(value) => list_column(value, &columns.messages, "messages")?
+            .ok_or_else(|| format!("column {:?} is empty: no messages", columns.messages))?,
         None => {
             let mut present: Vec<&str> = row.keys().map(String::as_str).collect();
             present.sort_unstable();
@@ -130,26 +117,8 @@ fn parse_conversation(
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let tools = match row.remove(&columns.tools) {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::Array(list)) => list,
-        Some(serde_json::Value::String(text)) if text.trim().is_empty() => Vec::new(),
-        Some(serde_json::Value::String(text)) => match serde_json::from_str(&text) {
-            Ok(serde_json::Value::Array(list)) => list,
-            Ok(serde_json::Value::Null) => Vec::new(),
-            _ => {
-                return Err(format!(
-                    "column {:?} is a string that is not a JSON list of tool schemas",
-                    columns.tools
-                ));
-            }
-        },
-        Some(other) => {
-            return Err(format!(
-                "column {:?} must be a list of tool schemas, not {}",
-                columns.tools,
-                kind(&other)
-            ));
-        }
+        Some(value) => list_column(value, &columns.tools, "tool schemas")?.unwrap_or_default(),
+        None => Vec::new(),
     };
     let tools: Vec<serde_json::Value> = if parquet {
         tools.into_iter().map(without_nulls).collect()
@@ -166,6 +135,30 @@ fn parse_conversation(
         tools,
         extra: row,
     })
+}
+
+/// A column holding a JSON list of `what`, or that list written as a JSON string (verl stores `tools` so);
+/// `None` for `null`, an empty string, or a string holding `null`.
+fn list_column(
+    value: serde_json::Value,
+    column: &str,
+    what: &str,
+) -> std::result::Result<Option<Vec<serde_json::Value>>, String> {
+    let value = match value {
+        serde_json::Value::String(text) if text.trim().is_empty() => return Ok(None),
+        serde_json::Value::String(text) => serde_json::from_str(&text).map_err(|_| {
+            format!("column {column:?} is a string that is not a JSON list of {what}")
+        })?,
+        other => other,
+    };
+    match value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Array(list) => Ok(Some(list)),
+        other => Err(format!(
+            "column {column:?} must be a list of {what}, not {}",
+            kind(&other)
+        )),
+    }
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {

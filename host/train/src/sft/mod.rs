@@ -57,22 +57,12 @@ impl SftExample {
     }
 
     fn as_trajectory(&self) -> Trajectory {
-        Trajectory {
-            prompt_id: self.id.clone(),
-            sample_index: 0,
-            group: 0,
-            tokens: self.tokens.clone(),
-            prompt_len: self.prompt_len,
-            mask: self.mask.clone(),
-            behaviour_logprobs: vec![0.0; self.mask.len()],
-            final_text: String::new(),
-            turns: 0,
-            tool_calls: 0,
-            valid_tool_calls: 0,
-            finish: crate::rollout::Finish::Answered,
-            infra_fault: false,
-            reward: 0.0,
-        }
+        Trajectory::offline(
+            self.id.clone(),
+            self.tokens.clone(),
+            self.prompt_len,
+            self.mask.clone(),
+        )
     }
 }
 

@@ -36,7 +36,7 @@ use super::{SftConfig, SftExample, SftStepMetrics, SftTrainer, tokenize_conversa
 use crate::checkpoint;
 use crate::config::apply_override;
 use crate::error::{Result, TrainError};
-use crate::metrics::MetricsWriter;
+use crate::metrics::{MetricsWriter, progress_bar};
 use crate::update::LrSchedule;
 
 /// What to do with a conversation longer than `max_length` tokens.
@@ -319,22 +319,7 @@ pub const SFT_MODEL_DIR: &str = "model";
 pub fn run_sft(config: &SftRunConfig, options: &SftRunOptions) -> Result<SftRunSummary> {
     config.validate()?;
     let metrics_path = config.out_dir.join(SFT_METRICS_FILE);
-    let resume_from = if options.resume {
-        Some(checkpoint::latest(&config.out_dir)?.ok_or_else(|| {
-            TrainError::Resume(format!(
-                "no complete checkpoint in {}; start without --resume",
-                checkpoint::checkpoints_dir(&config.out_dir).display()
-            ))
-        })?)
-    } else {
-        if metrics_path.exists() || checkpoint::checkpoints_dir(&config.out_dir).exists() {
-            return Err(TrainError::Config(format!(
-                "out_dir {} already holds a run; pass --resume to continue it or choose another out_dir",
-                config.out_dir.display()
-            )));
-        }
-        None
-    };
+    let resume_from = checkpoint::resume_point(&config.out_dir, &metrics_path, options.resume)?;
 
     let tokenizer = ChatTokenizer::from_dir(&config.model)?
         .with_template_kwargs(crate::config::template_kwargs(&config.chat_template_kwargs));
@@ -397,19 +382,7 @@ pub fn run_sft(config: &SftRunConfig, options: &SftRunOptions) -> Result<SftRunS
     let mut metrics = MetricsWriter::open(&metrics_path, resume_from.as_ref().map(|(s, _)| *s))?;
     let dtype = config.checkpoint_dtype.unwrap_or(model.source_dtype);
 
-    let bar = if options.progress {
-        let bar = indicatif::ProgressBar::new(steps);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_position(trainer.step());
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(options.progress, steps, trainer.step());
     let started = std::time::Instant::now();
     let first_step = trainer.step();
     let mut first_loss = None;
@@ -450,7 +423,7 @@ pub fn run_sft(config: &SftRunConfig, options: &SftRunOptions) -> Result<SftRunS
     }
     bar.finish_and_clear();
     let model_out = config.out_dir.join(SFT_MODEL_DIR);
-    model.save_as(&model_out, Some(dtype), Some(&config.model))?;
+    model.save_checkpoint(&model_out, dtype, Some(&config.model))?;
     Ok(SftRunSummary {
         step: trainer.step(),
         steps,
