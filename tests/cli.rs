@@ -61,6 +61,60 @@ fn tool_call_prints_one_json_outcome_identically_in_two_processes() {
     assert_eq!(first.stdout, second.stdout);
 }
 
+/// The python program of the next test: files in a scrambled order, what `os` reports of them, a 2 GB
+/// write attempt, and a file to fetch.
+const FILES_PROGRAM: &str = "import errno, os\n\
+for name in ['zeta', 'Alpha', '10', '9']:\n    open(name, 'w').write(name)\n\
+os.mkdir('d')\n\
+print(os.listdir('.'), [(os.stat(n).st_ino, os.stat(n).st_mtime_ns) for n in os.listdir('.')])\n\
+try:\n    with open('big.bin', 'wb') as f:\n        for _ in range(2048):\n            f.write(b'z' * (1 << 20))\n\
+except OSError as e:\n    print('stopped', errno.errorcode[e.errno])\n\
+open('out.txt', 'w').write(open('in.txt').read().upper())";
+
+#[test]
+fn tool_files_are_the_same_whatever_the_hosts_temporary_directory_and_never_reach_it() {
+    let input = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(input.path(), "from the host").expect("write");
+    let file_arg = format!("in.txt={}", input.path().display());
+    let arguments = serde_json::json!({ "code": FILES_PROGRAM }).to_string();
+    // A temporary directory on the disk and, where the machine has one, on tmpfs.
+    let disk = tempfile::tempdir_in(target_dir()).expect("disk tempdir");
+    let shm = std::path::Path::new("/dev/shm");
+    let tmpfs = shm.is_dir().then(|| tempfile::tempdir_in(shm).expect("tmpfs tempdir"));
+    let mut outputs = Vec::new();
+    for dir in std::iter::once(disk.path()).chain(tmpfs.as_ref().map(|d| d.path())) {
+        let mut child = Command::new(sod_binary())
+            .args(["tool", "call", "python", &arguments, "--file", &file_arg, "--fetch", "out.txt"])
+            .env("SOD_TOOLS_DIR", target_dir().join("tools"))
+            .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
+            .env("TMPDIR", dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sod");
+        // Watch the directory while the call runs: nothing may appear in it, not even for a moment.
+        let mut seen = Vec::new();
+        while child.try_wait().expect("wait").is_none() {
+            seen.extend(std::fs::read_dir(dir).expect("read tempdir").flatten().map(|e| e.path()));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let output = child.wait_with_output().expect("output");
+        assert!(output.status.success(), "{}", stderr(&output));
+        seen.extend(std::fs::read_dir(dir).expect("read tempdir").flatten().map(|e| e.path()));
+        assert!(seen.is_empty(), "the call wrote {seen:?} under {}", dir.display());
+        outputs.push(stdout(&output));
+    }
+    let outcome: serde_json::Value = serde_json::from_str(&outputs[0]).expect("JSON");
+    assert_eq!(outcome["kind"], "ok", "{outcome}");
+    let printed = outcome["output"].as_str().unwrap_or("");
+    assert!(printed.starts_with("['10', '9', 'Alpha', 'd', 'zeta'] [(4, "), "{printed}");
+    assert!(printed.ends_with("stopped EIO\n"), "{printed}");
+    assert_eq!(outcome["files"]["out.txt"], "RlJPTSBUSEUgSE9TVA==");
+    if let Some(tmpfs_output) = outputs.get(1) {
+        assert_eq!(tmpfs_output, &outputs[0], "tmpfs and disk differ");
+    }
+}
+
 #[test]
 fn guest_failures_are_outcomes_not_cli_errors() {
     let output = sod(&["tool", "call", "calculator", r#"{"expression": "1/0"}"#]);

@@ -34,6 +34,7 @@ fn limits_for(tests: u64, fuel: u64) -> Limits {
         memory_bytes: 256 << 20,
         output_bytes: 1 << 20,
         wall_ms: 600_000,
+        ..Limits::default()
     }
 }
 

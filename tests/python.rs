@@ -246,7 +246,7 @@ fn numpy_is_unavailable_with_a_clear_message() {
 }
 
 #[test]
-fn files_stay_in_the_scratch_directory() {
+fn files_stay_in_the_tools_own_filesystem() {
     let output = ok("open('/etc/passwd').read()");
     assert!(output.contains("FileNotFoundError"), "{output}");
     let output = ok("open('../../../../etc/hostname').read()");
@@ -508,4 +508,223 @@ fn instances_made_ahead_give_the_same_outcomes_as_fresh_ones() {
         "a 1 MiB memory limit or a tiny fuel limit cannot take a waiting instance"
     );
     assert_eq!(fresh.instances_ahead_counts(), (0, 0));
+}
+
+/// The python tool with explicit file quotas.
+fn with_fs(code: &str, fs: sod_sandbox::FsLimits) -> Outcome {
+    let options = CallOptions {
+        limits: Some(Limits {
+            fs,
+            ..Limits::default()
+        }),
+        ..CallOptions::default()
+    };
+    call_args(json!({ "code": code }), &options)
+}
+
+/// Code that creates files and directories in a scrambled order and prints what `os` reports of them.
+const LISTING: &str = "import os\n\
+for name in ['zeta', 'Alpha', 'mid', '10', '9', 'beta']:\n    open(name, 'w').write(name * 3)\n\
+os.mkdir('sub')\nopen('sub/inner.txt', 'wb').write(b'x' * 1000)\n\
+print(os.listdir('.'))\nprint(sorted(os.listdir('.')) == os.listdir('.'))\n\
+for name in ['zeta', 'sub', 'sub/inner.txt', '.']:\n    st = os.stat(name)\n    \
+print(name, st.st_ino, st.st_dev, st.st_nlink, st.st_size, st.st_mode, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)\n\
+print([e.name for e in os.scandir('.')])";
+
+#[test]
+fn listings_and_stat_are_a_function_of_the_call() {
+    let first = call(LISTING);
+    assert_eq!(first.kind, OutcomeKind::Ok, "{first:?}");
+    let lines: Vec<&str> = first.output.lines().collect();
+    // Sorted by name (bytes), whatever the creation order; scandir agrees.
+    assert_eq!(
+        lines[0],
+        "['10', '9', 'Alpha', 'beta', 'mid', 'sub', 'zeta']",
+        "{}",
+        first.output
+    );
+    assert_eq!(lines[1], "True");
+    assert_eq!(lines[6], lines[0]);
+    // Inodes count up in creation order; times are the virtual clock's (2024-01-01, not the host's).
+    let zeta: Vec<u64> = lines[2]
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().expect("number"))
+        .collect();
+    assert_eq!((zeta[0], zeta[2], zeta[3]), (2, 1, 12), "{}", lines[2]);
+    let epoch_ns = sod_sandbox::EPOCH_UNIX_SECONDS * 1_000_000_000;
+    for time in &zeta[5..] {
+        assert!(*time >= epoch_ns && *time < epoch_ns + 60_000_000_000, "{}", lines[2]);
+    }
+    let sub: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!((sub[1], sub[3], sub[4]), ("8", "2", "0"), "{}", lines[3]);
+    // The same bytes in a second sandbox (another engine and pool, as a second process would have).
+    let other = Sandbox::new(test_config()).expect("sandbox");
+    let tool = other
+        .load_tool(&artifact("tools/python.wasm"))
+        .expect("load");
+    let second = other.call(&tool, &json!({ "code": LISTING }).to_string(), &CallOptions::default());
+    assert_eq!(second.to_json(), first.to_json());
+}
+
+#[test]
+fn each_quota_gives_its_errno_and_the_call_goes_on() {
+    let fs = sod_sandbox::FsLimits {
+        max_bytes: 1 << 20,
+        max_file_bytes: 256 << 10,
+        max_nodes: 50,
+        max_name_bytes: 32,
+        max_depth: 6,
+        ..sod_sandbox::FsLimits::default()
+    };
+    // Operations on descriptors and paths report the quota's own code. A write() through CPython's
+    // preview-1 adapter (componentize-py 0.25.1) reports EIO: that adapter maps every stream error to EIO,
+    // whatever code the sandbox gives (docs/sandbox.md, "Files").
+    let code = "import errno, os\n\
+def attempt(label, f):\n    try:\n        f()\n        print(label, 'ok')\n    except OSError as e:\n        print(label, errno.errorcode[e.errno])\n\
+attempt('file too large', lambda: open('big', 'wb').truncate(300 << 10))\n\
+def fill():\n    for i in range(5):\n        fd = os.open(f'part{i}', os.O_WRONLY | os.O_CREAT)\n        try:\n            os.pwrite(fd, b'y' * (250 << 10), 0)\n        finally:\n            os.close(fd)\n\
+attempt('bytes', fill)\n\
+def write():\n    with open('w.bin', 'wb') as f:\n        f.write(b'x' * (200 << 10))\n\
+attempt('write', write)\n\
+for name in os.listdir('.'):\n    if name != 'big':\n        os.remove(name)\n\
+def many():\n    for i in range(100):\n        open(f'n{i}', 'w').close()\n\
+attempt('depth', lambda: os.makedirs('a/b/c/d/e/f/g'))\n\
+attempt('name', lambda: open('n' * 40, 'w'))\n\
+attempt('files', many)\n\
+attempt('escape', lambda: open('../outside', 'w'))\n\
+print(len(os.listdir('.')), 'alive')";
+    let outcome = with_fs(code, fs);
+    assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
+    let lines: Vec<&str> = outcome.output.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "file too large EFBIG",
+            "bytes ENOSPC",
+            "write EIO",
+            "depth ENAMETOOLONG",
+            "name ENAMETOOLONG",
+            "files EDQUOT",
+            "escape EPERM",
+            // 50 nodes: `big` (empty), `a` to `a/b/c/d/e/f`, `n0` to `n42`.
+            "45 alive",
+        ],
+        "{}",
+        outcome.output
+    );
+    assert_eq!(with_fs(code, fs).to_json(), outcome.to_json());
+}
+
+#[test]
+fn a_2gb_write_ends_by_quota_in_memory() {
+    let code = "import errno\nwritten = 0\nchunk = b'z' * (1 << 20)\n\
+try:\n    with open('big.bin', 'wb') as f:\n        for _ in range(2048):\n            f.write(chunk)\n            written += len(chunk)\n\
+except OSError as e:\n    print('stopped', errno.errorcode[e.errno], written >> 20)\n\
+import os\nprint(os.path.getsize('big.bin'))\n\
+for grow in (lambda f: f.truncate(2 << 30), lambda f: (f.seek(2 << 30), f.write(b'!'))):\n    \
+try:\n        with open('sparse.bin', 'wb') as f:\n            grow(f)\n        print('grew')\n    except OSError as e:\n        print('refused', errno.errorcode[e.errno])";
+    let outcome = call(code);
+    assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
+    let lines: Vec<&str> = outcome.output.lines().collect();
+    // 64 MiB by default: the write stops at the quota (EIO through CPython's adapter, see above) having
+    // stored what fits; growing a file past its size limit is EFBIG.
+    assert!(lines[0].starts_with("stopped EIO"), "{}", outcome.output);
+    let stored: u64 = lines[1].parse().expect("size");
+    assert!(stored > 63 << 20 && stored <= 64 << 20, "{stored}");
+    assert_eq!(&lines[2..], ["refused EFBIG", "refused EIO"], "{}", outcome.output);
+    assert_eq!(call(code).to_json(), outcome.to_json());
+}
+
+#[test]
+fn a_file_flood_ends_by_fuel_in_bounded_time() {
+    let limits = Limits {
+        fuel: 2_000_000_000,
+        ..Limits::default()
+    };
+    let options = CallOptions {
+        limits: Some(limits),
+        ..CallOptions::default()
+    };
+    let flood = "import os\ni = 0\nwhile True:\n    open('f', 'w').close()\n    os.remove('f')\n    i += 1";
+    let fill = "i = 0\nwhile True:\n    try:\n        open(f'f{i % 20000}', 'w').close()\n    except OSError:\n        pass\n    i += 1";
+    for code in [flood, fill] {
+        let started = std::time::Instant::now();
+        let outcome = call_args(json!({ "code": code }), &options);
+        let wall = started.elapsed();
+        assert_eq!(outcome.kind, OutcomeKind::TimeLimit, "{outcome:?}");
+        assert_eq!(call_args(json!({ "code": code }), &options).to_json(), outcome.to_json());
+        // 2e9 fuel is 0.4 s of compute at the documented rate; the old host directory took 25 s.
+        assert!(wall < std::time::Duration::from_secs(20), "{code}: {wall:?}");
+    }
+}
+
+#[test]
+fn sessions_keep_their_files_and_fresh_calls_start_empty() {
+    let wrote = in_session("files-1", "open('kept.txt', 'w').write('from call 1')");
+    assert_eq!(wrote.kind, OutcomeKind::Ok, "{wrote:?}");
+    let read = in_session("files-1", "print(open('kept.txt').read())");
+    assert_eq!(read.output, "from call 1\n", "{read:?}");
+    assert_eq!(ok("import os\nprint(os.listdir('/'))"), "[]\n");
+    let other = in_session("files-2", "import os\nprint(os.listdir('.'))");
+    assert_eq!(other.output, "[]\n", "{other:?}");
+}
+
+#[test]
+fn files_go_in_and_come_back_through_call_options() {
+    let options = CallOptions {
+        files: [
+            ("data/in.txt".to_string(), b"2 3\n".to_vec()),
+            ("/abs.bin".to_string(), vec![0, 159, 255]),
+        ]
+        .into_iter()
+        .collect(),
+        fetch_files: vec![
+            "out.txt".to_string(),
+            "data/in.txt".to_string(),
+            "missing".to_string(),
+            "data".to_string(),
+        ],
+        ..CallOptions::default()
+    };
+    let code = "a, b = map(int, open('data/in.txt').read().split())\n\
+print(list(open('abs.bin', 'rb').read()))\n_ = open('out.txt', 'w').write(str(a * b))";
+    let outcome = call_args(json!({ "code": code }), &options);
+    assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
+    assert_eq!(outcome.output, "[0, 159, 255]\n");
+    let fetched: Vec<(&str, &str)> = outcome
+        .files
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(fetched, [("data/in.txt", "MiAzCg=="), ("out.txt", "Ng==")]);
+    // Files are fetched whichever way the call ends.
+    let timed_out = CallOptions {
+        limits: Some(Limits {
+            fuel: 500_000_000,
+            ..Limits::default()
+        }),
+        ..options.clone()
+    };
+    let outcome = call_args(
+        json!({ "code": "with open('out.txt', 'w') as f:\n    f.write('partial')\nwhile True:\n    pass" }),
+        &timed_out,
+    );
+    assert_eq!(outcome.kind, OutcomeKind::TimeLimit, "{outcome:?}");
+    assert_eq!(outcome.files["out.txt"], "cGFydGlhbA==");
+    // Files over the quota are the caller's error; the tool never runs.
+    let too_big = CallOptions {
+        files: [("big".to_string(), vec![0; 2 << 20])].into_iter().collect(),
+        limits: Some(Limits {
+            fs: sod_sandbox::FsLimits {
+                max_bytes: 1 << 20,
+                ..sod_sandbox::FsLimits::default()
+            },
+            ..Limits::default()
+        }),
+        ..CallOptions::default()
+    };
+    let outcome = call_args(json!({ "code": "print('ran')" }), &too_big);
+    assert_eq!(outcome.kind, OutcomeKind::ToolError, "{outcome:?}");
+    assert!(outcome.message.as_deref().unwrap_or("").starts_with("files: "), "{outcome:?}");
 }

@@ -11,6 +11,7 @@
 //! session's interpreter lives in that process. A worker that dies is replaced; the call it was running ends
 //! as `infra_fault`.
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use sod_sandbox::{CallOptions, Limits, Outcome, OutcomeKind, Sandbox};
 
@@ -39,6 +42,12 @@ pub enum WorkerRequest {
         call_key: Option<String>,
         /// Session id.
         session: Option<String>,
+        /// Files put into the tool's filesystem, path to standard base64.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        files: BTreeMap<String, String>,
+        /// Files fetched back into the outcome.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fetch_files: Vec<String>,
     },
     /// Release a session.
     Release {
@@ -69,16 +78,27 @@ pub fn serve_requests(
                 seed,
                 call_key,
                 session,
+                files,
+                fetch_files,
             }) => {
-                let options = CallOptions {
-                    limits,
-                    seed,
-                    call_key,
-                    session,
-                };
-                let outcome = match sandbox.tool(&tool) {
-                    Ok(tool) => sandbox.call(&tool, &arguments, &options),
-                    Err(err) => fault(&tool, format!("{err}")),
+                let decoded: Result<BTreeMap<String, Vec<u8>>, _> = files
+                    .into_iter()
+                    .map(|(path, b64)| BASE64.decode(b64).map(|bytes| (path, bytes)))
+                    .collect();
+                let outcome = match (decoded, sandbox.tool(&tool)) {
+                    (Ok(files), Ok(found)) => {
+                        let options = CallOptions {
+                            limits,
+                            seed,
+                            call_key,
+                            session,
+                            files,
+                            fetch_files,
+                        };
+                        sandbox.call(&found, &arguments, &options)
+                    }
+                    (Err(err), _) => fault(&tool, format!("a file is not valid base64: {err}")),
+                    (_, Err(err)) => fault(&tool, format!("{err}")),
                 };
                 serde_json::to_string(&outcome)
             }
@@ -105,6 +125,7 @@ fn fault(tool: &str, message: String) -> Outcome {
         fuel_used: 0,
         tool: tool.to_string(),
         artifact: String::new(),
+        files: BTreeMap::new(),
     }
 }
 
@@ -234,6 +255,12 @@ impl WorkerPool {
             seed: options.seed,
             call_key: options.call_key.clone(),
             session: options.session.clone(),
+            files: options
+                .files
+                .iter()
+                .map(|(path, bytes)| (path.clone(), BASE64.encode(bytes)))
+                .collect(),
+            fetch_files: options.fetch_files.clone(),
         };
         let answer = match &options.session {
             Some(session) => self.exchange(self.session_worker(tool, session), &request),

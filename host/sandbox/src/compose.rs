@@ -77,6 +77,8 @@ async fn call_child(
             .unwrap_or(parent.output_bytes)
             .min(parent.output_bytes),
         wall_ms: parent.wall_ms,
+        // A child gets its own empty file tree, under the caller's file quotas.
+        fs: parent.fs,
     };
     state.child_calls += 1;
     let options = CallOptions {
@@ -87,6 +89,7 @@ async fn call_child(
             state.identity.call_key, state.child_calls
         )),
         session: None,
+        ..CallOptions::default()
     };
     let depth = state.identity.depth + 1;
     let outcome = Box::pin(sandbox.call_async(&tool, arguments, &options, depth)).await;

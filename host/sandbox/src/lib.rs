@@ -1,9 +1,10 @@
 //! sod's tool sandbox: runs tools, WebAssembly components implementing `sdk/wit/tool.wit`, with WASI
 //! preview 2, deterministically and under resource limits.
 //!
-//! Capabilities first: a tool sees a private scratch directory (as `/`), captured stdout and stderr,
-//! virtual clocks, seeded randomness, and, if its world imports `sod:tool/sandbox`, the ability to call
-//! other loaded tools under its own budget. No environment, arguments, stdin or network.
+//! Capabilities first: a tool sees its own files in memory (as `/`: [`vfs`], sorted listings, virtual
+//! timestamps, quotas; the caller may put files in and fetch them back), captured stdout and stderr, virtual
+//! clocks, seeded randomness, and, if its world imports `sod:tool/sandbox`, the ability to call other loaded
+//! tools under its own budget. No environment, arguments, stdin, network, or host files.
 //!
 //! Every call is a pure function of (tool artifact, arguments, limits, seed, call key): time limits
 //! count fuel, not wall-clock time; clocks are virtual; randomness is seeded; NaNs are canonical. Every
@@ -30,7 +31,6 @@ mod outcome;
 mod pipe;
 mod random;
 mod sandbox;
-mod scratch;
 mod state;
 pub mod vfs;
 
@@ -39,4 +39,5 @@ pub use clock::{EPOCH_UNIX_SECONDS, TICK_NANOS};
 pub use error::SandboxError;
 pub use limits::Limits;
 pub use outcome::{Outcome, OutcomeKind};
+pub use vfs::FsLimits;
 pub use sandbox::{CallOptions, Descriptor, MAX_CALL_DEPTH, Sandbox, SandboxConfig, Tool};

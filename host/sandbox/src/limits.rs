@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::vfs::FsLimits;
+
 /// Limits of one call. Fuel is the deterministic time limit: it counts executed wasm instructions,
 /// so the same call ends the same way on any machine and under any load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +18,10 @@ pub struct Limits {
     /// Wall-clock backstop in milliseconds. Exceeding it is an `infra_fault`, never a model error:
     /// fuel is the real limit, this only protects the host from a sandbox bug or a stalled machine.
     pub wall_ms: u64,
+    /// The call's file quotas (bytes, files and directories, names, open handles); its files live in host
+    /// memory, apart from `memory_bytes`. Left out of the serialised form while at their defaults.
+    #[serde(skip_serializing_if = "FsLimits::is_default")]
+    pub fs: FsLimits,
 }
 
 impl Limits {
@@ -44,6 +50,7 @@ impl Default for Limits {
             memory_bytes: 512 << 20,
             output_bytes: 64 << 10,
             wall_ms: 60_000,
+            fs: FsLimits::default(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The one result type of a tool call.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// How a call ended. The serialised names are stable: trainers, judges and stored runs key on them.
@@ -64,6 +66,10 @@ pub struct Outcome {
     pub tool: String,
     /// `sha256:<hex>` of the tool's artifact: the provenance of this result.
     pub artifact: String,
+    /// The files the call asked to fetch ([`crate::CallOptions::fetch_files`]) that exist after it, path to
+    /// standard base64 of the contents. Left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 impl Outcome {

@@ -21,8 +21,8 @@ use crate::error::SandboxError;
 use crate::limits::Limits;
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::random::InsecureSeedHost;
-use crate::scratch::ScratchPool;
 use crate::state::{CallIdentity, CallState};
+use crate::vfs;
 
 /// How often the wall-clock backstop's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -38,8 +38,6 @@ pub struct SandboxConfig {
     /// Directory of tool components: a tool not loaded yet is loaded from `<tools_dir>/<name>.wasm` on
     /// first use (by a caller or by a composing tool).
     pub tools_dir: Option<PathBuf>,
-    /// Where per-call scratch directories are created; `None` uses the system temporary directory.
-    pub scratch_dir: Option<PathBuf>,
     /// Limits of a call that names none.
     pub default_limits: Limits,
     /// Largest memory limit any call may ask for; sizes the pooling allocator's slots.
@@ -77,7 +75,6 @@ impl Default for SandboxConfig {
         SandboxConfig {
             cache_dir: default_cache_dir(),
             tools_dir: None,
-            scratch_dir: None,
             default_limits: Limits::default(),
             max_memory_bytes: 4 << 30,
             max_wasm_stack: 4 << 20,
@@ -105,8 +102,14 @@ pub struct CallOptions {
     /// Names the call for seeding (e.g. `"prompt-3/sample-1/turn-2"`); `None` derives it from the tool
     /// and the arguments, so identical calls see identical randomness.
     pub call_key: Option<String>,
-    /// Keeps the instance (and so the tool's state) across calls with the same id.
+    /// Keeps the instance (and so the tool's state, its files included) across calls with the same id.
     pub session: Option<String>,
+    /// Files written into the tool's filesystem before it runs (path relative to its `/`, contents);
+    /// directories are created. They count toward the call's file quotas (`Limits::fs`).
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Files read back after the call into [`Outcome::files`] (those that exist and are regular files),
+    /// whichever way it ended.
+    pub fetch_files: Vec<String>,
 }
 
 /// What a tool says about itself.
@@ -219,7 +222,6 @@ pub(crate) struct SandboxInner {
     linker: Linker<CallState>,
     config: SandboxConfig,
     cache: Option<CompileCache>,
-    scratch: Arc<ScratchPool>,
     tools: RwLock<BTreeMap<String, Tool>>,
     sessions: Mutex<HashMap<(String, String), SessionSlot>>,
     stop_ticker: Arc<AtomicBool>,
@@ -320,6 +322,8 @@ impl Sandbox {
             VirtualMonotonicClock,
         >(&mut linker, CallState::clock_view)
         .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        // Shadow the filesystem: a call's files live in memory (`crate::vfs`), not in a host directory.
+        vfs::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         // Shadow the insecure seed: wasmtime-wasi fixes it when the context is built, and an instance made
         // ahead of its call learns its seed later.
         wasmtime_wasi::p2::bindings::random::insecure_seed::add_to_linker::<
@@ -333,9 +337,6 @@ impl Sandbox {
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), stop_ticker.clone());
-        let scratch = ScratchPool::new(config.scratch_dir.as_deref()).map_err(|e| {
-            SandboxError::Engine(format!("cannot create the scratch directory root: {e}"))
-        })?;
         let cache = config
             .cache_dir
             .clone()
@@ -346,7 +347,6 @@ impl Sandbox {
                 linker,
                 config,
                 cache,
-                scratch,
                 tools: RwLock::new(BTreeMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 stop_ticker,
@@ -504,24 +504,34 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Derives a call key from what identifies a call when the caller names none.
-fn derived_call_key(tool: &str, arguments: &str) -> String {
-    let digest = Sha256::digest(format!("{tool}\0{arguments}").as_bytes());
-    format!("args:{}", hex::encode(&digest[..16]))
+/// Derives a call key from what identifies a call when the caller names none: the tool, the arguments, and
+/// the files given to it (left out when there are none, so keys of calls without files stay as they were).
+fn derived_call_key(tool: &str, arguments: &str, files: &BTreeMap<String, Vec<u8>>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{tool}\0{arguments}").as_bytes());
+    for (path, bytes) in files {
+        hasher.update(b"\0file\0");
+        hasher.update(path.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(Sha256::digest(bytes));
+    }
+    format!("args:{}", hex::encode(&hasher.finalize()[..16]))
 }
 
 impl SandboxInner {
-    /// A store for one call (or session): fresh WASI state, scratch directory, limits armed.
-    fn new_store(
-        self: &Arc<Self>,
-        limits: Limits,
-        identity: CallIdentity,
-    ) -> std::io::Result<Store<CallState>> {
-        let state = CallState::new(limits, identity, Arc::downgrade(self), &self.scratch)?;
+    /// A store for one call (or session): fresh WASI state, an empty file tree, limits armed.
+    fn new_store(self: &Arc<Self>, limits: Limits, identity: CallIdentity) -> Store<CallState> {
+        let state = CallState::new(limits, identity, Arc::downgrade(self));
+        self.store(state, &limits)
+    }
+
+    fn store(&self, state: CallState, limits: &Limits) -> Store<CallState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        arm_store(&mut store, &limits);
-        Ok(store)
+        // Filesystem work is charged as fuel each time the guest resumes.
+        store.call_hook(vfs::charge_hook);
+        arm_store(&mut store, limits);
+        store
     }
 
     /// The call path shared by top-level calls and child calls of composing tools.
@@ -533,34 +543,35 @@ impl SandboxInner {
         depth: u32,
     ) -> Outcome {
         let limits = options.limits.unwrap_or(self.config.default_limits);
+        // A call's files are host memory like its linear memory is, and bounded by the same ceiling.
         let limits = Limits {
             memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes),
+            fs: vfs::FsLimits {
+                max_bytes: limits.fs.max_bytes.min(self.config.max_memory_bytes),
+                ..limits.fs
+            },
             ..limits
         };
         let identity = CallIdentity {
             seed: options.seed.unwrap_or(self.config.seed),
-            call_key: options
-                .call_key
-                .clone()
-                .unwrap_or_else(|| derived_call_key(tool.name(), arguments)),
+            call_key: options.call_key.clone().unwrap_or_else(|| {
+                derived_call_key(tool.name(), arguments, &options.files)
+            }),
             depth,
         };
+        let call = Call {
+            arguments,
+            limits,
+            files: &options.files,
+            fetch: &options.fetch_files,
+        };
         match &options.session {
-            None => self.call_fresh(tool, arguments, limits, identity).await,
-            Some(session) => {
-                self.call_in_session(tool, arguments, limits, identity, session)
-                    .await
-            }
+            None => self.call_fresh(tool, &call, identity).await,
+            Some(session) => self.call_in_session(tool, &call, identity, session).await,
         }
     }
 
-    async fn call_fresh(
-        self: &Arc<Self>,
-        tool: &Tool,
-        arguments: &str,
-        limits: Limits,
-        identity: CallIdentity,
-    ) -> Outcome {
+    async fn call_fresh(self: &Arc<Self>, tool: &Tool, call: &Call<'_>, identity: CallIdentity) -> Outcome {
         if self.config.instances_ahead {
             let ahead = tool
                 .inner
@@ -571,10 +582,7 @@ impl SandboxInner {
             // Make the next call's instance while this one runs.
             self.queue_ahead(AheadJob::Make(tool.clone()));
             if let Some(ahead) = ahead {
-                match self
-                    .call_ahead(ahead, tool, arguments, &limits, identity.clone())
-                    .await
-                {
+                match self.call_ahead(ahead, tool, call, identity.clone()).await {
                     Ok(outcome) => {
                         self.ahead_used.fetch_add(1, Ordering::Relaxed);
                         return outcome;
@@ -587,20 +595,12 @@ impl SandboxInner {
                 }
             }
         }
-        let mut store = match self.new_store(limits, identity) {
-            Ok(store) => store,
-            Err(err) => {
-                return infra_fault(
-                    tool,
-                    format!("cannot create the call's scratch directory: {err}"),
-                );
-            }
-        };
+        let mut store = self.new_store(call.limits, identity);
         let result = match tool.inner.pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance.call_call(&mut store, arguments).await,
+            Ok(instance) => run_call(&instance, &mut store, call).await,
             Err(err) => Err(err),
         };
-        let outcome = finish(tool, &mut store, &limits, result);
+        let outcome = finish(tool, &mut store, call, result);
         self.drop_later(store);
         outcome
     }
@@ -611,10 +611,10 @@ impl SandboxInner {
         self: &Arc<Self>,
         ahead: Ahead,
         tool: &Tool,
-        arguments: &str,
-        limits: &Limits,
+        call: &Call<'_>,
         identity: CallIdentity,
     ) -> Result<Outcome, Store<CallState>> {
+        let limits = &call.limits;
         let Ahead {
             mut store,
             instance,
@@ -626,8 +626,8 @@ impl SandboxInner {
         arm_store(&mut store, limits);
         // Charged as a fresh instantiation would have been.
         let _ = store.set_fuel(limits.fuel - fuel_spent);
-        let result = instance.call_call(&mut store, arguments).await;
-        let outcome = finish(tool, &mut store, limits, result);
+        let result = run_call(&instance, &mut store, call).await;
+        let outcome = finish(tool, &mut store, call, result);
         self.drop_later(store);
         Ok(outcome)
     }
@@ -639,10 +639,8 @@ impl SandboxInner {
             memory_bytes: self.config.max_memory_bytes,
             ..self.config.default_limits
         };
-        let state = CallState::ahead(ceiling, Arc::downgrade(self), &self.scratch).ok()?;
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        arm_store(&mut store, &ceiling);
+        let state = CallState::ahead(ceiling, Arc::downgrade(self));
+        let mut store = self.store(state, &ceiling);
         let instance = tool.inner.pre.instantiate_async(&mut store).await.ok()?;
         let fuel_spent = AHEAD_FUEL.saturating_sub(store.get_fuel().unwrap_or(0));
         Some(Ahead {
@@ -687,31 +685,21 @@ impl SandboxInner {
     async fn call_in_session(
         self: &Arc<Self>,
         tool: &Tool,
-        arguments: &str,
-        limits: Limits,
+        call: &Call<'_>,
         identity: CallIdentity,
         session_id: &str,
     ) -> Outcome {
+        let limits = call.limits;
         let slot = self.session_slot(tool.name(), session_id);
         let mut guard = slot.lock().await;
         let mut session = match guard.take() {
             Some(mut session) => {
-                let state = session.store.data_mut();
-                state.limits = limits;
-                state.limiter.set_limit(limits.memory_bytes);
+                session.store.data_mut().rearm(limits);
                 arm_store(&mut session.store, &limits);
                 session
             }
             None => {
-                let mut store = match self.new_store(limits, identity) {
-                    Ok(store) => store,
-                    Err(err) => {
-                        return infra_fault(
-                            tool,
-                            format!("cannot create the session's scratch directory: {err}"),
-                        );
-                    }
-                };
+                let mut store = self.new_store(limits, identity);
                 match tool.inner.pre.instantiate_async(&mut store).await {
                     Ok(instance) => Session {
                         store,
@@ -721,17 +709,14 @@ impl SandboxInner {
                     Err(err) => {
                         drop(guard);
                         self.forget_session(tool.name(), session_id);
-                        return finish(tool, &mut store, &limits, Err(err));
+                        return finish(tool, &mut store, call, Err(err));
                     }
                 }
             }
         };
-        let result = session
-            .instance
-            .call_call(&mut session.store, arguments)
-            .await;
+        let result = run_call(&session.instance, &mut session.store, call).await;
         let trapped = result.is_err();
-        let mut outcome = finish(tool, &mut session.store, &limits, result);
+        let mut outcome = finish(tool, &mut session.store, call, result);
         if trapped {
             // A trapped instance cannot be entered again: end the session; the next call starts fresh.
             drop(guard);
@@ -920,9 +905,7 @@ impl SandboxInner {
             depth: 0,
         };
         let limits = self.config.default_limits;
-        let mut store = self
-            .new_store(limits, identity)
-            .map_err(|e| fail(format!("cannot create the call's scratch directory: {e}")))?;
+        let mut store = self.new_store(limits, identity);
         let raw = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_describe(&mut store).await
@@ -965,16 +948,26 @@ fn arm_store(store: &mut Store<CallState>, limits: &Limits) {
     store.set_epoch_deadline(ticks);
 }
 
-fn infra_fault(tool: &Tool, message: String) -> Outcome {
-    Outcome {
-        kind: OutcomeKind::InfraFault,
-        output: String::new(),
-        message: Some(message),
-        error_code: None,
-        fuel_used: 0,
-        tool: tool.name().to_string(),
-        artifact: tool.artifact_hash().to_string(),
+/// What one call runs with, past its identity.
+struct Call<'a> {
+    arguments: &'a str,
+    limits: Limits,
+    files: &'a BTreeMap<String, Vec<u8>>,
+    fetch: &'a [String],
+}
+
+/// Installs the call's files (after instantiation, so that an instance made ahead saw exactly what a fresh one
+/// sees while it was made) and runs the call. Files the quotas refuse are the caller's error, reported as the
+/// tool's `invalid_arguments`; the guest never runs then.
+async fn run_call(
+    instance: &CompositeTool,
+    store: &mut Store<CallState>,
+    call: &Call<'_>,
+) -> wasmtime::Result<Result<String, ToolError>> {
+    if let Err(message) = store.data().vfs.install(call.files) {
+        return Ok(Err(ToolError::InvalidArguments(format!("files: {message}"))));
     }
+    instance.call_call(&mut *store, call.arguments).await
 }
 
 /// Truncates `text` to at most `max` bytes on a character boundary.
@@ -992,9 +985,10 @@ pub(crate) fn truncate_utf8(text: &mut String, max: usize) {
 fn finish(
     tool: &Tool,
     store: &mut Store<CallState>,
-    limits: &Limits,
+    call: &Call<'_>,
     result: wasmtime::Result<Result<String, ToolError>>,
 ) -> Outcome {
+    let limits = &call.limits;
     let remaining = store.get_fuel().unwrap_or(0);
     let fuel_used = limits.fuel.saturating_sub(remaining);
     let state = store.data();
@@ -1008,7 +1002,17 @@ fn finish(
         fuel_used,
         tool: tool.name().to_string(),
         artifact: tool.artifact_hash().to_string(),
+        files: BTreeMap::new(),
     };
+    if !call.fetch.is_empty() {
+        use base64::Engine as _;
+        outcome.files = state
+            .vfs
+            .fetch(call.fetch)
+            .into_iter()
+            .map(|(path, bytes)| (path, base64::engine::general_purpose::STANDARD.encode(bytes)))
+            .collect();
+    }
     match result {
         Ok(Ok(mut output)) => {
             if output.len() > max_output {

@@ -1,7 +1,7 @@
-//! What a store holds during a call: WASI context, resources, limits, virtual clock, and the handle that
-//! lets a composing tool call other tools.
+//! What a store holds during a call: WASI context, resources, limits, virtual clock, the call's files, and the
+//! handle that lets a composing tool call other tools.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -12,7 +12,7 @@ use crate::limits::Limits;
 use crate::pipe::CappedPipe;
 use crate::random::{InsecureSeed, SeededRng, SharedRng};
 use crate::sandbox::SandboxInner;
-use crate::scratch::{ScratchDir, ScratchPool};
+use crate::vfs::Vfs;
 
 /// Bytes of guest stderr kept for diagnostics (the tail of a panic message, a traceback).
 const STDERR_CAPTURE_BYTES: usize = 16 << 10;
@@ -44,8 +44,8 @@ pub(crate) struct CallState {
     pub(crate) child_calls: u64,
     /// The sandbox, for `sod:tool/sandbox.call-tool`. Weak: a store must not keep its sandbox alive.
     pub(crate) sandbox: Weak<SandboxInner>,
-    /// The scratch directory preopened as `/`; recycled or removed when the state is dropped.
-    _scratch: ScratchDir,
+    /// The call's (or session's) files, served as `wasi:filesystem` with `/` as the one preopen.
+    pub(crate) vfs: Vfs,
 }
 
 impl CallState {
@@ -55,37 +55,33 @@ impl CallState {
         limits: Limits,
         identity: CallIdentity,
         sandbox: Weak<SandboxInner>,
-        scratch: &Arc<ScratchPool>,
-    ) -> std::io::Result<Self> {
-        let mut state = Self::ahead(limits, sandbox, scratch)?;
+    ) -> Self {
+        let mut state = Self::ahead(limits, sandbox);
         // A state nothing has run in yet always binds.
         let bound = state.bind(limits, identity);
         debug_assert!(bound);
-        Ok(state)
+        state
     }
 
     /// A state for an instance made ahead of its call: randomness unbound, `limits` the most any call may have
     /// until [`CallState::bind`] gives it the call's.
-    pub(crate) fn ahead(
-        limits: Limits,
-        sandbox: Weak<SandboxInner>,
-        scratch: &Arc<ScratchPool>,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn ahead(limits: Limits, sandbox: Weak<SandboxInner>) -> Self {
         let identity = CallIdentity {
             seed: 0,
             call_key: String::new(),
             depth: 0,
         };
         let (secure_random, insecure_random) = (SharedRng::unbound(), SharedRng::unbound());
-        let scratch = scratch.take()?;
         let clock = VirtualClock::default();
+        let vfs = Vfs::new(limits.fs, clock.clone());
         // Guest stdout is diagnostics only (a tool's result is its return value): keep a bounded prefix.
         let stdout = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
         let stderr = CappedPipe::new(STDERR_CAPTURE_BYTES);
         let mut builder = WasiCtxBuilder::new();
-        // Capabilities: a private scratch directory, captured stdio, virtual time, seeded randomness.
-        // No environment, no arguments, empty stdin, no network (the builder's default denies every
-        // address; TCP, UDP and name lookup are switched off explicitly as well).
+        // Capabilities: captured stdio, virtual time, seeded randomness, and files in memory (served by
+        // `crate::vfs`, not by a preopened host directory: the builder gets none). No environment, no
+        // arguments, empty stdin, no network (the builder's default denies every address; TCP, UDP and name
+        // lookup are switched off explicitly as well).
         builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -96,10 +92,8 @@ impl CallState {
             .max_random_size(1 << 20)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .preopened_dir(scratch.path(), "/", wasmtime_wasi::FsPerms::ReadWrite)
-            .map_err(std::io::Error::other)?;
-        Ok(CallState {
+            .allow_ip_name_lookup(false);
+        CallState {
             wasi: builder.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
@@ -113,8 +107,8 @@ impl CallState {
             identity,
             child_calls: 0,
             sandbox,
-            _scratch: scratch,
-        })
+            vfs,
+        }
     }
 
     /// Gives a state made [`CallState::ahead`] its call's identity and limits. Returns false, changing
@@ -128,6 +122,7 @@ impl CallState {
             && self.stdout.is_untouched()
             && self.stderr.is_untouched()
             && !self.limiter.refused
+            && self.vfs.is_pristine()
             && u64::try_from(self.limiter.in_use()).unwrap_or(u64::MAX) <= limits.memory_bytes;
         if !untouched {
             return false;
@@ -139,9 +134,21 @@ impl CallState {
         self.stdout
             .set_capacity(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
         self.limiter.set_limit(limits.memory_bytes);
+        self.vfs.set_limits(limits.fs);
         self.limits = limits;
         self.identity = identity;
         true
+    }
+
+    /// Gives a session's state its next call's limits.
+    pub(crate) fn rearm(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.limiter.set_limit(limits.memory_bytes);
+        self.vfs.set_limits(limits.fs);
+    }
+
+    pub(crate) fn vfs_and_table(&mut self) -> (&Vfs, &mut ResourceTable) {
+        (&self.vfs, &mut self.table)
     }
 
     pub(crate) fn clock_view(&mut self) -> VirtualClockView<'_> {

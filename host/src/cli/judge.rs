@@ -227,6 +227,7 @@ fn judge_limits(args: &JudgeArgs, tests: usize, arguments_len: usize) -> Limits 
         wall_ms: wall_ms_per_test
             .saturating_mul(tests_u64)
             .saturating_add(60_000),
+        ..Limits::default()
     }
 }
 
@@ -394,7 +395,7 @@ pub(super) fn run(cli: &Cli, args: &JudgeArgs) -> anyhow::Result<()> {
                         limits: Some(judge_limits(args, problem.test_count, arguments.len())),
                         seed: Some(args.seed),
                         call_key: Some(format!("judge/{}/{}", solution.id, solution.sample)),
-                        session: None,
+                        ..CallOptions::default()
                     };
                     let outcome = sandbox.call(&judge, &arguments, &options);
                     let row = result_row(solution, problem.test_count, &outcome);
@@ -654,6 +655,7 @@ mod tests {
             fuel_used: 5,
             tool: "judge".into(),
             artifact: String::new(),
+            files: Default::default(),
         };
         let row = result_row(&solution, 4, &outcome);
         assert_eq!(row["verdict"], "time_limit");

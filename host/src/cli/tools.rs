@@ -56,6 +56,19 @@ struct CallArgs {
     /// Call key for seeding (default: derived from the tool and the arguments).
     #[arg(long)]
     call_key: Option<String>,
+    /// Bytes the call's files may take in all, in MiB (default 64).
+    #[arg(long, value_name = "M")]
+    fs_max_mb: Option<u64>,
+    /// Files and directories the call may create (default 10000).
+    #[arg(long, value_name = "N")]
+    fs_max_files: Option<u64>,
+    /// Put a host file into the tool's filesystem before the call: GUEST_PATH=HOST_PATH (repeatable).
+    #[arg(long = "file", value_name = "GUEST=HOST")]
+    files: Vec<String>,
+    /// Read a file back from the tool's filesystem after the call into the outcome's `files` (base64;
+    /// repeatable).
+    #[arg(long = "fetch", value_name = "GUEST_PATH")]
+    fetch: Vec<String>,
 }
 
 pub(super) fn list(cli: &Cli, args: &ToolsArgs) -> anyhow::Result<()> {
@@ -118,6 +131,22 @@ pub(super) fn call(cli: &Cli, args: &ToolArgs) -> anyhow::Result<()> {
     if let Some(bytes) = args.output_bytes {
         limits.output_bytes = bytes;
     }
+    if let Some(mb) = args.fs_max_mb {
+        limits.fs.max_bytes = mb.saturating_mul(1 << 20);
+        limits.fs.max_file_bytes = limits.fs.max_bytes;
+    }
+    if let Some(files) = args.fs_max_files {
+        limits.fs.max_nodes = files;
+    }
+    let mut files = std::collections::BTreeMap::new();
+    for spec in &args.files {
+        let (guest, host) = spec
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--file {spec:?}: expected GUEST_PATH=HOST_PATH")))?;
+        let bytes = std::fs::read(host)
+            .map_err(|e| usage(format!("--file {spec:?}: cannot read {host:?}: {e}")))?;
+        files.insert(guest.to_string(), bytes);
+    }
     let sandbox = open_sandbox(cli, SandboxConfig::default(), false)?;
     let tool = sandbox.tool(&args.name).map_err(|e| usage(e.to_string()))?;
     let options = CallOptions {
@@ -125,6 +154,8 @@ pub(super) fn call(cli: &Cli, args: &ToolArgs) -> anyhow::Result<()> {
         seed: args.seed,
         call_key: args.call_key.clone(),
         session: None,
+        files,
+        fetch_files: args.fetch.clone(),
     };
     let outcome = sandbox.call(&tool, &args.arguments, &options);
     println!("{}", outcome.to_json());

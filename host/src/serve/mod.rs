@@ -115,9 +115,19 @@ pub struct ToolCallRequest {
     /// Call key for seeding. Default: derived from the tool and the arguments.
     #[serde(default)]
     pub call_key: Option<String>,
-    /// Keeps the tool's instance across calls with the same id.
+    /// Keeps the tool's instance (its files included) across calls with the same id.
     #[serde(default)]
     pub session: Option<String>,
+    /// File quotas of the call (`max_bytes`, `max_nodes`, ...; any left out keep their defaults). The bytes are
+    /// capped by the server's largest memory limit.
+    #[serde(default)]
+    pub fs: Option<sod_sandbox::FsLimits>,
+    /// Files written into the tool's filesystem before the call: path to base64 content.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Files read back after the call into the outcome's `files` (base64).
+    #[serde(default)]
+    pub fetch_files: Vec<String>,
 }
 
 /// Where the server's calls run.
@@ -224,6 +234,9 @@ async fn run_code_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
         Err(PlanError::Invalid(message)) => {
             return error(StatusCode::UNPROCESSABLE_ENTITY, message);
         }
+        Err(files @ PlanError::Files(_)) => {
+            return axum::Json(RunCodeResponse::sandbox_error(files.to_string())).into_response();
+        }
     };
     let tool = match state.backend.sandbox.tool(&state.config.python_tool) {
         Ok(tool) => tool,
@@ -235,6 +248,8 @@ async fn run_code_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     let backend = state.backend.clone();
     let options = CallOptions {
         limits: Some(plan.limits),
+        files: plan.files,
+        fetch_files: plan.fetch_files,
         ..CallOptions::default()
     };
     let call_tool = tool.clone();
@@ -293,6 +308,15 @@ fn tool_call_limits(request: &ToolCallRequest, policy: &RunCodePolicy) -> Result
     if let Some(bytes) = request.output_bytes {
         limits.output_bytes = bytes;
     }
+    if let Some(fs) = request.fs {
+        if fs.max_bytes > policy.max_memory_bytes {
+            return Err(format!(
+                "fs.max_bytes {} exceeds the server's maximum of {} bytes",
+                fs.max_bytes, policy.max_memory_bytes
+            ));
+        }
+        limits.fs = fs;
+    }
     Ok(limits)
 }
 
@@ -326,11 +350,24 @@ async fn tool_call_handler(
         Err(err) => return error(StatusCode::NOT_FOUND, err.to_string()),
     };
     let arguments = request.arguments.to_string();
+    let mut files = std::collections::BTreeMap::new();
+    for (path, content) in &request.files {
+        use base64::Engine as _;
+        match base64::engine::general_purpose::STANDARD.decode(content) {
+            Ok(bytes) => files.insert(path.clone(), bytes),
+            Err(err) => {
+                let message = format!("files: {path:?} is not valid base64: {err}");
+                return error(StatusCode::UNPROCESSABLE_ENTITY, message);
+            }
+        };
+    }
     let options = CallOptions {
         limits: Some(limits),
         seed: request.seed,
         call_key: request.call_key,
         session: request.session,
+        files,
+        fetch_files: request.fetch_files,
     };
     let backend = state.backend.clone();
     let call_tool = tool.clone();

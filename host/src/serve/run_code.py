@@ -8,7 +8,7 @@ def _sod_run_code():
     # request can look like a fenced code block to the tool. No backticks may appear in this
     # file for the same reason. The server compiles this file once, in the tool itself, and
     # sends the marshalled code object with every request (compiling it costs ~5x running it).
-    import base64, builtins, io, json, linecache, os, sys, traceback
+    import base64, builtins, io, json, linecache, sys, traceback
 
     marker = "@RESULT_MARKER@"
     budget = @RESULT_BUDGET@
@@ -17,27 +17,13 @@ def _sod_run_code():
     # Everything used after the program ran is bound now: the program may rebind module
     # attributes, which only ever changes its own response.
     emit = sys.stdout.write
-    dumps, b64encode, b64decode = json.dumps, base64.b64encode, base64.b64decode
+    dumps, b64decode = json.dumps, base64.b64decode
     saved = sys.stdin, sys.stdout, sys.stderr, sys.argv
     request = json.loads(b64decode(_sod_request).decode("utf-8"))
 
     def finish(result):
         text = dumps(result, ensure_ascii=False, separators=(",", ":"))
         emit(marker + text + "\n")
-
-    try:
-        for name, content in request["files"].items():
-            if content is None:
-                continue
-            data = b64decode(content, validate=True)
-            parent = os.path.dirname(name)
-            if parent:
-                os.makedirs(parent, exist_ok=True)
-            with open(name, "wb") as f:
-                f.write(data)
-    except Exception as e:  # noqa: BLE001 - reported as a sandbox-side error, like SandboxFusion
-        finish({"setup_error": f"cannot write the request's files: {type(e).__name__}: {e}"})
-        return
 
     class Sink(io.RawIOBase):
         """Keeps the first stream_cap bytes written and counts the rest."""
@@ -113,14 +99,6 @@ def _sod_run_code():
     linecache.cache.pop(filename, None)
 
     notes = []
-    files = {}
-    for name in request["fetch_files"]:
-        try:
-            if os.path.isfile(name):
-                with open(name, "rb") as f:
-                    files[name] = b64encode(f.read()).decode("ascii")
-        except Exception as e:  # noqa: BLE001 - a file that cannot be read is not fetched
-            notes.append(f"cannot fetch {name}: {type(e).__name__}")
 
     def text_of(sink, label):
         text = b"".join(sink.parts).decode("utf-8", "replace")
@@ -132,18 +110,12 @@ def _sod_run_code():
         "stdout": text_of(out_sink, "stdout"),
         "stderr": text_of(err_sink, "stderr"),
         "return_code": return_code,
-        "files": files,
         "notes": notes,
     }
-    # The result line must fit the tool's output cap: shed fetched files first, then cut the
-    # longer stream, until it does.
+    # The result line must fit the tool's output cap: cut the longer stream until it does.
+    # (Fetched files travel beside it: the sandbox reads them from the call's filesystem.)
     while len(dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) > budget:
         size = len(dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-        if result["files"]:
-            name = sorted(result["files"])[-1]
-            del result["files"][name]
-            notes.append(f"{name} not fetched: the response would exceed {budget} bytes")
-            continue
         key = "stdout" if len(result["stdout"]) >= len(result["stderr"]) else "stderr"
         cut = max(size - budget, 64)
         result[key] = result[key][: max(len(result[key]) - cut, 0)]

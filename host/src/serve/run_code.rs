@@ -6,10 +6,14 @@
 //!
 //! The python tool returns stdout and the traceback as one text. To separate stdout, stderr and the
 //! return code, the request's program runs inside a wrapper (`run_code.py`, the tool's `code`): it
-//! writes the request's `files`, gives the program a fresh `__main__` namespace, `sys.stdin` over the
-//! request's `stdin` and private stdout/stderr buffers, runs it, maps `SystemExit` and uncaught
-//! exceptions to the return code CPython would exit with, reads `fetch_files`, and only then writes one
-//! line: [`RESULT_MARKER`] and a JSON object. The program's prints never reach the tool's output, so it
+//! gives the program a fresh `__main__` namespace, `sys.stdin` over the request's `stdin` and private
+//! stdout/stderr buffers, runs it, maps `SystemExit` and uncaught exceptions to the return code CPython
+//! would exit with, and only then writes one line: [`RESULT_MARKER`] and a JSON object.
+//!
+//! Files: the request's `files` are decoded here and written into the call's in-memory filesystem by the
+//! sandbox before the program starts (`CallOptions::files`), and `fetch_files` are read back by the sandbox
+//! after it ends, whichever way it ended (`Outcome::files`); neither travels through the wrapper, so fetched
+//! files do not compete with stdout for the tool's output cap. The program's prints never reach the tool's output, so it
 //! cannot forge that line by printing; code that deliberately reaches into the interpreter can only
 //! change its own response, because every request runs in a fresh instance.
 //!
@@ -203,6 +207,9 @@ pub enum PlanError {
     /// A field out of range: answered HTTP 422.
     #[error("{0}")]
     Invalid(String),
+    /// A file that is not base64: answered `SandboxError`, as SandboxFusion does.
+    #[error("cannot write the request's files: {0}")]
+    Files(String),
 }
 
 /// A request turned into a python tool call.
@@ -212,6 +219,10 @@ pub struct RunCodePlan {
     pub arguments: String,
     /// The call's limits.
     pub limits: Limits,
+    /// The request's files, decoded (`null` entries skipped).
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// The files to read back after the run.
+    pub fetch_files: Vec<String>,
 }
 
 /// The payload the wrapper decodes: field order is fixed, so the arguments (and the call key derived
@@ -220,8 +231,6 @@ pub struct RunCodePlan {
 struct WrapperRequest<'a> {
     code: &'a str,
     stdin: &'a str,
-    files: &'a BTreeMap<String, Option<String>>,
-    fetch_files: &'a [String],
 }
 
 /// The wrapper's python source with its constants filled in.
@@ -286,8 +295,6 @@ impl RunCodeWrapper {
         let payload = WrapperRequest {
             code: &request.code,
             stdin: request.stdin.as_deref().unwrap_or(""),
-            files: &request.files,
-            fetch_files: &request.fetch_files,
         };
         // Serialising strings and maps of strings cannot fail.
         let json = serde_json::to_vec(&payload).unwrap_or_default();
@@ -330,6 +337,15 @@ pub fn plan(
         Ok(mb) if mb > 0 => mb.saturating_mul(1 << 20).min(policy.max_memory_bytes),
         _ => policy.default_memory_bytes,
     };
+    let mut files = BTreeMap::new();
+    for (path, content) in &request.files {
+        let Some(content) = content else { continue };
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .map_err(|e| PlanError::Files(format!("{path:?} is not valid base64: {e}")))?;
+        files.insert(path.clone(), bytes);
+    }
     let arguments = serde_json::json!({ "code": wrapper.tool_code(request) }).to_string();
     Ok(RunCodePlan {
         arguments,
@@ -338,7 +354,10 @@ pub fn plan(
             memory_bytes,
             output_bytes: policy.output_bytes,
             wall_ms: wall_backstop_ms(seconds),
+            ..Limits::default()
         },
+        files,
+        fetch_files: request.fetch_files.clone(),
     })
 }
 
@@ -370,8 +389,6 @@ struct WrapperResult {
     stderr: String,
     #[serde(default)]
     return_code: i32,
-    #[serde(default)]
-    files: BTreeMap<String, String>,
     #[serde(default)]
     notes: Vec<String>,
 }
@@ -456,7 +473,7 @@ pub fn response(outcome: &Outcome) -> RunCodeResponse {
                         result.stderr,
                     );
                     let mut response = with_run(status, result.notes.join("; "), run);
-                    response.files = result.files;
+                    response.files = outcome.files.clone();
                     response
                 }
                 Err(error) => sandbox_error_run(outcome, error),
@@ -523,6 +540,7 @@ mod tests {
             fuel_used: Limits::FUEL_PER_SECOND / 4,
             tool: "python".to_string(),
             artifact: "sha256:0".to_string(),
+            files: Default::default(),
         }
     }
 

@@ -110,6 +110,9 @@ pub struct ToolLimitsConfig {
     pub memory_bytes: u64,
     /// Bytes of tool output kept; the rest is cut and marked.
     pub output_bytes: u64,
+    /// File quotas of each call (`[tool_limits.fs]`: `max_bytes`, `max_nodes`, ...; sod_sandbox::FsLimits).
+    #[serde(skip_serializing_if = "sod_sandbox::FsLimits::is_default")]
+    pub fs: sod_sandbox::FsLimits,
 }
 
 impl Default for ToolLimitsConfig {
@@ -118,6 +121,7 @@ impl Default for ToolLimitsConfig {
             fuel: 2_000_000_000,
             memory_bytes: 256 << 20,
             output_bytes: 8 << 10,
+            fs: sod_sandbox::FsLimits::default(),
         }
     }
 }

@@ -180,6 +180,7 @@ impl CodeReward {
                 .max(60_000)
                 .saturating_mul(count)
                 .saturating_add(60_000),
+            fs: Limits::default().fs,
         };
         (arguments, limits)
     }

@@ -379,6 +379,7 @@ impl ToolBox {
                 seed: None,
                 call_key: Some(format!("{call_key_prefix}/{k}")),
                 session: session.map(str::to_string),
+                ..CallOptions::default()
             };
             let outcome = self.sandbox.call(tool, &arguments.to_string(), &options);
             if outcome.kind == OutcomeKind::InfraFault {

@@ -111,6 +111,7 @@ impl Trainer {
             fuel: config.tool_limits.fuel,
             memory_bytes: config.tool_limits.memory_bytes,
             output_bytes: config.tool_limits.output_bytes,
+            fs: config.tool_limits.fs,
             ..Limits::default()
         };
         sandbox_config.max_memory_bytes = sandbox_config.max_memory_bytes.max(limits.memory_bytes);

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// An inode number. The root is [`Tree::ROOT`]; the others count up from 2 in creation order.
 pub type Ino = u64;
 
@@ -45,10 +47,35 @@ pub enum FsError {
     Invalid,
     /// EBADF: no such inode (a handle to a node that is gone).
     BadDescriptor,
+    /// Too many open handles (EMFILE; WASI has no such code, so the guest sees ENOMEM).
+    TooManyOpen,
 }
 
-/// What a tree may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl FsError {
+    /// What went wrong, as `strerror` words it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FsError::NoEntry => "no such file or directory",
+            FsError::Exist => "file exists",
+            FsError::NotDirectory => "not a directory",
+            FsError::IsDirectory => "is a directory",
+            FsError::NotEmpty => "directory not empty",
+            FsError::NameTooLong => "file name too long",
+            FsError::InsufficientSpace => "no space left on device (the byte quota)",
+            FsError::Quota => "disk quota exceeded (the file and directory quota)",
+            FsError::FileTooLarge => "file too large",
+            FsError::NotPermitted => "operation not permitted",
+            FsError::Invalid => "invalid argument",
+            FsError::BadDescriptor => "bad file descriptor",
+            FsError::TooManyOpen => "too many open files",
+        }
+    }
+}
+
+/// What a tree may hold: the file quotas of one call or session. Part of [`crate::Limits`], so set per call
+/// like fuel and memory (`[tool_limits.fs]` in run.toml, `fs` in a request's limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FsLimits {
     /// Total bytes: file data, plus [`NODE_OVERHEAD_BYTES`] and the name's length per node.
     pub max_bytes: u64,
@@ -62,6 +89,8 @@ pub struct FsLimits {
     pub max_depth: usize,
     /// Bytes of one path.
     pub max_path_bytes: usize,
+    /// Open handles at once: descriptors, file streams, directory listings.
+    pub max_open: u64,
 }
 
 impl Default for FsLimits {
@@ -73,7 +102,16 @@ impl Default for FsLimits {
             max_name_bytes: 255,
             max_depth: 64,
             max_path_bytes: 4096,
+            max_open: 1024,
         }
+    }
+}
+
+impl FsLimits {
+    /// Whether these are the defaults (then a serialised [`crate::Limits`] leaves them out, so that records
+    /// written before file quotas existed stay byte-identical).
+    pub fn is_default(&self) -> bool {
+        *self == FsLimits::default()
     }
 }
 
@@ -164,6 +202,8 @@ pub struct Tree {
     nodes: BTreeMap<Ino, Node>,
     next: Ino,
     bytes: u64,
+    /// Open handles over all nodes.
+    open: u64,
     limits: FsLimits,
 }
 
@@ -188,6 +228,7 @@ impl Tree {
             nodes,
             next: Self::ROOT + 1,
             bytes: 0,
+            open: 0,
             limits,
         }
     }
@@ -195,6 +236,11 @@ impl Tree {
     /// The limits it enforces.
     pub fn limits(&self) -> FsLimits {
         self.limits
+    }
+
+    /// Enforces `limits` from now on: what is stored stays, growth past them is refused.
+    pub fn set_limits(&mut self, limits: FsLimits) {
+        self.limits = limits;
     }
 
     /// Bytes charged (data, per-node overhead and names) and nodes held, the root excluded.
@@ -443,6 +489,25 @@ impl Tree {
             .collect()
     }
 
+    /// The entry of the directory `ino` that follows `after` in byte order of the names (the first with `None`),
+    /// with its kind: a listing read one entry at a time stays well defined while the directory changes.
+    pub fn next_entry(
+        &self,
+        ino: Ino,
+        after: Option<&str>,
+    ) -> Result<Option<(String, NodeKind)>, FsError> {
+        use std::ops::Bound;
+        let entries = self.entries(ino)?;
+        let mut range = match after {
+            Some(name) => entries.range::<str, _>((Bound::Excluded(name), Bound::Unbounded)),
+            None => entries.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
+        };
+        match range.next() {
+            Some((name, &child)) => Ok(Some((name.clone(), self.node(child)?.kind()))),
+            None => Ok(None),
+        }
+    }
+
     /// What `stat` reports of `ino`.
     pub fn stat(&self, ino: Ino) -> Result<Stat, FsError> {
         let node = self.node(ino)?;
@@ -492,18 +557,23 @@ impl Tree {
 
     /// Counts an open handle to `ino` (a file unlinked while open lives on until [`Self::release`]).
     pub fn retain(&mut self, ino: Ino) -> Result<(), FsError> {
+        if self.open >= self.limits.max_open {
+            return Err(FsError::TooManyOpen);
+        }
         self.node_mut(ino)?.open += 1;
+        self.open += 1;
         Ok(())
     }
 
     /// Drops an open handle to `ino`, freeing an unlinked node with its last one.
     pub fn release(&mut self, ino: Ino) {
         let free = match self.nodes.get_mut(&ino) {
-            Some(node) => {
-                node.open = node.open.saturating_sub(1);
+            Some(node) if node.open > 0 => {
+                node.open -= 1;
+                self.open -= 1;
                 node.open == 0 && !node.linked
             }
-            None => false,
+            _ => false,
         };
         if free {
             self.free(ino);
@@ -713,6 +783,7 @@ mod tests {
             max_name_bytes: 8,
             max_depth: 3,
             max_path_bytes: 64,
+            max_open: 2,
         };
         let mut t = Tree::new(limits, 0);
         let f = t.open_file(ROOT, "f", true, false, 0).unwrap();
@@ -733,6 +804,11 @@ mod tests {
             Err(FsError::NameTooLong)
         );
         assert_eq!(t.lookup(ROOT, "a/b/c/d"), Err(FsError::NameTooLong));
+        t.retain(f).unwrap();
+        t.retain(f).unwrap();
+        assert_eq!(t.retain(ROOT), Err(FsError::TooManyOpen));
+        t.release(f);
+        t.release(f);
         // Freeing space makes room again.
         t.unlink_file(ROOT, "f", 2).unwrap();
         assert_eq!(t.write(g, 0, &[1; 1000], 3), Ok(1000));
