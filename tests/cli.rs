@@ -69,7 +69,7 @@ os.mkdir('d')\n\
 print(os.listdir('.'), [(os.stat(n).st_ino, os.stat(n).st_mtime_ns) for n in os.listdir('.')])\n\
 try:\n    with open('big.bin', 'wb') as f:\n        for _ in range(2048):\n            f.write(b'z' * (1 << 20))\n\
 except OSError as e:\n    print('stopped', errno.errorcode[e.errno])\n\
-open('out.txt', 'w').write(open('in.txt').read().upper())";
+_ = open('out.txt', 'w').write(open('in.txt').read().upper())";
 
 #[test]
 fn tool_files_are_the_same_whatever_the_hosts_temporary_directory_and_never_reach_it() {
@@ -107,7 +107,9 @@ fn tool_files_are_the_same_whatever_the_hosts_temporary_directory_and_never_reac
     let outcome: serde_json::Value = serde_json::from_str(&outputs[0]).expect("JSON");
     assert_eq!(outcome["kind"], "ok", "{outcome}");
     let printed = outcome["output"].as_str().unwrap_or("");
-    assert!(printed.starts_with("['10', '9', 'Alpha', 'd', 'zeta'] [(4, "), "{printed}");
+    // Sorted names; inodes in creation order (the host's in.txt first).
+    let listing = "['10', '9', 'Alpha', 'd', 'in.txt', 'zeta'] [(5, ";
+    assert!(printed.starts_with(listing), "{printed}");
     assert!(printed.ends_with("stopped EIO\n"), "{printed}");
     assert_eq!(outcome["files"]["out.txt"], "RlJPTSBUSEUgSE9TVA==");
     if let Some(tmpfs_output) = outputs.get(1) {
