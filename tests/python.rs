@@ -728,3 +728,21 @@ print(list(open('abs.bin', 'rb').read()))\n_ = open('out.txt', 'w').write(str(a 
     assert_eq!(outcome.kind, OutcomeKind::ToolError, "{outcome:?}");
     assert!(outcome.message.as_deref().unwrap_or("").starts_with("files: "), "{outcome:?}");
 }
+
+#[test]
+fn filesystem_work_costs_fuel_per_operation_and_byte() {
+    let fuel = |code: &str| {
+        let outcome = call(code);
+        assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
+        outcome.fuel_used
+    };
+    // The same program, moving 8 MiB or nothing, and making 2 000 stat calls or 2 000 cheap ones.
+    let write = |n: u64| {
+        format!("import os\nfd = os.open('f', os.O_WRONLY | os.O_CREAT)\nos.pwrite(fd, b'x' * {n}, 0)\nos.close(fd)")
+    };
+    let bytes = fuel(&write(8 << 20)) - fuel(&write(0));
+    assert!(bytes >= (8 << 20) * sod_sandbox::vfs::BYTE_FUEL, "{bytes}");
+    let loop_of = |body: &str| format!("import os\nfor _ in range(2000):\n    {body}");
+    let ops = fuel(&loop_of("os.stat('.')")) - fuel(&loop_of("len('.')"));
+    assert!(ops >= 2000 * sod_sandbox::vfs::OP_FUEL, "{ops}");
+}
