@@ -93,7 +93,7 @@ fn tool_files_are_the_same_whatever_the_hosts_temporary_directory_and_never_reac
             .spawn()
             .expect("run sod");
         // Watch the directory while the call runs: nothing may appear in it, not even for a moment.
-        let mut seen = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         while child.try_wait().expect("wait").is_none() {
             seen.extend(std::fs::read_dir(dir).expect("read tempdir").flatten().map(|e| e.path()));
             std::thread::sleep(std::time::Duration::from_millis(2));
