@@ -106,3 +106,20 @@ fn malformed_requests_get_a_fault_and_the_worker_goes_on() {
     assert_eq!(lines[1]["kind"], "ok");
     assert_eq!(lines[1]["output"], "42");
 }
+
+#[test]
+fn files_travel_to_workers_and_back() {
+    let sandbox = Sandbox::new(config()).expect("sandbox");
+    let pool = pool(1);
+    let options = CallOptions {
+        files: [("in.bin".to_string(), vec![0u8, 1, 2, 250])].into_iter().collect(),
+        fetch_files: vec!["out.bin".to_string()],
+        ..CallOptions::default()
+    };
+    let arguments = r#"{"code": "_ = open('out.bin', 'wb').write(bytes(reversed(open('in.bin', 'rb').read())))"}"#;
+    let expected = sandbox.call(&sandbox.tool("python").expect("tool"), arguments, &options);
+    assert_eq!(expected.kind, OutcomeKind::Ok, "{expected:?}");
+    assert_eq!(expected.files["out.bin"], "+gIBAA==");
+    let got = pool.call("python", arguments, &options);
+    assert_eq!(got.to_json(), expected.to_json());
+}

@@ -1,4 +1,4 @@
-//! The tools' files in memory (issue 16, docs/vfs-design.md): `wasi:filesystem` served from a [`Tree`] per call
+//! The tools' files in memory (docs/sandbox.md, "Files"): `wasi:filesystem` served from a [`Tree`] per call
 //! (or per session) instead of a host directory, so that everything a guest sees of its files is a function of the
 //! call's inputs, its files are bounded by quotas ([`FsLimits`], part of [`crate::Limits`]) and never reach the
 //! host's disk, and filesystem work costs fuel like computation does.

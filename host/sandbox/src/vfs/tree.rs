@@ -1,4 +1,4 @@
-//! The in-memory file tree of one call or session (issue 16; docs/vfs-design.md): an inode arena whose directories
+//! The in-memory file tree of one call or session (docs/sandbox.md): an inode arena whose directories
 //! keep their entries in a `BTreeMap`, so a listing is in byte order of the names on every host; inode numbers
 //! count up from the root and are never reused; timestamps are what the caller passes (the call's virtual clock);
 //! every size is checked against [`FsLimits`] before anything is allocated, so a 2 GB write or truncate fails
