@@ -504,9 +504,9 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Derives a call key from what identifies a call when the caller names none: the tool, the arguments, and
+/// The call key of a call whose caller names none (also what a remote client sends): the tool, the arguments, and
 /// the files given to it (left out when there are none, so keys of calls without files stay as they were).
-fn derived_call_key(tool: &str, arguments: &str, files: &BTreeMap<String, Vec<u8>>) -> String {
+pub fn call_key_for(tool: &str, arguments: &str, files: &BTreeMap<String, Vec<u8>>) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!("{tool}\0{arguments}").as_bytes());
     for (path, bytes) in files {
@@ -555,7 +555,7 @@ impl SandboxInner {
         let identity = CallIdentity {
             seed: options.seed.unwrap_or(self.config.seed),
             call_key: options.call_key.clone().unwrap_or_else(|| {
-                derived_call_key(tool.name(), arguments, &options.files)
+                call_key_for(tool.name(), arguments, &options.files)
             }),
             depth,
         };

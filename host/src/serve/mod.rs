@@ -95,7 +95,8 @@ pub enum ServeError {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCallRequest {
-    /// The tool's arguments, a JSON object.
+    /// The tool's arguments: a JSON object, or a string holding one, passed to the tool as that exact text (what
+    /// `sod_sandbox::RemoteTools` sends, so that a remote call sees the bytes an in-process one would).
     pub arguments: serde_json::Value,
     /// Time limit in seconds of compute (turned into fuel at the fixed rate); exclusive with `fuel`.
     #[serde(default)]
@@ -106,6 +107,9 @@ pub struct ToolCallRequest {
     /// Memory limit in MiB. Default: the sandbox's.
     #[serde(default)]
     pub memory_mb: Option<u64>,
+    /// Memory limit in bytes; exclusive with `memory_mb`.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
     /// Output limit in bytes. Default: the sandbox's.
     #[serde(default)]
     pub output_bytes: Option<u64>,
@@ -295,11 +299,15 @@ fn tool_call_limits(request: &ToolCallRequest, policy: &RunCodePolicy) -> Result
         }
         (None, None) => {}
     }
-    if let Some(mb) = request.memory_mb {
-        let bytes = mb.saturating_mul(1 << 20);
+    let memory = match (request.memory_mb, request.memory_bytes) {
+        (Some(_), Some(_)) => return Err("give memory_mb or memory_bytes, not both".to_string()),
+        (Some(mb), None) => Some(mb.saturating_mul(1 << 20)),
+        (None, bytes) => bytes,
+    };
+    if let Some(bytes) = memory {
         if bytes > policy.max_memory_bytes {
             return Err(format!(
-                "memory_mb {mb} exceeds the server's maximum of {} MiB",
+                "a memory limit of {bytes} bytes exceeds the server's maximum of {} MiB",
                 policy.max_memory_bytes >> 20
             ));
         }
@@ -335,12 +343,20 @@ async fn tool_call_handler(
             );
         }
     };
-    if !request.arguments.is_object() {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "arguments must be a JSON object",
-        );
-    }
+    let arguments = match &request.arguments {
+        serde_json::Value::Object(_) => request.arguments.to_string(),
+        serde_json::Value::String(text)
+            if serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.is_object()) =>
+        {
+            text.clone()
+        }
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "arguments must be a JSON object (or a string holding one)",
+            );
+        }
+    };
     let limits = match tool_call_limits(&request, &state.config.run_code) {
         Ok(limits) => limits,
         Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, message),
@@ -349,7 +365,6 @@ async fn tool_call_handler(
         Ok(tool) => tool,
         Err(err) => return error(StatusCode::NOT_FOUND, err.to_string()),
     };
-    let arguments = request.arguments.to_string();
     let mut files = std::collections::BTreeMap::new();
     for (path, content) in &request.files {
         use base64::Engine as _;
@@ -384,6 +399,22 @@ async fn tool_call_handler(
         }
         Err(rejection) => rejected(&state, &rejection),
     }
+}
+
+/// `DELETE /v1/tools/{name}/sessions/{session}`: releases a session (its instance and files); answers
+/// `{"released": bool}`, false when there was none.
+async fn release_session_handler(
+    State(state): State<Arc<AppState>>,
+    Path((name, session)): Path<(String, String)>,
+) -> Response {
+    let backend = state.backend.clone();
+    let released = tokio::task::spawn_blocking(move || match &backend.pool {
+        Some(pool) => pool.release_session(&name, &session),
+        None => backend.sandbox.release_session(&name, &session),
+    })
+    .await
+    .unwrap_or(false);
+    axum::Json(json!({ "released": released })).into_response()
 }
 
 async fn tools_handler(State(state): State<Arc<AppState>>) -> Response {
@@ -471,6 +502,10 @@ fn router(
         .route("/run_code", post(run_code_handler))
         .route("/v1/tools", get(tools_handler))
         .route("/v1/tools/{name}/call", post(tool_call_handler))
+        .route(
+            "/v1/tools/{name}/sessions/{session}",
+            axum::routing::delete(release_session_handler),
+        )
         .route("/healthz", get(healthz_handler))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
