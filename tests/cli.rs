@@ -226,6 +226,42 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     );
     assert!(stdout(&output).contains("identical"), "{}", stdout(&output));
 
+    // The same evaluation with its tool calls on two `sod serve` processes: the same results, byte for byte.
+    let mut servers: Vec<_> = (0..2).map(|_| sod_tests::serve_process(&tools)).collect();
+    let endpoints: Vec<String> = servers.iter().map(|(_, addr)| format!("\"http://{addr}\"")).collect();
+    let remote_out = dir.path().join("eval-remote");
+    let mut remote_args = args.clone();
+    let remote_sets = [
+        format!("out_dir={}", remote_out.display()),
+        format!("tool_endpoints=[{}]", endpoints.join(", ")),
+    ];
+    for set in &remote_sets {
+        remote_args.extend(["--set", set.as_str()]);
+    }
+    let output = run(&remote_args);
+    for (child, _) in &mut servers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(output.status.success(), "{}", stderr(&output));
+    for file in ["results.jsonl", "summary.json"] {
+        let local = std::fs::read(out.join(file)).expect("local results");
+        let remote = std::fs::read(remote_out.join(file)).expect("remote results");
+        assert!(local == remote, "{file} differs between in-process and remote tools");
+    }
+    // The setting is honoured: an endpoint nothing listens on stops the run before it starts, with a clear error.
+    let mut dead_args = args.clone();
+    let dead_sets = [
+        format!("out_dir={}", dir.path().join("eval-dead").display()),
+        "tool_endpoints=[\"http://127.0.0.1:1\"]".to_string(),
+    ];
+    for set in &dead_sets {
+        dead_args.extend(["--set", set.as_str()]);
+    }
+    let output = run(&dead_args);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("cannot reach http://127.0.0.1:1"), "{}", stderr(&output));
+
     // A different judge artifact: named, exit code 1.
     let mut judge = std::fs::read(tools.join("judge.wasm")).expect("judge");
     // A custom section (id 0, 3 bytes: name "x", payload "y"): a valid component with a different hash.

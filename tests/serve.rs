@@ -615,32 +615,6 @@ fn cli_serves_logs_json_and_stops_on_sigterm() {
     );
 }
 
-/// A `sod serve` process on a free loopback port; its log is drained so that it never blocks on it.
-#[cfg(unix)]
-fn serve_process() -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(sod_binary())
-        .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
-        .env("SOD_TOOLS_DIR", target_dir().join("tools"))
-        .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sod serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr: SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("sod serve exited before listening")
-            .expect("read");
-        let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if event["message"] == "listening" {
-            break event["addr"].as_str().expect("addr").parse().expect("address");
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
-}
-
 #[cfg(unix)]
 #[test]
 fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
@@ -650,7 +624,9 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
         ..test_config()
     })
     .expect("sandbox");
-    let mut servers: Vec<(std::process::Child, SocketAddr)> = (0..3).map(|_| serve_process()).collect();
+    let mut servers: Vec<(std::process::Child, SocketAddr)> = (0..3)
+        .map(|_| sod_tests::serve_process(&target_dir().join("tools")))
+        .collect();
     let urls: Vec<String> = servers.iter().map(|(_, addr)| format!("http://{addr}")).collect();
     let remote = RemoteTools::new(&urls).expect("client");
     let calculator = local.tool("calculator").expect("calculator");

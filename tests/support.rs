@@ -76,3 +76,30 @@ pub fn sod_binary() -> PathBuf {
     );
     sod
 }
+
+/// A `sod serve` process (2 workers) over the tools in `tools_dir`, on a free loopback port; its log is drained so
+/// that it never blocks on it. Kill it when done.
+pub fn serve_process(tools_dir: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(sod_binary())
+        .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
+        .env("SOD_TOOLS_DIR", tools_dir)
+        .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sod serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("sod serve exited before listening")
+            .expect("read");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "listening" {
+            break event["addr"].as_str().expect("addr").parse().expect("address");
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}

@@ -21,6 +21,7 @@ use crate::error::SandboxError;
 use crate::limits::Limits;
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::random::InsecureSeedHost;
+use crate::remote::RemoteTools;
 use crate::state::{CallIdentity, CallState};
 use crate::vfs;
 
@@ -249,6 +250,9 @@ impl Drop for SandboxInner {
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<SandboxInner>,
+    /// Where calls run when not here: remote `sod serve` endpoints ([`Sandbox::with_remote`]). Tools are still
+    /// loaded and described here, so that prompts, schemas and artifact hashes are the same either way.
+    remote: Option<Arc<RemoteTools>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -342,6 +346,7 @@ impl Sandbox {
             .clone()
             .map(|dir| CompileCache::new(dir, &engine));
         Ok(Sandbox {
+            remote: None,
             inner: Arc::new(SandboxInner {
                 engine,
                 linker,
@@ -398,7 +403,36 @@ impl Sandbox {
 
     /// Calls `tool` with JSON `arguments`. Never fails: every way a call can end is an [`Outcome`].
     pub fn call(&self, tool: &Tool, arguments: &str, options: &CallOptions) -> Outcome {
+        if let Some(remote) = &self.remote {
+            return remote.call(tool.name(), arguments, options);
+        }
         wasmtime_wasi::runtime::in_tokio(self.inner.call_async(tool, arguments, options, 0))
+    }
+
+    /// This sandbox with its calls run on `remote` instead (same outcomes: see [`RemoteTools`]). Call
+    /// [`Sandbox::check_remote`] once the tools are loaded.
+    pub fn with_remote(mut self, remote: RemoteTools) -> Self {
+        self.remote = Some(Arc::new(remote));
+        self
+    }
+
+    /// The remote endpoints calls run on, if any.
+    pub fn remote(&self) -> Option<&RemoteTools> {
+        self.remote.as_deref()
+    }
+
+    /// Checks that every remote endpoint serves each loaded tool with the same artifact (nothing to check
+    /// without remote endpoints).
+    pub fn check_remote(&self) -> Result<(), SandboxError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let tools: Vec<(String, String)> = self
+            .tools()
+            .iter()
+            .map(|t| (t.name().to_string(), t.artifact_hash().to_string()))
+            .collect();
+        remote.check_artifacts(&tools).map_err(SandboxError::Remote)
     }
 
     /// Calls the loaded tool called `name`.
@@ -414,6 +448,9 @@ impl Sandbox {
 
     /// Releases a session's instance. Returns whether it existed.
     pub fn release_session(&self, tool: &str, session: &str) -> bool {
+        if let Some(remote) = &self.remote {
+            return remote.release_session(tool, session);
+        }
         let mut sessions = self
             .inner
             .sessions

@@ -118,6 +118,12 @@ pub struct EvalConfig {
     /// Limits of every tool call.
     #[serde(default)]
     pub tool_limits: ToolLimitsConfig,
+    /// Where tool calls run: empty (default) for this process; else `sod serve` endpoints
+    /// (`["http://host:port", ...]`) that serve the same tool artifacts, checked at start. Outcomes, and so
+    /// every result, are the same either way (sod_sandbox::RemoteTools). Not part of the
+    /// results: left out of what is recorded of the config.
+    #[serde(default, skip_serializing)]
+    pub tool_endpoints: Vec<String>,
     /// Settings of the code reward.
     #[serde(default)]
     pub code_reward: CodeRewardConfig,

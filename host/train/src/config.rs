@@ -146,6 +146,12 @@ pub struct RunConfig {
     /// trajectory (see [`crate::rollout::ToolBox`]), released when the trajectory ends. Default `["python"]`.
     #[serde(default = "defaults::stateful_tools")]
     pub stateful_tools: Vec<String>,
+    /// Where tool calls run: empty (default) for this process; else `sod serve` endpoints
+    /// (`["http://host:port", ...]`) that serve the same tool artifacts, checked at start. Outcomes, and so
+    /// trajectories, rewards and metrics, are the same either way (sod_sandbox::RemoteTools). Not part of the
+    /// results: left out of what is recorded of the config.
+    #[serde(default, skip_serializing)]
+    pub tool_endpoints: Vec<String>,
     /// System prompt put before the tool schemas; none by default.
     #[serde(default)]
     pub system_prompt: Option<String>,
