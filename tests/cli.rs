@@ -402,6 +402,45 @@ fn sft_writes_a_model_that_train_and_eval_take() {
     .unwrap();
     let output = sod(&["train", "--config", run.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
+    // The same step with its tool calls on a `sod serve` process: the same metrics (timings aside) and weights.
+    let (mut server, addr) = sod_tests::serve_process(&target_dir().join("tools"));
+    let remote_out = dir.path().join("train-remote");
+    let output = sod(&[
+        "train",
+        "--config",
+        run.to_str().unwrap(),
+        "--set",
+        &format!("out_dir={}", remote_out.display()),
+        "--set",
+        &format!("tool_endpoints=[\"http://{addr}\"]"),
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let metrics = |dir: &std::path::Path| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics");
+        text.lines()
+            .map(|line| {
+                let mut row: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(line).expect("metrics row");
+                let timing = |k: &str| ["timing", "time", "secs", "seconds", "per_s", "rss", "eta"].iter().any(|t| k.contains(t));
+                row.retain(|k, _| !timing(k));
+                serde_json::Value::Object(row)
+            })
+            .collect()
+    };
+    assert_eq!(metrics(&remote_out), metrics(&dir.path().join("train")));
+    let dead = sod(&[
+        "train",
+        "--config",
+        run.to_str().unwrap(),
+        "--set",
+        &format!("out_dir={}", dir.path().join("train-dead").display()),
+        "--set",
+        "tool_endpoints=[\"http://127.0.0.1:1\"]",
+    ]);
+    assert!(!dead.status.success());
+    assert!(stderr(&dead).contains("cannot reach"), "{}", stderr(&dead));
 
     // sod eval: one gsm8k problem with the calculator.
     let eval = dir.path().join("eval.toml");
