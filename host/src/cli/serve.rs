@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use sod_sandbox::SandboxConfig;
 
 use super::{Cli, open_sandbox, usage};
-use crate::serve::bench::{LoadSpec, run_load};
+use crate::serve::bench::{LoadReport, LoadSpec, run_load_across};
 use crate::serve::run_code::RunCodePolicy;
 use crate::serve::{Backend, ServeConfig, Server};
 use crate::workers::WorkerPool;
@@ -89,6 +89,14 @@ struct ServeBench {
     /// Its expected stdout.
     #[arg(long, default_value = "2\n")]
     expected_stdout: String,
+    /// Load these running servers (`HOST:PORT`, repeatable; clients spread round-robin) instead of one started
+    /// in this process.
+    #[arg(long = "target", value_name = "HOST:PORT")]
+    targets: Vec<SocketAddr>,
+    /// Print one JSON object per level (with every latency in ms, for merging the reports of several client
+    /// processes) instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(super) fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
@@ -214,9 +222,17 @@ fn run_bench(cli: &Cli, bench: &ServeBench) -> anyhow::Result<()> {
         return Err(usage("--max-seconds must be positive"));
     }
     let config = bench.server.serve_config()?;
-    let backend = bench.server.backend(cli, &config)?;
     let (workers, queue) = (config.workers, config.queue);
-    let server = Server::start(backend, config, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let server = if bench.targets.is_empty() {
+        let backend = bench.server.backend(cli, &config)?;
+        Some(Server::start(backend, config, SocketAddr::from(([127, 0, 0, 1], 0)))?)
+    } else {
+        None
+    };
+    let addrs = match &server {
+        Some(server) => vec![server.addr()],
+        None => bench.targets.clone(),
+    };
     let body = serde_json::json!({"code": bench.code, "language": "python"}).to_string();
     let spec = |concurrency: usize, requests: usize| LoadSpec {
         concurrency,
@@ -226,20 +242,30 @@ fn run_bench(cli: &Cli, bench: &ServeBench) -> anyhow::Result<()> {
         expected_stdout: bench.expected_stdout.clone(),
     };
     if bench.warmup > 0 {
-        let warm = run_load(server.addr(), &spec(1, bench.warmup))?;
+        let warm = run_load_across(&addrs, &spec(addrs.len(), bench.warmup))?;
         if warm.succeeded != warm.sent {
             anyhow::bail!("warm-up requests failed: {warm:?}");
         }
     }
-    println!(
-        "### `sod serve`: POST /run_code `{}` on loopback ({workers} workers, queue {queue})",
-        bench.code.escape_debug()
-    );
-    println!();
-    println!("| concurrency | requests | ok | 503 | failed | req/s | p50 | p99 | wall |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    if !bench.json {
+        let servers = match &server {
+            Some(_) => format!("{workers} workers, queue {queue}"),
+            None => format!("{} running server(s)", addrs.len()),
+        };
+        println!(
+            "### `sod serve`: POST /run_code `{}` on loopback ({servers})",
+            bench.code.escape_debug()
+        );
+        println!();
+        println!("| concurrency | requests | ok | 503 | failed | req/s | p50 | p99 | wall |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
     for &concurrency in &bench.concurrency {
-        let report = run_load(server.addr(), &spec(concurrency, bench.requests))?;
+        let report = run_load_across(&addrs, &spec(concurrency, bench.requests))?;
+        if bench.json {
+            println!("{}", report_json(&report));
+            continue;
+        }
         println!(
             "| {} | {} | {} | {} | {} | {:.1} | {:.1} ms | {:.1} ms | {:.1} s |",
             report.concurrency,
@@ -253,6 +279,21 @@ fn run_bench(cli: &Cli, bench: &ServeBench) -> anyhow::Result<()> {
             report.elapsed.as_secs_f64(),
         );
     }
-    server.shutdown()?;
+    if let Some(server) = server {
+        server.shutdown()?;
+    }
     Ok(())
+}
+
+fn report_json(report: &LoadReport) -> serde_json::Value {
+    let latencies: Vec<f64> = report.latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    serde_json::json!({
+        "concurrency": report.concurrency,
+        "sent": report.sent,
+        "ok": report.succeeded,
+        "overloaded": report.overloaded,
+        "failed": report.failed,
+        "elapsed_s": report.elapsed.as_secs_f64(),
+        "latencies_ms": latencies,
+    })
 }

@@ -181,6 +181,15 @@ async fn client(
 
 /// Runs one measurement against the server at `addr`.
 pub fn run_load(addr: SocketAddr, spec: &LoadSpec) -> Result<LoadReport, BenchError> {
+    run_load_across(&[addr], spec)
+}
+
+/// [`run_load`] against several servers: client `i` talks to `addrs[i % addrs.len()]`.
+pub fn run_load_across(addrs: &[SocketAddr], spec: &LoadSpec) -> Result<LoadReport, BenchError> {
+    if addrs.is_empty() {
+        return Err(BenchError::Client("no server to load".to_string()));
+    }
+    let addrs = addrs.to_vec();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -191,9 +200,9 @@ pub fn run_load(addr: SocketAddr, spec: &LoadSpec) -> Result<LoadReport, BenchEr
         let start = Instant::now();
         let deadline = start + spec.max_duration;
         let clients: Vec<_> = (0..spec.concurrency.max(1))
-            .map(|_| {
+            .map(|i| {
                 tokio::spawn(client(
-                    addr,
+                    addrs[i % addrs.len()],
                     spec.clone(),
                     body.clone(),
                     tickets.clone(),
