@@ -404,7 +404,13 @@ impl Sandbox {
     /// Calls `tool` with JSON `arguments`. Never fails: every way a call can end is an [`Outcome`].
     pub fn call(&self, tool: &Tool, arguments: &str, options: &CallOptions) -> Outcome {
         if let Some(remote) = &self.remote {
-            return remote.call(tool.name(), arguments, options);
+            // What this sandbox would fill in, filled in here: the remote's own defaults may differ.
+            let options = CallOptions {
+                limits: Some(options.limits.unwrap_or(self.inner.config.default_limits)),
+                seed: Some(options.seed.unwrap_or(self.inner.config.seed)),
+                ..options.clone()
+            };
+            return remote.call(tool.name(), arguments, &options);
         }
         wasmtime_wasi::runtime::in_tokio(self.inner.call_async(tool, arguments, options, 0))
     }

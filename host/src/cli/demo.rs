@@ -50,6 +50,10 @@ pub struct DemoArgs {
     /// Directory of plugin libraries. Default: $SOD_PLUGIN_DIR, else beside the `sod` binary.
     #[arg(long, value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
+    /// Run the tool calls on this `sod serve` endpoint (`http://host:port`; repeatable) instead of in this
+    /// process. Results do not depend on it (docs/serve.md).
+    #[arg(long = "tool-endpoint", value_name = "URL")]
+    tool_endpoints: Vec<String>,
 }
 
 /// Jobs at once: `--jobs`, else the available cores.
@@ -134,6 +138,7 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let options = DemoOptions {
         progress: std::io::stderr().is_terminal(),
         jobs,
+        tool_endpoints: args.tool_endpoints.clone(),
     };
     let outcome = run_demo(&settings, &paths, options, &log)?;
     write_report(&outcome, &out_dir)?;

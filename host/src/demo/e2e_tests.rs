@@ -128,14 +128,30 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         tools_dir: tools_dir.clone(),
         plugin_dir: plugin_dir(),
     };
-    // One job at a time here, two at a time below: the numbers must not depend on it.
+    // One job at a time here, two at a time below with the tool calls on a `sod serve` endpoint: the numbers must
+    // depend on neither.
     let serial = DemoOptions {
         progress: false,
         jobs: 1,
+        tool_endpoints: Vec::new(),
     };
+    let server_sandbox = sod_sandbox::Sandbox::new(sod_sandbox::SandboxConfig {
+        tools_dir: Some(tools_dir.clone()),
+        seed: settings.seed,
+        ..sod_sandbox::SandboxConfig::default()
+    })
+    .expect("server sandbox");
+    server_sandbox.load_tools_dir(&tools_dir).expect("load tools");
+    let server = crate::serve::Server::start(
+        server_sandbox,
+        crate::serve::ServeConfig::default(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .expect("server starts");
     let parallel = DemoOptions {
         progress: false,
         jobs: 2,
+        tool_endpoints: vec![format!("http://{}", server.addr())],
     };
     let first = run_demo(&settings, &paths("first"), serial, &|_| {}).expect("first demo run");
     write_report(&first, &paths("first").out_dir).expect("report");
@@ -261,22 +277,22 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     assert!(report.contains("off-track"), "{report}");
 
     // Same settings again: the models come from the cache and every measured number is the same.
-    let second = run_demo(&settings, &paths("second"), parallel, &|_| {}).expect("second demo run");
+    let second = run_demo(&settings, &paths("second"), parallel.clone(), &|_| {}).expect("second demo run");
     assert!(second.models.teachers.iter().all(|(_, m)| m.cached) && second.models.student.cached);
     assert_eq!(reproducible(&first), reproducible(&second));
     // A finished run directory is never overwritten.
-    assert!(run_demo(&settings, &paths("first"), parallel, &|_| {}).is_err());
+    assert!(run_demo(&settings, &paths("first"), parallel.clone(), &|_| {}).is_err());
     // An interrupted one continues: without its report and one run's record, only that run is redone, and the
     // outcome is the same.
     let second_dir = paths("second").out_dir;
     std::fs::remove_file(second_dir.join("report.md")).ok();
     std::fs::remove_file(second_dir.join("recovery-sod-full-seed5/run.json")).expect("run.json");
-    let resumed = run_demo(&settings, &paths("second"), parallel, &|_| {}).expect("resumed run");
+    let resumed = run_demo(&settings, &paths("second"), parallel.clone(), &|_| {}).expect("resumed run");
     assert_eq!(reproducible(&resumed), reproducible(&first));
     // ... but not with other settings.
     let mut other = settings;
     other.rl.delta = 0.3;
-    assert!(run_demo(&other, &paths("second"), parallel, &|_| {}).is_err());
+    assert!(run_demo(&other, &paths("second"), parallel.clone(), &|_| {}).is_err());
 
     // A different student cold start rebuilds the student only. This one may train 3 steps but stops at its first
     // check (step 2), whose criterion any model meets.
@@ -289,7 +305,7 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         problems: 2,
     });
     longer.grid = false;
-    let third = run_demo(&longer, &paths("third"), parallel, &|_| {}).expect("third demo run");
+    let third = run_demo(&longer, &paths("third"), parallel.clone(), &|_| {}).expect("third demo run");
     assert!(third.models.teachers.iter().all(|(_, m)| m.cached) && !third.models.student.cached);
     // The main rows: the gold-only teacher, measured as in the grid.
     assert_eq!(third.teachers.len(), 1);

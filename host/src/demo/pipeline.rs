@@ -1178,12 +1178,14 @@ const SETTINGS_FILE: &str = "settings.json";
 const RUN_FILE: &str = "run.json";
 
 /// How the demo runs (nothing here changes what it measures).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// Progress bars (else a line every few steps).
     pub progress: bool,
     /// Jobs (model builds, evaluations, on-policy runs) at once, each on one core ([`jobs`]).
     pub jobs: usize,
+    /// `sod serve` endpoints to run the tool calls on (empty: in this process); the results are the same.
+    pub tool_endpoints: Vec<String>,
 }
 
 /// What the cold-start student measured: greedy on the test split, and sampled at the training temperature.
@@ -1232,12 +1234,19 @@ pub fn run_demo(
             .with_context(|| format!("writing {}", settings_file.display()))?,
     }
     let jobs = options.jobs.max(1);
-    let sandbox = Sandbox::new(SandboxConfig {
+    let mut sandbox = Sandbox::new(SandboxConfig {
         tools_dir: Some(paths.tools_dir.clone()),
         seed: settings.seed,
         ..SandboxConfig::default()
     })?;
+    if !options.tool_endpoints.is_empty() {
+        let remote = sod_sandbox::RemoteTools::new(&options.tool_endpoints)
+            .map_err(|e| anyhow::anyhow!("--tool-endpoint: {e}"))?;
+        sandbox = sandbox.with_remote(remote);
+    }
     let calculator = Calculator::new(&sandbox)?;
+    // The calculator is the demo's one tool: remote endpoints must serve the same artifact.
+    sandbox.check_remote()?;
     let (dirs, record) = prepare_models(settings, paths, &calculator, jobs, log)?;
 
     let test = tasks::test_tasks(settings.seed, settings.test_tasks);
@@ -1379,6 +1388,7 @@ pub fn run_demo(
     let grid_started = Instant::now();
     let finished = std::sync::atomic::AtomicUsize::new(0);
     let (plan_ref, finished_ref, dirs_ref, dataset_ref) = (&plan, &finished, &dirs, &dataset);
+    let options = &options;
     let runs: Vec<Job<'_, RlRun>> = plan
         .iter()
         .enumerate()
@@ -1431,7 +1441,7 @@ pub fn run_demo(
 fn on_policy_run(
     settings: &DemoSettings,
     paths: &DemoPaths,
-    options: DemoOptions,
+    options: &DemoOptions,
     spec: &RunSpec,
     (index, total): (usize, usize),
     dirs: &ModelDirs,
