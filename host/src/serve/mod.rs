@@ -5,6 +5,7 @@
 //!   outcomes onto SandboxFusion's statuses);
 //! - `POST /v1/tools/{name}/call`: one tool call; the body is a [`ToolCallRequest`], the answer the same
 //!   JSON [`sod_sandbox::Outcome`] that `sod tool call` prints (HTTP 200 for every outcome);
+//! - `DELETE /v1/tools/{name}/sessions/{session}`: releases a session (its instance and files);
 //! - `GET /v1/tools`: the loaded tools (name, version, description, artifact, parameters);
 //! - `GET /healthz`: `{"status": "ok", ...}` with the worker and queue counts.
 //!
