@@ -249,6 +249,57 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
         let remote = std::fs::read(remote_out.join(file)).expect("remote results");
         assert!(local == remote, "{file} differs between in-process and remote tools");
     }
+    // Three endpoints, the first (which takes every call while the others are idle) killed while the run goes on:
+    // its calls are stateless here (no stateful tools), so they go on elsewhere and the results stay the same.
+    let mut servers: Vec<_> = (0..3).map(|_| sod_tests::serve_process_counting(&tools)).collect();
+    let endpoints: Vec<String> = servers.iter().map(|(_, addr, _)| format!("\"http://{addr}\"")).collect();
+    let killed_out = dir.path().join("eval-killed");
+    let mut killed_args = args.clone();
+    let killed_sets = [
+        format!("out_dir={}", killed_out.display()),
+        format!("tool_endpoints=[{}]", endpoints.join(", ")),
+        "stateful_tools=[]".to_string(),
+    ];
+    for set in &killed_sets {
+        killed_args.extend(["--set", set.as_str()]);
+    }
+    let mut stateless_args = args.clone();
+    let stateless_out = dir.path().join("eval-stateless");
+    let stateless_sets = [format!("out_dir={}", stateless_out.display()), "stateful_tools=[]".to_string()];
+    for set in &stateless_sets {
+        stateless_args.extend(["--set", set.as_str()]);
+    }
+    let output = run(&stateless_args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut eval = Command::new(sod_binary())
+        .args(&killed_args)
+        .env("SOD_TOOLS_DIR", &tools)
+        .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sod eval");
+    // Kill it once it has served a call (or the run ended first: then the comparison below is all that is checked).
+    while servers[0].2.load(std::sync::atomic::Ordering::Relaxed) == 0 && eval.try_wait().expect("wait").is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mid_run = eval.try_wait().expect("wait").is_none();
+    servers[0].0.kill().expect("kill");
+    let _ = servers[0].0.wait();
+    eprintln!("the first endpoint killed while the run went on: {mid_run}");
+    let output = eval.wait_with_output().expect("eval");
+    let later: usize = servers[1..].iter().map(|(_, _, calls)| calls.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    eprintln!("calls served by the other endpoints: {later}");
+    for (child, _, _) in &mut servers[1..] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(output.status.success(), "{}", stderr(&output));
+    for file in ["results.jsonl", "summary.json"] {
+        let local = std::fs::read(stateless_out.join(file)).expect("local results");
+        let remote = std::fs::read(killed_out.join(file)).expect("remote results");
+        assert!(local == remote, "{file} differs after losing an endpoint (killed mid-run: {mid_run})");
+    }
     // The setting is honoured: an endpoint nothing listens on stops the run before it starts, with a clear error.
     let mut dead_args = args.clone();
     let dead_sets = [

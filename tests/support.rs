@@ -80,6 +80,18 @@ pub fn sod_binary() -> PathBuf {
 /// A `sod serve` process (2 workers) over the tools in `tools_dir`, on a free loopback port; its log is drained so
 /// that it never blocks on it. Kill it when done.
 pub fn serve_process(tools_dir: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    let (child, addr, _) = serve_process_counting(tools_dir);
+    (child, addr)
+}
+
+/// [`serve_process`], with the number of tool calls it has logged so far.
+pub fn serve_process_counting(
+    tools_dir: &Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(sod_binary())
         .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
@@ -100,6 +112,15 @@ pub fn serve_process(tools_dir: &Path) -> (std::process::Child, std::net::Socket
             break event["addr"].as_str().expect("addr").parse().expect("address");
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if event["message"] == "call" {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    (child, addr, calls)
 }

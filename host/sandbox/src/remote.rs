@@ -116,21 +116,21 @@ impl RemoteTools {
     }
 
     /// Checks that every endpoint serves each of `tools` (name, `sha256:` artifact) with the same artifact, so
-    /// that remote outcomes are the ones the local tools would give.
+    /// that remote outcomes are the ones the local tools would give. An endpoint that cannot be reached is set
+    /// aside (as a call would set it aside) rather than failing the check, as long as one endpoint answers; an
+    /// endpoint serving other artifacts fails it.
     pub fn check_artifacts(&self, tools: &[(String, String)]) -> Result<(), String> {
+        let mut unreachable = Vec::new();
         for endpoint in &self.endpoints {
             let url = format!("{}/v1/tools", endpoint.url);
-            let mut response = self
-                .agent
-                .get(&url)
-                .call()
-                .map_err(|e| format!("cannot reach {url}: {e}"))?;
-            let text = response
-                .body_mut()
-                .read_to_string()
-                .map_err(|e| format!("{url}: {e}"))?;
-            let listed: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))?;
+            let listed = match self.list_tools(&url) {
+                Ok(listed) => listed,
+                Err(err) => {
+                    endpoint.set_lost(true);
+                    unreachable.push(err);
+                    continue;
+                }
+            };
             for (name, artifact) in tools {
                 let served = listed
                     .as_array()
@@ -148,7 +148,23 @@ impl RemoteTools {
                 }
             }
         }
+        if unreachable.len() == self.endpoints.len() {
+            return Err(unreachable.join("; "));
+        }
         Ok(())
+    }
+
+    fn list_tools(&self, url: &str) -> Result<serde_json::Value, String> {
+        let mut response = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
     }
 
     /// Calls `tool` on some endpoint (the session's for a session call); never fails: what cannot be served is

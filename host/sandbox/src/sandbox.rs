@@ -404,9 +404,9 @@ impl Sandbox {
     /// Calls `tool` with JSON `arguments`. Never fails: every way a call can end is an [`Outcome`].
     pub fn call(&self, tool: &Tool, arguments: &str, options: &CallOptions) -> Outcome {
         if let Some(remote) = &self.remote {
-            // What this sandbox would fill in, filled in here: the remote's own defaults may differ.
+            // What this sandbox would fill in and cap, done here: the remote's own defaults may differ.
             let options = CallOptions {
-                limits: Some(options.limits.unwrap_or(self.inner.config.default_limits)),
+                limits: Some(self.inner.call_limits(options)),
                 seed: Some(options.seed.unwrap_or(self.inner.config.seed)),
                 ..options.clone()
             };
@@ -562,6 +562,20 @@ pub fn call_key_for(tool: &str, arguments: &str, files: &BTreeMap<String, Vec<u8
 }
 
 impl SandboxInner {
+    /// The limits a call runs under: its own or the sandbox's defaults, memory and file bytes capped at the
+    /// sandbox's ceiling (a call's files are host memory like its linear memory is).
+    fn call_limits(&self, options: &CallOptions) -> Limits {
+        let limits = options.limits.unwrap_or(self.config.default_limits);
+        Limits {
+            memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes),
+            fs: vfs::FsLimits {
+                max_bytes: limits.fs.max_bytes.min(self.config.max_memory_bytes),
+                ..limits.fs
+            },
+            ..limits
+        }
+    }
+
     /// A store for one call (or session): fresh WASI state, an empty file tree, limits armed.
     fn new_store(self: &Arc<Self>, limits: Limits, identity: CallIdentity) -> Store<CallState> {
         let state = CallState::new(limits, identity, Arc::downgrade(self));
@@ -585,16 +599,7 @@ impl SandboxInner {
         options: &CallOptions,
         depth: u32,
     ) -> Outcome {
-        let limits = options.limits.unwrap_or(self.config.default_limits);
-        // A call's files are host memory like its linear memory is, and bounded by the same ceiling.
-        let limits = Limits {
-            memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes),
-            fs: vfs::FsLimits {
-                max_bytes: limits.fs.max_bytes.min(self.config.max_memory_bytes),
-                ..limits.fs
-            },
-            ..limits
-        };
+        let limits = self.call_limits(options);
         let identity = CallIdentity {
             seed: options.seed.unwrap_or(self.config.seed),
             call_key: options.call_key.clone().unwrap_or_else(|| {
