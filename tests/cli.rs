@@ -80,11 +80,15 @@ fn tool_files_are_the_same_whatever_the_hosts_temporary_directory_and_never_reac
     // A temporary directory on the disk and, where the machine has one, on tmpfs.
     let disk = tempfile::tempdir_in(target_dir()).expect("disk tempdir");
     let shm = std::path::Path::new("/dev/shm");
-    let tmpfs = shm.is_dir().then(|| tempfile::tempdir_in(shm).expect("tmpfs tempdir"));
+    let tmpfs = shm
+        .is_dir()
+        .then(|| tempfile::tempdir_in(shm).expect("tmpfs tempdir"));
     let mut outputs = Vec::new();
     for dir in std::iter::once(disk.path()).chain(tmpfs.as_ref().map(|d| d.path())) {
         let mut child = Command::new(sod_binary())
-            .args(["tool", "call", "python", &arguments, "--file", &file_arg, "--fetch", "out.txt"])
+            .args([
+                "tool", "call", "python", &arguments, "--file", &file_arg, "--fetch", "out.txt",
+            ])
             .env("SOD_TOOLS_DIR", target_dir().join("tools"))
             .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
             .env("TMPDIR", dir)
@@ -95,13 +99,27 @@ fn tool_files_are_the_same_whatever_the_hosts_temporary_directory_and_never_reac
         // Watch the directory while the call runs: nothing may appear in it, not even for a moment.
         let mut seen = std::collections::BTreeSet::new();
         while child.try_wait().expect("wait").is_none() {
-            seen.extend(std::fs::read_dir(dir).expect("read tempdir").flatten().map(|e| e.path()));
+            seen.extend(
+                std::fs::read_dir(dir)
+                    .expect("read tempdir")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let output = child.wait_with_output().expect("output");
         assert!(output.status.success(), "{}", stderr(&output));
-        seen.extend(std::fs::read_dir(dir).expect("read tempdir").flatten().map(|e| e.path()));
-        assert!(seen.is_empty(), "the call wrote {seen:?} under {}", dir.display());
+        seen.extend(
+            std::fs::read_dir(dir)
+                .expect("read tempdir")
+                .flatten()
+                .map(|e| e.path()),
+        );
+        assert!(
+            seen.is_empty(),
+            "the call wrote {seen:?} under {}",
+            dir.display()
+        );
         outputs.push(stdout(&output));
     }
     let outcome: serde_json::Value = serde_json::from_str(&outputs[0]).expect("JSON");
@@ -228,7 +246,10 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
 
     // The same evaluation with its tool calls on two `sod serve` processes: the same results, byte for byte.
     let mut servers: Vec<_> = (0..2).map(|_| sod_tests::serve_process(&tools)).collect();
-    let endpoints: Vec<String> = servers.iter().map(|(_, addr)| format!("\"http://{addr}\"")).collect();
+    let endpoints: Vec<String> = servers
+        .iter()
+        .map(|(_, addr)| format!("\"http://{addr}\""))
+        .collect();
     let remote_out = dir.path().join("eval-remote");
     let mut remote_args = args.clone();
     let remote_sets = [
@@ -247,12 +268,20 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     for file in ["results.jsonl", "summary.json"] {
         let local = std::fs::read(out.join(file)).expect("local results");
         let remote = std::fs::read(remote_out.join(file)).expect("remote results");
-        assert!(local == remote, "{file} differs between in-process and remote tools");
+        assert!(
+            local == remote,
+            "{file} differs between in-process and remote tools"
+        );
     }
     // Three endpoints, the first (which takes every call while the others are idle) killed while the run goes on:
     // its calls are stateless here (no stateful tools), so they go on elsewhere and the results stay the same.
-    let mut servers: Vec<_> = (0..3).map(|_| sod_tests::serve_process_counting(&tools)).collect();
-    let endpoints: Vec<String> = servers.iter().map(|(_, addr, _)| format!("\"http://{addr}\"")).collect();
+    let mut servers: Vec<_> = (0..3)
+        .map(|_| sod_tests::serve_process_counting(&tools))
+        .collect();
+    let endpoints: Vec<String> = servers
+        .iter()
+        .map(|(_, addr, _)| format!("\"http://{addr}\""))
+        .collect();
     let killed_out = dir.path().join("eval-killed");
     let mut killed_args = args.clone();
     let killed_sets = [
@@ -265,7 +294,10 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     }
     let mut stateless_args = args.clone();
     let stateless_out = dir.path().join("eval-stateless");
-    let stateless_sets = [format!("out_dir={}", stateless_out.display()), "stateful_tools=[]".to_string()];
+    let stateless_sets = [
+        format!("out_dir={}", stateless_out.display()),
+        "stateful_tools=[]".to_string(),
+    ];
     for set in &stateless_sets {
         stateless_args.extend(["--set", set.as_str()]);
     }
@@ -280,7 +312,9 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
         .spawn()
         .expect("run sod eval");
     // Kill it once it has served a call (or the run ended first: then the comparison below is all that is checked).
-    while servers[0].2.load(std::sync::atomic::Ordering::Relaxed) == 0 && eval.try_wait().expect("wait").is_none() {
+    while servers[0].2.load(std::sync::atomic::Ordering::Relaxed) == 0
+        && eval.try_wait().expect("wait").is_none()
+    {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let mid_run = eval.try_wait().expect("wait").is_none();
@@ -288,7 +322,10 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     let _ = servers[0].0.wait();
     eprintln!("the first endpoint killed while the run went on: {mid_run}");
     let output = eval.wait_with_output().expect("eval");
-    let later: usize = servers[1..].iter().map(|(_, _, calls)| calls.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let later: usize = servers[1..]
+        .iter()
+        .map(|(_, _, calls)| calls.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     eprintln!("calls served by the other endpoints: {later}");
     for (child, _, _) in &mut servers[1..] {
         let _ = child.kill();
@@ -298,7 +335,10 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     for file in ["results.jsonl", "summary.json"] {
         let local = std::fs::read(stateless_out.join(file)).expect("local results");
         let remote = std::fs::read(killed_out.join(file)).expect("remote results");
-        assert!(local == remote, "{file} differs after losing an endpoint (killed mid-run: {mid_run})");
+        assert!(
+            local == remote,
+            "{file} differs after losing an endpoint (killed mid-run: {mid_run})"
+        );
     }
     // The setting is honoured: an endpoint nothing listens on stops the run before it starts, with a clear error.
     let mut dead_args = args.clone();
@@ -311,7 +351,11 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     }
     let output = run(&dead_args);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("cannot reach http://127.0.0.1:1"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot reach http://127.0.0.1:1"),
+        "{}",
+        stderr(&output)
+    );
 
     // A different judge artifact: named, exit code 1.
     let mut judge = std::fs::read(tools.join("judge.wasm")).expect("judge");
@@ -474,7 +518,11 @@ fn sft_writes_a_model_that_train_and_eval_take() {
             .map(|line| {
                 let mut row: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(line).expect("metrics row");
-                let timing = |k: &str| ["timing", "time", "secs", "seconds", "per_s", "rss", "eta"].iter().any(|t| k.contains(t));
+                let timing = |k: &str| {
+                    ["timing", "time", "secs", "seconds", "per_s", "rss", "eta"]
+                        .iter()
+                        .any(|t| k.contains(t))
+                };
                 row.retain(|k, _| !timing(k));
                 serde_json::Value::Object(row)
             })

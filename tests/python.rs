@@ -538,8 +538,7 @@ fn listings_and_stat_are_a_function_of_the_call() {
     let lines: Vec<&str> = first.output.lines().collect();
     // Sorted by name (bytes), whatever the creation order; scandir agrees.
     assert_eq!(
-        lines[0],
-        "['10', '9', 'Alpha', 'beta', 'mid', 'sub', 'zeta']",
+        lines[0], "['10', '9', 'Alpha', 'beta', 'mid', 'sub', 'zeta']",
         "{}",
         first.output
     );
@@ -554,7 +553,11 @@ fn listings_and_stat_are_a_function_of_the_call() {
     assert_eq!((zeta[0], zeta[2], zeta[3]), (2, 1, 12), "{}", lines[2]);
     let epoch_ns = sod_sandbox::EPOCH_UNIX_SECONDS * 1_000_000_000;
     for time in &zeta[5..] {
-        assert!(*time >= epoch_ns && *time < epoch_ns + 60_000_000_000, "{}", lines[2]);
+        assert!(
+            *time >= epoch_ns && *time < epoch_ns + 60_000_000_000,
+            "{}",
+            lines[2]
+        );
     }
     let sub: Vec<&str> = lines[3].split_whitespace().collect();
     assert_eq!((sub[1], sub[3], sub[4]), ("8", "2", "0"), "{}", lines[3]);
@@ -563,7 +566,11 @@ fn listings_and_stat_are_a_function_of_the_call() {
     let tool = other
         .load_tool(&artifact("tools/python.wasm"))
         .expect("load");
-    let second = other.call(&tool, &json!({ "code": LISTING }).to_string(), &CallOptions::default());
+    let second = other.call(
+        &tool,
+        &json!({ "code": LISTING }).to_string(),
+        &CallOptions::default(),
+    );
     assert_eq!(second.to_json(), first.to_json());
 }
 
@@ -632,7 +639,12 @@ try:\n        with open('sparse.bin', 'wb') as f:\n            grow(f)\n        
     assert!(lines[0].starts_with("stopped EIO"), "{}", outcome.output);
     let stored: u64 = lines[1].parse().expect("size");
     assert!(stored > 63 << 20 && stored <= 64 << 20, "{stored}");
-    assert_eq!(&lines[2..], ["refused EFBIG", "refused EIO"], "{}", outcome.output);
+    assert_eq!(
+        &lines[2..],
+        ["refused EFBIG", "refused EIO"],
+        "{}",
+        outcome.output
+    );
     assert_eq!(call(code).to_json(), outcome.to_json());
 }
 
@@ -646,16 +658,23 @@ fn a_file_flood_ends_by_fuel_in_bounded_time() {
         limits: Some(limits),
         ..CallOptions::default()
     };
-    let flood = "import os\ni = 0\nwhile True:\n    open('f', 'w').close()\n    os.remove('f')\n    i += 1";
+    let flood =
+        "import os\ni = 0\nwhile True:\n    open('f', 'w').close()\n    os.remove('f')\n    i += 1";
     let fill = "i = 0\nwhile True:\n    try:\n        open(f'f{i % 20000}', 'w').close()\n    except OSError:\n        pass\n    i += 1";
     for code in [flood, fill] {
         let started = std::time::Instant::now();
         let outcome = call_args(json!({ "code": code }), &options);
         let wall = started.elapsed();
         assert_eq!(outcome.kind, OutcomeKind::TimeLimit, "{outcome:?}");
-        assert_eq!(call_args(json!({ "code": code }), &options).to_json(), outcome.to_json());
+        assert_eq!(
+            call_args(json!({ "code": code }), &options).to_json(),
+            outcome.to_json()
+        );
         // 2e9 fuel is 0.4 s of compute at the documented rate; the old host directory took 25 s.
-        assert!(wall < std::time::Duration::from_secs(20), "{code}: {wall:?}");
+        assert!(
+            wall < std::time::Duration::from_secs(20),
+            "{code}: {wall:?}"
+        );
     }
 }
 
@@ -714,7 +733,9 @@ print(list(open('abs.bin', 'rb').read()))\n_ = open('out.txt', 'w').write(str(a 
     assert_eq!(outcome.files["out.txt"], "cGFydGlhbA==");
     // Files over the quota are the caller's error; the tool never runs.
     let too_big = CallOptions {
-        files: [("big".to_string(), vec![0; 2 << 20])].into_iter().collect(),
+        files: [("big".to_string(), vec![0; 2 << 20])]
+            .into_iter()
+            .collect(),
         limits: Some(Limits {
             fs: sod_sandbox::FsLimits {
                 max_bytes: 1 << 20,
@@ -726,7 +747,14 @@ print(list(open('abs.bin', 'rb').read()))\n_ = open('out.txt', 'w').write(str(a 
     };
     let outcome = call_args(json!({ "code": "print('ran')" }), &too_big);
     assert_eq!(outcome.kind, OutcomeKind::ToolError, "{outcome:?}");
-    assert!(outcome.message.as_deref().unwrap_or("").starts_with("files: "), "{outcome:?}");
+    assert!(
+        outcome
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("files: "),
+        "{outcome:?}"
+    );
 }
 
 #[test]
@@ -739,7 +767,9 @@ fn filesystem_work_costs_fuel_per_operation_and_byte() {
     // The same program and the same 8 MiB object, written whole or not at all: the guest's own work does not
     // depend on the length (the host copies the bytes), so the difference is the sandbox's charge.
     let write = |n: u64| {
-        format!("import os\ndata = b'x' * (8 << 20)\nfd = os.open('f', os.O_WRONLY | os.O_CREAT)\nos.pwrite(fd, data[:{n}], 0)\nos.close(fd)")
+        format!(
+            "import os\ndata = b'x' * (8 << 20)\nfd = os.open('f', os.O_WRONLY | os.O_CREAT)\nos.pwrite(fd, data[:{n}], 0)\nos.close(fd)"
+        )
     };
     let bytes = fuel(&write(8 << 20)) - fuel(&write(0));
     assert!(bytes >= (8 << 20) * sod_sandbox::vfs::BYTE_FUEL, "{bytes}");

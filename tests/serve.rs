@@ -627,7 +627,10 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
     let mut servers: Vec<(std::process::Child, SocketAddr)> = (0..3)
         .map(|_| sod_tests::serve_process(&target_dir().join("tools")))
         .collect();
-    let urls: Vec<String> = servers.iter().map(|(_, addr)| format!("http://{addr}")).collect();
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|(_, addr)| format!("http://{addr}"))
+        .collect();
     let remote = RemoteTools::new(&urls).expect("client");
     let calculator = local.tool("calculator").expect("calculator");
     let python = local.tool("python").expect("python");
@@ -635,16 +638,28 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
         .map(|t| (t.name().to_string(), t.artifact_hash().to_string()));
     remote.check_artifacts(&artifacts).expect("same artifacts");
     let wrong = [("python".to_string(), "sha256:0".to_string())];
-    assert!(remote.check_artifacts(&wrong).unwrap_err().contains("not sha256:0"));
+    assert!(
+        remote
+            .check_artifacts(&wrong)
+            .unwrap_err()
+            .contains("not sha256:0")
+    );
     // Seeded randomness, limits, files, a time limit: every input of an outcome travels with the call.
     let calls: Vec<(&str, String, CallOptions)> = vec![
-        ("calculator", r#"{"expression": "2^100 // 7"}"#.to_string(), CallOptions::default()),
+        (
+            "calculator",
+            r#"{"expression": "2^100 // 7"}"#.to_string(),
+            CallOptions::default(),
+        ),
         (
             "python",
-            json!({"code": "import random\nprint(random.random(), open('in.txt').read())"}).to_string(),
+            json!({"code": "import random\nprint(random.random(), open('in.txt').read())"})
+                .to_string(),
             CallOptions {
                 seed: Some(7),
-                files: [("in.txt".to_string(), b"from the caller".to_vec())].into_iter().collect(),
+                files: [("in.txt".to_string(), b"from the caller".to_vec())]
+                    .into_iter()
+                    .collect(),
                 fetch_files: vec!["in.txt".to_string()],
                 ..CallOptions::default()
             },
@@ -653,7 +668,11 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
             "python",
             json!({"code": "while True:\n    pass"}).to_string(),
             CallOptions {
-                limits: Some(Limits { fuel: 300_000_000, memory_bytes: 100_000_000, ..Limits::default() }),
+                limits: Some(Limits {
+                    fuel: 300_000_000,
+                    memory_bytes: 100_000_000,
+                    ..Limits::default()
+                }),
                 call_key: Some("p/0/turn-1".to_string()),
                 ..CallOptions::default()
             },
@@ -661,30 +680,56 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
     ];
     let expected: Vec<String> = calls
         .iter()
-        .map(|(tool, args, options)| local.call(&local.tool(tool).unwrap(), args, options).to_json())
+        .map(|(tool, args, options)| {
+            local
+                .call(&local.tool(tool).unwrap(), args, options)
+                .to_json()
+        })
         .collect();
     let remote_json = |remote: &RemoteTools| -> Vec<String> {
-        calls.iter().map(|(tool, args, options)| remote.call(tool, args, options).to_json()).collect()
+        calls
+            .iter()
+            .map(|(tool, args, options)| remote.call(tool, args, options).to_json())
+            .collect()
     };
     assert_eq!(remote_json(&remote), expected);
     // A session lives on the endpoint that took it (the first: ties go to the lowest index).
-    let session = CallOptions { session: Some("s-1".to_string()), ..CallOptions::default() };
-    let set = remote.call("python", r#"{"code": "x = 41", "session": "s-1"}"#, &session);
+    let session = CallOptions {
+        session: Some("s-1".to_string()),
+        ..CallOptions::default()
+    };
+    let set = remote.call(
+        "python",
+        r#"{"code": "x = 41", "session": "s-1"}"#,
+        &session,
+    );
     assert_eq!(set.kind, OutcomeKind::Ok, "{set:?}");
-    let read = remote.call("python", r#"{"code": "print(x + 1)", "session": "s-1"}"#, &session);
+    let read = remote.call(
+        "python",
+        r#"{"code": "print(x + 1)", "session": "s-1"}"#,
+        &session,
+    );
     assert_eq!(read.output, "42\n", "{read:?}");
     // Lose that endpoint: stateless calls go on elsewhere with the same outcomes; the session is an infra fault.
     servers[0].0.kill().expect("kill");
     servers[0].0.wait().expect("wait");
     assert_eq!(remote_json(&remote), expected);
-    let lost = remote.call("python", r#"{"code": "print(x)", "session": "s-1"}"#, &session);
+    let lost = remote.call(
+        "python",
+        r#"{"code": "print(x)", "session": "s-1"}"#,
+        &session,
+    );
     assert_eq!(lost.kind, OutcomeKind::InfraFault, "{lost:?}");
     assert!(lost.message.unwrap_or_default().contains("session"));
     // A new session is taken by a live endpoint, and released there.
-    let again = remote.call("python", r#"{"code": "y = 1", "session": "s-2"}"#, &CallOptions {
-        session: Some("s-2".to_string()),
-        ..CallOptions::default()
-    });
+    let again = remote.call(
+        "python",
+        r#"{"code": "y = 1", "session": "s-2"}"#,
+        &CallOptions {
+            session: Some("s-2".to_string()),
+            ..CallOptions::default()
+        },
+    );
     assert_eq!(again.kind, OutcomeKind::Ok, "{again:?}");
     assert!(remote.release_session("python", "s-2"));
     assert!(!remote.release_session("python", "s-2"));
@@ -693,6 +738,10 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
         let _ = child.wait();
     }
     // Every endpoint gone: an infra fault, not a model error.
-    let none = remote.call("calculator", r#"{"expression": "1+1"}"#, &CallOptions::default());
+    let none = remote.call(
+        "calculator",
+        r#"{"expression": "1+1"}"#,
+        &CallOptions::default(),
+    );
     assert_eq!(none.kind, OutcomeKind::InfraFault, "{none:?}");
 }

@@ -109,7 +109,11 @@ pub fn serve_process_counting(
             .expect("read");
         let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if event["message"] == "listening" {
-            break event["addr"].as_str().expect("addr").parse().expect("address");
+            break event["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("address");
         }
     };
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

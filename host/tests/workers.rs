@@ -112,7 +112,9 @@ fn files_travel_to_workers_and_back() {
     let sandbox = Sandbox::new(config()).expect("sandbox");
     let pool = pool(1);
     let options = CallOptions {
-        files: [("in.bin".to_string(), vec![0u8, 1, 2, 250])].into_iter().collect(),
+        files: [("in.bin".to_string(), vec![0u8, 1, 2, 250])]
+            .into_iter()
+            .collect(),
         fetch_files: vec!["out.bin".to_string()],
         ..CallOptions::default()
     };

@@ -40,6 +40,8 @@ pub use clock::{EPOCH_UNIX_SECONDS, TICK_NANOS};
 pub use error::SandboxError;
 pub use limits::Limits;
 pub use outcome::{Outcome, OutcomeKind};
-pub use vfs::FsLimits;
 pub use remote::RemoteTools;
-pub use sandbox::{call_key_for, CallOptions, Descriptor, MAX_CALL_DEPTH, Sandbox, SandboxConfig, Tool};
+pub use sandbox::{
+    CallOptions, Descriptor, MAX_CALL_DEPTH, Sandbox, SandboxConfig, Tool, call_key_for,
+};
+pub use vfs::FsLimits;

@@ -63,7 +63,9 @@ pub struct RemoteTools {
 impl std::fmt::Debug for RemoteTools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let urls: Vec<&str> = self.endpoints.iter().map(|e| e.url.as_str()).collect();
-        f.debug_struct("RemoteTools").field("endpoints", &urls).finish()
+        f.debug_struct("RemoteTools")
+            .field("endpoints", &urls)
+            .finish()
     }
 }
 
@@ -89,7 +91,9 @@ impl RemoteTools {
             .map(|url| {
                 let url = url.trim_end_matches('/').to_string();
                 if !url.starts_with("http://") && !url.starts_with("https://") {
-                    return Err(format!("tool endpoint {url:?} must start with http:// or https://"));
+                    return Err(format!(
+                        "tool endpoint {url:?} must start with http:// or https://"
+                    ));
                 }
                 Ok(Endpoint {
                     url,
@@ -217,13 +221,19 @@ impl RemoteTools {
                             .remove(key);
                         return fault(
                             tool,
-                            format!("the endpoint holding session {:?} is lost: {message}", key.1),
+                            format!(
+                                "the endpoint holding session {:?} is lost: {message}",
+                                key.1
+                            ),
                         );
                     }
                     lost.push(message);
                     // Each endpoint twice at most: a lost one may come back after RETRY_DEAD_AFTER.
                     if lost.len() >= 2 * self.endpoints.len() {
-                        return fault(tool, format!("no tool endpoint answered: {}", lost.join("; ")));
+                        return fault(
+                            tool,
+                            format!("no tool endpoint answered: {}", lost.join("; ")),
+                        );
                     }
                 }
             }
@@ -294,7 +304,12 @@ impl RemoteTools {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let text = match response.body_mut().with_config().limit(1 << 30).read_to_string() {
+        let text = match response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+        {
             Ok(text) => text,
             Err(err) => return Attempt::Lost(format!("{url}: {err}")),
         };
@@ -302,7 +317,9 @@ impl RemoteTools {
         match status {
             200 => match serde_json::from_str::<Outcome>(&text) {
                 Ok(outcome) => Attempt::Answered(outcome),
-                Err(err) => Attempt::Refused(format!("{url} answered no outcome ({err}): {text:.200}")),
+                Err(err) => {
+                    Attempt::Refused(format!("{url} answered no outcome ({err}): {text:.200}"))
+                }
             },
             503 => Attempt::Busy(Duration::from_secs(retry_after.unwrap_or(1))),
             _ => Attempt::Refused(format!("{url} answered {status}: {text:.500}")),

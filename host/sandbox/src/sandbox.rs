@@ -602,9 +602,10 @@ impl SandboxInner {
         let limits = self.call_limits(options);
         let identity = CallIdentity {
             seed: options.seed.unwrap_or(self.config.seed),
-            call_key: options.call_key.clone().unwrap_or_else(|| {
-                call_key_for(tool.name(), arguments, &options.files)
-            }),
+            call_key: options
+                .call_key
+                .clone()
+                .unwrap_or_else(|| call_key_for(tool.name(), arguments, &options.files)),
             depth,
         };
         let call = Call {
@@ -619,7 +620,12 @@ impl SandboxInner {
         }
     }
 
-    async fn call_fresh(self: &Arc<Self>, tool: &Tool, call: &Call<'_>, identity: CallIdentity) -> Outcome {
+    async fn call_fresh(
+        self: &Arc<Self>,
+        tool: &Tool,
+        call: &Call<'_>,
+        identity: CallIdentity,
+    ) -> Outcome {
         if self.config.instances_ahead {
             let ahead = tool
                 .inner
@@ -1013,7 +1019,9 @@ async fn run_call(
     call: &Call<'_>,
 ) -> wasmtime::Result<Result<String, ToolError>> {
     if let Err(message) = store.data().vfs.install(call.files) {
-        return Ok(Err(ToolError::InvalidArguments(format!("files: {message}"))));
+        return Ok(Err(ToolError::InvalidArguments(format!(
+            "files: {message}"
+        ))));
     }
     instance.call_call(&mut *store, call.arguments).await
 }
@@ -1058,7 +1066,12 @@ fn finish(
             .vfs
             .fetch(call.fetch)
             .into_iter()
-            .map(|(path, bytes)| (path, base64::engine::general_purpose::STANDARD.encode(bytes)))
+            .map(|(path, bytes)| {
+                (
+                    path,
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                )
+            })
             .collect();
     }
     match result {

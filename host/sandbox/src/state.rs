@@ -51,11 +51,7 @@ pub(crate) struct CallState {
 impl CallState {
     /// The state of a call made at once: [`CallState::ahead`] bound to the call straight away, so that both ways
     /// derive a call's randomness and limits in one place ([`CallState::bind`]).
-    pub(crate) fn new(
-        limits: Limits,
-        identity: CallIdentity,
-        sandbox: Weak<SandboxInner>,
-    ) -> Self {
+    pub(crate) fn new(limits: Limits, identity: CallIdentity, sandbox: Weak<SandboxInner>) -> Self {
         let mut state = Self::ahead(limits, sandbox);
         // A state nothing has run in yet always binds.
         let bound = state.bind(limits, identity);

@@ -225,7 +225,11 @@ fn run_bench(cli: &Cli, bench: &ServeBench) -> anyhow::Result<()> {
     let (workers, queue) = (config.workers, config.queue);
     let server = if bench.targets.is_empty() {
         let backend = bench.server.backend(cli, &config)?;
-        Some(Server::start(backend, config, SocketAddr::from(([127, 0, 0, 1], 0)))?)
+        Some(Server::start(
+            backend,
+            config,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )?)
     } else {
         None
     };
@@ -286,7 +290,11 @@ fn run_bench(cli: &Cli, bench: &ServeBench) -> anyhow::Result<()> {
 }
 
 fn report_json(report: &LoadReport) -> serde_json::Value {
-    let latencies: Vec<f64> = report.latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let latencies: Vec<f64> = report
+        .latencies
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect();
     serde_json::json!({
         "concurrency": report.concurrency,
         "sent": report.sent,

@@ -141,7 +141,9 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         ..sod_sandbox::SandboxConfig::default()
     })
     .expect("server sandbox");
-    server_sandbox.load_tools_dir(&tools_dir).expect("load tools");
+    server_sandbox
+        .load_tools_dir(&tools_dir)
+        .expect("load tools");
     let server = crate::serve::Server::start(
         server_sandbox,
         crate::serve::ServeConfig::default(),
@@ -277,7 +279,8 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     assert!(report.contains("off-track"), "{report}");
 
     // Same settings again: the models come from the cache and every measured number is the same.
-    let second = run_demo(&settings, &paths("second"), parallel.clone(), &|_| {}).expect("second demo run");
+    let second =
+        run_demo(&settings, &paths("second"), parallel.clone(), &|_| {}).expect("second demo run");
     assert!(second.models.teachers.iter().all(|(_, m)| m.cached) && second.models.student.cached);
     assert_eq!(reproducible(&first), reproducible(&second));
     // A finished run directory is never overwritten.
@@ -287,7 +290,8 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     let second_dir = paths("second").out_dir;
     std::fs::remove_file(second_dir.join("report.md")).ok();
     std::fs::remove_file(second_dir.join("recovery-sod-full-seed5/run.json")).expect("run.json");
-    let resumed = run_demo(&settings, &paths("second"), parallel.clone(), &|_| {}).expect("resumed run");
+    let resumed =
+        run_demo(&settings, &paths("second"), parallel.clone(), &|_| {}).expect("resumed run");
     assert_eq!(reproducible(&resumed), reproducible(&first));
     // ... but not with other settings.
     let mut other = settings;
@@ -305,7 +309,8 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         problems: 2,
     });
     longer.grid = false;
-    let third = run_demo(&longer, &paths("third"), parallel.clone(), &|_| {}).expect("third demo run");
+    let third =
+        run_demo(&longer, &paths("third"), parallel.clone(), &|_| {}).expect("third demo run");
     assert!(third.models.teachers.iter().all(|(_, m)| m.cached) && !third.models.student.cached);
     // The main rows: the gold-only teacher, measured as in the grid.
     assert_eq!(third.teachers.len(), 1);

@@ -8,16 +8,16 @@
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
+use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self, Advice, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode,
     Filesize, MetadataHashValue, NewTimestamp, OpenFlags, PathFlags,
 };
-use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError as WasiFsError, FsResult};
 
+use super::Vfs;
 use super::stream::{FileReader, FileWriter, Handle, StreamFsError, VfsDescriptor, VfsDirStream};
 use super::tree::{FsError, Ino, NodeKind, Stat, Tree};
-use super::Vfs;
 use crate::state::CallState;
 
 /// Marker for [`HasData`]: the sandbox's in-memory `wasi:filesystem`.
@@ -241,7 +241,10 @@ impl types::HostDescriptor for VfsCtxView<'_> {
     ) -> FsResult<()> {
         let (ino, _, _) = self.get(&fd)?;
         let (atim, mtim, now) = (self.timestamp(atim), self.timestamp(mtim), self.vfs.now());
-        self.vfs.lock().set_times(ino, atim, mtim, now).map_err(code)
+        self.vfs
+            .lock()
+            .set_times(ino, atim, mtim, now)
+            .map_err(code)
     }
 
     async fn read(
@@ -269,7 +272,11 @@ impl types::HostDescriptor for VfsCtxView<'_> {
         let ino = self.file(&fd, true)?;
         let now = self.vfs.now();
         self.vfs.charge(0, buf.len() as u64);
-        let written = self.vfs.lock().write(ino, offset, &buf, now).map_err(code)?;
+        let written = self
+            .vfs
+            .lock()
+            .write(ino, offset, &buf, now)
+            .map_err(code)?;
         Ok(written as Filesize)
     }
 
@@ -295,7 +302,11 @@ impl types::HostDescriptor for VfsCtxView<'_> {
     ) -> FsResult<()> {
         let dir = self.dir(&fd)?;
         let now = self.vfs.now();
-        self.vfs.lock().create_dir(dir, &path, now).map(|_| ()).map_err(code)
+        self.vfs
+            .lock()
+            .create_dir(dir, &path, now)
+            .map(|_| ())
+            .map_err(code)
     }
 
     async fn stat(&mut self, fd: Resource<types::Descriptor>) -> FsResult<DescriptorStat> {
@@ -473,7 +484,10 @@ impl types::HostDescriptor for VfsCtxView<'_> {
             handle,
             position: offset,
         });
-        let pushed = self.table.push(reader).map_err(|_| code(FsError::TooManyOpen))?;
+        let pushed = self
+            .table
+            .push(reader)
+            .map_err(|_| code(FsError::TooManyOpen))?;
         Ok(pushed)
     }
 
@@ -534,7 +548,10 @@ impl VfsCtxView<'_> {
             Handle::open(self.vfs, &mut tree, ino).map_err(code)?
         };
         let writer: DynOutputStream = Box::new(FileWriter { handle, position });
-        let pushed = self.table.push(writer).map_err(|_| code(FsError::TooManyOpen))?;
+        let pushed = self
+            .table
+            .push(writer)
+            .map_err(|_| code(FsError::TooManyOpen))?;
         Ok(pushed)
     }
 }

@@ -114,16 +114,21 @@ impl Vfs {
                 match tree.lookup(Tree::ROOT, &dir) {
                     Ok(_) => {}
                     Err(FsError::NoEntry) => {
-                        tree.create_dir(Tree::ROOT, &dir, now)
-                            .map_err(|e| format!("cannot create directory {dir:?}: {}", e.describe()))?;
+                        tree.create_dir(Tree::ROOT, &dir, now).map_err(|e| {
+                            format!("cannot create directory {dir:?}: {}", e.describe())
+                        })?;
                     }
-                    Err(e) => return Err(format!("cannot create directory {dir:?}: {}", e.describe())),
+                    Err(e) => {
+                        return Err(format!("cannot create directory {dir:?}: {}", e.describe()));
+                    }
                 }
             }
-            let written = tree.open_file(Tree::ROOT, &clean, true, false, now).and_then(|ino| {
-                tree.set_size(ino, 0, now)?;
-                tree.write(ino, 0, bytes, now)
-            });
+            let written = tree
+                .open_file(Tree::ROOT, &clean, true, false, now)
+                .and_then(|ino| {
+                    tree.set_size(ino, 0, now)?;
+                    tree.write(ino, 0, bytes, now)
+                });
             written.map_err(|e| format!("cannot write file {path:?}: {}", e.describe()))?;
         }
         Ok(())

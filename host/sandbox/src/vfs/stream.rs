@@ -6,8 +6,8 @@ use bytes::Bytes;
 use wasmtime_wasi::p2::bindings::filesystem::types::{DescriptorFlags, ErrorCode};
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
-use super::tree::{FsError, Ino, NodeKind, Tree};
 use super::Vfs;
+use super::tree::{FsError, Ino, NodeKind, Tree};
 
 /// Bytes a stream moves per read or write call at most.
 const CHUNK: usize = 64 << 10;
