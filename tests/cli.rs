@@ -13,6 +13,15 @@ fn sod(args: &[&str]) -> Output {
         .expect("run sod")
 }
 
+/// `args` followed by `--set S` for each of `sets`.
+fn with_sets<'a>(args: &[&'a str], sets: &'a [String]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    for set in sets {
+        all.extend(["--set", set.as_str()]);
+    }
+    all
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -251,14 +260,11 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
         .map(|(_, addr)| format!("\"http://{addr}\""))
         .collect();
     let remote_out = dir.path().join("eval-remote");
-    let mut remote_args = args.clone();
     let remote_sets = [
         format!("out_dir={}", remote_out.display()),
         format!("tool_endpoints=[{}]", endpoints.join(", ")),
     ];
-    for set in &remote_sets {
-        remote_args.extend(["--set", set.as_str()]);
-    }
+    let remote_args = with_sets(&args, &remote_sets);
     let output = run(&remote_args);
     for (child, _) in &mut servers {
         let _ = child.kill();
@@ -283,24 +289,18 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
         .map(|(_, addr, _)| format!("\"http://{addr}\""))
         .collect();
     let killed_out = dir.path().join("eval-killed");
-    let mut killed_args = args.clone();
     let killed_sets = [
         format!("out_dir={}", killed_out.display()),
         format!("tool_endpoints=[{}]", endpoints.join(", ")),
         "stateful_tools=[]".to_string(),
     ];
-    for set in &killed_sets {
-        killed_args.extend(["--set", set.as_str()]);
-    }
-    let mut stateless_args = args.clone();
+    let killed_args = with_sets(&args, &killed_sets);
     let stateless_out = dir.path().join("eval-stateless");
     let stateless_sets = [
         format!("out_dir={}", stateless_out.display()),
         "stateful_tools=[]".to_string(),
     ];
-    for set in &stateless_sets {
-        stateless_args.extend(["--set", set.as_str()]);
-    }
+    let stateless_args = with_sets(&args, &stateless_sets);
     let output = run(&stateless_args);
     assert!(output.status.success(), "{}", stderr(&output));
     let mut eval = Command::new(sod_binary())
@@ -341,14 +341,11 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
         );
     }
     // The setting is honoured: an endpoint nothing listens on stops the run before it starts, with a clear error.
-    let mut dead_args = args.clone();
     let dead_sets = [
         format!("out_dir={}", dir.path().join("eval-dead").display()),
         "tool_endpoints=[\"http://127.0.0.1:1\"]".to_string(),
     ];
-    for set in &dead_sets {
-        dead_args.extend(["--set", set.as_str()]);
-    }
+    let dead_args = with_sets(&args, &dead_sets);
     let output = run(&dead_args);
     assert!(!output.status.success());
     assert!(

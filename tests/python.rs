@@ -30,6 +30,15 @@ fn call(code: &str) -> Outcome {
     call_args(json!({ "code": code }), &CallOptions::default())
 }
 
+/// Runs `code` in a fresh instance under `limits`.
+fn with_limits(code: &str, limits: Limits) -> Outcome {
+    let options = CallOptions {
+        limits: Some(limits),
+        ..CallOptions::default()
+    };
+    call_args(json!({ "code": code }), &options)
+}
+
 /// Runs `code` in a fresh instance and returns its output, asserting the call ended `ok`.
 fn ok(code: &str) -> String {
     let outcome = call(code);
@@ -332,11 +341,7 @@ fn memory_exhaustion_is_a_memory_error() {
         memory_bytes: 256 << 20,
         ..Limits::default()
     };
-    let options = CallOptions {
-        limits: Some(limits),
-        ..CallOptions::default()
-    };
-    let outcome = call_args(json!({ "code": "b = bytearray(400 * 2**20)" }), &options);
+    let outcome = with_limits("b = bytearray(400 * 2**20)", limits);
     assert_eq!(outcome.kind, OutcomeKind::MemoryLimit, "{outcome:?}");
     assert!(outcome.output.contains("MemoryError"), "{outcome:?}");
 }
@@ -347,11 +352,7 @@ fn endless_loop_hits_the_time_limit() {
         fuel: 2_000_000_000,
         ..Limits::default()
     };
-    let options = CallOptions {
-        limits: Some(limits),
-        ..CallOptions::default()
-    };
-    let outcome = call_args(json!({ "code": "while True:\n    pass" }), &options);
+    let outcome = with_limits("while True:\n    pass", limits);
     assert_eq!(outcome.kind, OutcomeKind::TimeLimit, "{outcome:?}");
 }
 
@@ -512,14 +513,13 @@ fn instances_made_ahead_give_the_same_outcomes_as_fresh_ones() {
 
 /// The python tool with explicit file quotas.
 fn with_fs(code: &str, fs: sod_sandbox::FsLimits) -> Outcome {
-    let options = CallOptions {
-        limits: Some(Limits {
+    with_limits(
+        code,
+        Limits {
             fs,
             ..Limits::default()
-        }),
-        ..CallOptions::default()
-    };
-    call_args(json!({ "code": code }), &options)
+        },
+    )
 }
 
 /// Code that creates files and directories in a scrambled order and prints what `os` reports of them.
@@ -654,22 +654,15 @@ fn a_file_flood_ends_by_fuel_in_bounded_time() {
         fuel: 2_000_000_000,
         ..Limits::default()
     };
-    let options = CallOptions {
-        limits: Some(limits),
-        ..CallOptions::default()
-    };
     let flood =
         "import os\ni = 0\nwhile True:\n    open('f', 'w').close()\n    os.remove('f')\n    i += 1";
     let fill = "i = 0\nwhile True:\n    try:\n        open(f'f{i % 20000}', 'w').close()\n    except OSError:\n        pass\n    i += 1";
     for code in [flood, fill] {
         let started = std::time::Instant::now();
-        let outcome = call_args(json!({ "code": code }), &options);
+        let outcome = with_limits(code, limits);
         let wall = started.elapsed();
         assert_eq!(outcome.kind, OutcomeKind::TimeLimit, "{outcome:?}");
-        assert_eq!(
-            call_args(json!({ "code": code }), &options).to_json(),
-            outcome.to_json()
-        );
+        assert_eq!(with_limits(code, limits).to_json(), outcome.to_json());
         // 2e9 fuel is 0.4 s of compute at the documented rate; the old host directory took 25 s.
         assert!(
             wall < std::time::Duration::from_secs(20),

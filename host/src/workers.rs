@@ -19,10 +19,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
-use sod_sandbox::{CallOptions, Limits, Outcome, OutcomeKind, Sandbox};
+use sod_sandbox::{CallOptions, Limits, Outcome, Sandbox, files_from_base64, files_to_base64};
 
 /// One request from the pool to a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,11 +79,7 @@ pub fn serve_requests(
                 files,
                 fetch_files,
             }) => {
-                let decoded: Result<BTreeMap<String, Vec<u8>>, _> = files
-                    .into_iter()
-                    .map(|(path, b64)| BASE64.decode(b64).map(|bytes| (path, bytes)))
-                    .collect();
-                let outcome = match (decoded, sandbox.tool(&tool)) {
+                let outcome = match (files_from_base64(&files), sandbox.tool(&tool)) {
                     (Ok(files), Ok(found)) => {
                         let options = CallOptions {
                             limits,
@@ -97,36 +91,24 @@ pub fn serve_requests(
                         };
                         sandbox.call(&found, &arguments, &options)
                     }
-                    (Err(err), _) => fault(&tool, format!("a file is not valid base64: {err}")),
-                    (_, Err(err)) => fault(&tool, format!("{err}")),
+                    (Err(err), _) => Outcome::infra_fault(&tool, format!("files: {err}")),
+                    (_, Err(err)) => Outcome::infra_fault(&tool, format!("{err}")),
                 };
                 serde_json::to_string(&outcome)
             }
             Ok(WorkerRequest::Release { tool, session }) => serde_json::to_string(
                 &serde_json::json!({ "released": sandbox.release_session(&tool, &session) }),
             ),
-            Err(err) => {
-                serde_json::to_string(&fault("", format!("malformed worker request: {err}")))
-            }
+            Err(err) => serde_json::to_string(&Outcome::infra_fault(
+                "",
+                format!("malformed worker request: {err}"),
+            )),
         }
         .map_err(std::io::Error::other)?;
         writeln!(output, "{answer}")?;
         output.flush()?;
     }
     Ok(())
-}
-
-fn fault(tool: &str, message: String) -> Outcome {
-    Outcome {
-        kind: OutcomeKind::InfraFault,
-        output: String::new(),
-        message: Some(message),
-        error_code: None,
-        fuel_used: 0,
-        tool: tool.to_string(),
-        artifact: String::new(),
-        files: BTreeMap::new(),
-    }
 }
 
 /// A running `sod worker` process.
@@ -255,11 +237,7 @@ impl WorkerPool {
             seed: options.seed,
             call_key: options.call_key.clone(),
             session: options.session.clone(),
-            files: options
-                .files
-                .iter()
-                .map(|(path, bytes)| (path.clone(), BASE64.encode(bytes)))
-                .collect(),
+            files: files_to_base64(&options.files),
             fetch_files: options.fetch_files.clone(),
         };
         let answer = match &options.session {
@@ -268,7 +246,7 @@ impl WorkerPool {
         };
         match answer.and_then(|line| serde_json::from_str(&line).map_err(std::io::Error::other)) {
             Ok(outcome) => outcome,
-            Err(err) => fault(tool, format!("sandbox worker failed: {err}")),
+            Err(err) => Outcome::infra_fault(tool, format!("sandbox worker failed: {err}")),
         }
     }
 

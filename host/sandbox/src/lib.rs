@@ -39,7 +39,7 @@ pub use cache::default_cache_dir;
 pub use clock::{EPOCH_UNIX_SECONDS, TICK_NANOS};
 pub use error::SandboxError;
 pub use limits::Limits;
-pub use outcome::{Outcome, OutcomeKind};
+pub use outcome::{Outcome, OutcomeKind, files_from_base64, files_to_base64};
 pub use remote::RemoteTools;
 pub use sandbox::{
     CallOptions, Descriptor, MAX_CALL_DEPTH, Sandbox, SandboxConfig, Tool, call_key_for,

@@ -72,7 +72,52 @@ pub struct Outcome {
     pub files: BTreeMap<String, String>,
 }
 
+/// Files as they travel in JSON (an outcome's `files`, `sod serve` requests, the worker protocol): path to
+/// standard base64 of the contents.
+pub fn files_to_base64(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    use base64::Engine as _;
+    files
+        .iter()
+        .map(|(path, bytes)| {
+            (
+                path.clone(),
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+            )
+        })
+        .collect()
+}
+
+/// [`files_to_base64`] undone; the error names the first file that is not valid base64.
+pub fn files_from_base64<'a>(
+    files: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    use base64::Engine as _;
+    files
+        .into_iter()
+        .map(|(path, text)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map(|bytes| (path.clone(), bytes))
+                .map_err(|e| format!("{path:?} is not valid base64: {e}"))
+        })
+        .collect()
+}
+
 impl Outcome {
+    /// A call the sandbox could not run (`tool` by name; no artifact ran): never the model's fault.
+    pub fn infra_fault(tool: &str, message: String) -> Outcome {
+        Outcome {
+            kind: OutcomeKind::InfraFault,
+            output: String::new(),
+            message: Some(message),
+            error_code: None,
+            fuel_used: 0,
+            tool: tool.to_string(),
+            artifact: String::new(),
+            files: BTreeMap::new(),
+        }
+    }
+
     /// Whether the tool produced its full output.
     pub fn is_ok(&self) -> bool {
         self.kind == OutcomeKind::Ok

@@ -9,18 +9,15 @@
 //! a session's calls all go to the endpoint that holds it. A 503 (the server's admission bound) is retried after
 //! its `Retry-After`; an endpoint that cannot be reached is set aside for [`RETRY_DEAD_AFTER`] and a stateless call
 //! it was serving is retried on another one with the same seed and key. A call that cannot be served (every
-//! endpoint lost, a lost session, a malformed answer) is an [`OutcomeKind::InfraFault`], never the model's error.
+//! endpoint lost, a lost session, a malformed answer) is an [`crate::OutcomeKind::InfraFault`], never the model's error.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-
 use crate::limits::Limits;
-use crate::outcome::{Outcome, OutcomeKind};
+use crate::outcome::{Outcome, files_to_base64};
 use crate::sandbox::{CallOptions, call_key_for};
 
 /// How long an endpoint that could not be reached is left out before it is tried again.
@@ -185,12 +182,17 @@ impl RemoteTools {
             let index = match &session {
                 Some(key) => match self.session_endpoint(key) {
                     Some(index) => index,
-                    None => return fault(tool, "every tool endpoint is lost".to_string()),
+                    None => {
+                        return Outcome::infra_fault(
+                            tool,
+                            "every tool endpoint is lost".to_string(),
+                        );
+                    }
                 },
                 None => match self.least_outstanding() {
                     Some(index) => index,
                     None => {
-                        return fault(
+                        return Outcome::infra_fault(
                             tool,
                             format!("every tool endpoint is lost: {}", lost.join("; ")),
                         );
@@ -206,11 +208,11 @@ impl RemoteTools {
                 Attempt::Busy(wait) => {
                     busy += 1;
                     if busy > MAX_BUSY_RETRIES {
-                        return fault(tool, format!("{} stayed busy", endpoint.url));
+                        return Outcome::infra_fault(tool, format!("{} stayed busy", endpoint.url));
                     }
                     std::thread::sleep(wait.min(MAX_RETRY_AFTER));
                 }
-                Attempt::Refused(message) => return fault(tool, message),
+                Attempt::Refused(message) => return Outcome::infra_fault(tool, message),
                 Attempt::Lost(message) => {
                     endpoint.set_lost(true);
                     if let Some(key) = &session {
@@ -219,7 +221,7 @@ impl RemoteTools {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .remove(key);
-                        return fault(
+                        return Outcome::infra_fault(
                             tool,
                             format!(
                                 "the endpoint holding session {:?} is lost: {message}",
@@ -230,7 +232,7 @@ impl RemoteTools {
                     lost.push(message);
                     // Each endpoint twice at most: a lost one may come back after RETRY_DEAD_AFTER.
                     if lost.len() >= 2 * self.endpoints.len() {
-                        return fault(
+                        return Outcome::infra_fault(
                             tool,
                             format!("no tool endpoint answered: {}", lost.join("; ")),
                         );
@@ -334,11 +336,7 @@ fn request_body(arguments: &str, options: &CallOptions, tool: &str) -> String {
         .call_key
         .clone()
         .unwrap_or_else(|| call_key_for(tool, arguments, &options.files));
-    let files: serde_json::Map<String, serde_json::Value> = options
-        .files
-        .iter()
-        .map(|(path, bytes)| (path.clone(), BASE64.encode(bytes).into()))
-        .collect();
+    let files = files_to_base64(&options.files);
     let mut body = serde_json::json!({
         "arguments": arguments,
         "fuel": limits.fuel,
@@ -371,22 +369,10 @@ fn encode_path(text: &str) -> String {
     out
 }
 
-fn fault(tool: &str, message: String) -> Outcome {
-    Outcome {
-        kind: OutcomeKind::InfraFault,
-        output: String::new(),
-        message: Some(message),
-        error_code: None,
-        fuel_used: 0,
-        tool: tool.to_string(),
-        artifact: String::new(),
-        files: Default::default(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::OutcomeKind;
 
     #[test]
     fn paths_are_encoded_and_bad_urls_refused() {

@@ -1018,7 +1018,9 @@ async fn run_call(
     store: &mut Store<CallState>,
     call: &Call<'_>,
 ) -> wasmtime::Result<Result<String, ToolError>> {
-    if let Err(message) = store.data().vfs.install(call.files) {
+    if !call.files.is_empty()
+        && let Err(message) = store.data().vfs.install(call.files)
+    {
         return Ok(Err(ToolError::InvalidArguments(format!(
             "files: {message}"
         ))));
@@ -1061,18 +1063,7 @@ fn finish(
         files: BTreeMap::new(),
     };
     if !call.fetch.is_empty() {
-        use base64::Engine as _;
-        outcome.files = state
-            .vfs
-            .fetch(call.fetch)
-            .into_iter()
-            .map(|(path, bytes)| {
-                (
-                    path,
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                )
-            })
-            .collect();
+        outcome.files = crate::outcome::files_to_base64(&state.vfs.fetch(call.fetch));
     }
     match result {
         Ok(Ok(mut output)) => {

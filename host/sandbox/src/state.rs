@@ -12,7 +12,7 @@ use crate::limits::Limits;
 use crate::pipe::CappedPipe;
 use crate::random::{InsecureSeed, SeededRng, SharedRng};
 use crate::sandbox::SandboxInner;
-use crate::vfs::Vfs;
+use crate::vfs::{Vfs, VfsCtxView};
 
 /// Bytes of guest stderr kept for diagnostics (the tail of a panic message, a traceback).
 const STDERR_CAPTURE_BYTES: usize = 16 << 10;
@@ -143,8 +143,11 @@ impl CallState {
         self.vfs.set_limits(limits.fs);
     }
 
-    pub(crate) fn vfs_and_table(&mut self) -> (&Vfs, &mut ResourceTable) {
-        (&self.vfs, &mut self.table)
+    pub(crate) fn vfs_view(&mut self) -> VfsCtxView<'_> {
+        VfsCtxView {
+            vfs: &self.vfs,
+            table: &mut self.table,
+        }
     }
 
     pub(crate) fn clock_view(&mut self) -> VirtualClockView<'_> {

@@ -285,7 +285,6 @@ mod tests {
     use super::*;
     use crate::demo::tasks::Step;
     use sod_sandbox::{Limits, Sandbox, SandboxConfig};
-    use sod_train::rollout::Finish;
 
     fn call(expression: &str) -> String {
         format!(
@@ -313,20 +312,8 @@ mod tests {
             tokens.push(im_end);
         }
         Trajectory {
-            prompt_id: "p".into(),
-            sample_index: 0,
-            group: 0,
-            behaviour_logprobs: vec![0.0; mask.len()],
-            tokens,
-            prompt_len,
-            mask,
-            final_text: String::new(),
             turns: turns.len(),
-            tool_calls: 0,
-            valid_tool_calls: 0,
-            finish: Finish::Answered,
-            infra_fault: false,
-            reward: 0.0,
+            ..Trajectory::offline("p".into(), tokens, prompt_len, mask)
         }
     }
 

@@ -366,17 +366,10 @@ async fn tool_call_handler(
         Ok(tool) => tool,
         Err(err) => return error(StatusCode::NOT_FOUND, err.to_string()),
     };
-    let mut files = std::collections::BTreeMap::new();
-    for (path, content) in &request.files {
-        use base64::Engine as _;
-        match base64::engine::general_purpose::STANDARD.decode(content) {
-            Ok(bytes) => files.insert(path.clone(), bytes),
-            Err(err) => {
-                let message = format!("files: {path:?} is not valid base64: {err}");
-                return error(StatusCode::UNPROCESSABLE_ENTITY, message);
-            }
-        };
-    }
+    let files = match sod_sandbox::files_from_base64(&request.files) {
+        Ok(files) => files,
+        Err(err) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("files: {err}")),
+    };
     let options = CallOptions {
         limits: Some(limits),
         seed: request.seed,

@@ -337,15 +337,12 @@ pub fn plan(
         Ok(mb) if mb > 0 => mb.saturating_mul(1 << 20).min(policy.max_memory_bytes),
         _ => policy.default_memory_bytes,
     };
-    let mut files = BTreeMap::new();
-    for (path, content) in &request.files {
-        let Some(content) = content else { continue };
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(content)
-            .map_err(|e| PlanError::Files(format!("{path:?} is not valid base64: {e}")))?;
-        files.insert(path.clone(), bytes);
-    }
+    // `null` entries are skipped, as SandboxFusion does.
+    let given = request
+        .files
+        .iter()
+        .filter_map(|(path, content)| Some((path, content.as_ref()?)));
+    let files = sod_sandbox::files_from_base64(given).map_err(PlanError::Files)?;
     let arguments = serde_json::json!({ "code": wrapper.tool_code(request) }).to_string();
     Ok(RunCodePlan {
         arguments,

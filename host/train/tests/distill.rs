@@ -13,7 +13,7 @@ use sod_loss_abi::testing::SplitMix64;
 use sod_loss_abi::{DivergenceKind, DivergenceSpec};
 use sod_model::{Sampler, SamplingParams, load_model_dir};
 use sod_train::divergence::{divergence, tempered_log_softmax};
-use sod_train::rollout::{Finish, Trajectory};
+use sod_train::rollout::Trajectory;
 use sod_train::teacher::{Teacher, score};
 use sod_train::update::{DivergenceTerm, Params, PpoClip, UpdateBatch, policy_gradients};
 use sod_train::{METRICS_FILE, Trainer};
@@ -111,20 +111,8 @@ fn one_token(prompt: &[u32], token: u32, index: u64) -> Trajectory {
     let mut tokens = prompt.to_vec();
     tokens.push(token);
     Trajectory {
-        prompt_id: "bandit".into(),
         sample_index: index,
-        group: 0,
-        tokens,
-        prompt_len: prompt.len(),
-        mask: vec![1],
-        behaviour_logprobs: vec![0.0],
-        final_text: String::new(),
-        turns: 1,
-        tool_calls: 0,
-        valid_tool_calls: 0,
-        finish: Finish::Answered,
-        infra_fault: false,
-        reward: 0.0,
+        ..Trajectory::offline("bandit".into(), tokens, prompt.len(), vec![1])
     }
 }
 

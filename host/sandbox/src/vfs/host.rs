@@ -18,7 +18,6 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError as WasiFsError,
 use super::Vfs;
 use super::stream::{FileReader, FileWriter, Handle, StreamFsError, VfsDescriptor, VfsDirStream};
 use super::tree::{FsError, Ino, NodeKind, Stat, Tree};
-use crate::state::CallState;
 
 /// Marker for [`HasData`]: the sandbox's in-memory `wasi:filesystem`.
 pub(crate) struct VfsHost;
@@ -31,13 +30,6 @@ impl HasData for VfsHost {
 pub(crate) struct VfsCtxView<'a> {
     pub(crate) vfs: &'a Vfs,
     pub(crate) table: &'a mut ResourceTable,
-}
-
-impl CallState {
-    pub(crate) fn vfs_view(&mut self) -> VfsCtxView<'_> {
-        let (vfs, table) = self.vfs_and_table();
-        VfsCtxView { vfs, table }
-    }
 }
 
 impl From<FsError> for ErrorCode {
@@ -85,12 +77,16 @@ fn datetime(nanos: u64) -> Datetime {
     }
 }
 
+fn descriptor_type(kind: NodeKind) -> DescriptorType {
+    match kind {
+        NodeKind::File => DescriptorType::RegularFile,
+        NodeKind::Directory => DescriptorType::Directory,
+    }
+}
+
 fn descriptor_stat(stat: Stat) -> DescriptorStat {
     DescriptorStat {
-        type_: match stat.kind {
-            NodeKind::File => DescriptorType::RegularFile,
-            NodeKind::Directory => DescriptorType::Directory,
-        },
+        type_: descriptor_type(stat.kind),
         link_count: stat.link_count,
         size: stat.size,
         data_access_timestamp: Some(datetime(stat.accessed)),
@@ -163,10 +159,7 @@ impl VfsCtxView<'_> {
 impl preopens::Host for VfsCtxView<'_> {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<types::Descriptor>, String)>> {
         self.vfs.charge(1, 0);
-        let handle = {
-            let mut tree = self.vfs.lock();
-            Handle::open(self.vfs, &mut tree, Tree::ROOT)
-        };
+        let handle = Handle::open_unlocked(self.vfs, Tree::ROOT);
         // Out of handles: no preopen this time rather than a trap, which would read as the sandbox's fault.
         let Ok(handle) = handle else {
             return Ok(Vec::new());
@@ -221,10 +214,7 @@ impl types::HostDescriptor for VfsCtxView<'_> {
     }
 
     async fn get_type(&mut self, fd: Resource<types::Descriptor>) -> FsResult<DescriptorType> {
-        Ok(match self.get(&fd)?.1 {
-            NodeKind::File => DescriptorType::RegularFile,
-            NodeKind::Directory => DescriptorType::Directory,
-        })
+        Ok(descriptor_type(self.get(&fd)?.1))
     }
 
     async fn set_size(&mut self, fd: Resource<types::Descriptor>, size: Filesize) -> FsResult<()> {
@@ -285,10 +275,7 @@ impl types::HostDescriptor for VfsCtxView<'_> {
         fd: Resource<types::Descriptor>,
     ) -> FsResult<Resource<types::DirectoryEntryStream>> {
         let ino = self.dir(&fd)?;
-        let handle = {
-            let mut tree = self.vfs.lock();
-            Handle::open(self.vfs, &mut tree, ino).map_err(code)?
-        };
+        let handle = Handle::open_unlocked(self.vfs, ino).map_err(code)?;
         self.push(VfsDirStream {
             handle,
             after: None,
@@ -476,19 +463,12 @@ impl types::HostDescriptor for VfsCtxView<'_> {
         offset: Filesize,
     ) -> FsResult<Resource<DynInputStream>> {
         let ino = self.file(&fd, false)?;
-        let handle = {
-            let mut tree = self.vfs.lock();
-            Handle::open(self.vfs, &mut tree, ino).map_err(code)?
-        };
+        let handle = Handle::open_unlocked(self.vfs, ino).map_err(code)?;
         let reader: DynInputStream = Box::new(FileReader {
             handle,
             position: offset,
         });
-        let pushed = self
-            .table
-            .push(reader)
-            .map_err(|_| code(FsError::TooManyOpen))?;
-        Ok(pushed)
+        self.push(reader)
     }
 
     fn write_via_stream(
@@ -543,16 +523,9 @@ impl VfsCtxView<'_> {
         position: Option<u64>,
     ) -> FsResult<Resource<DynOutputStream>> {
         let ino = self.file(fd, true)?;
-        let handle = {
-            let mut tree = self.vfs.lock();
-            Handle::open(self.vfs, &mut tree, ino).map_err(code)?
-        };
+        let handle = Handle::open_unlocked(self.vfs, ino).map_err(code)?;
         let writer: DynOutputStream = Box::new(FileWriter { handle, position });
-        let pushed = self
-            .table
-            .push(writer)
-            .map_err(|_| code(FsError::TooManyOpen))?;
-        Ok(pushed)
+        self.push(writer)
     }
 }
 
@@ -574,10 +547,7 @@ impl types::HostDirectoryEntryStream for VfsCtxView<'_> {
         Ok(next.map(|(name, kind)| {
             listing.after = Some(name.clone());
             DirectoryEntry {
-                type_: match kind {
-                    NodeKind::File => DescriptorType::RegularFile,
-                    NodeKind::Directory => DescriptorType::Directory,
-                },
+                type_: descriptor_type(kind),
                 name,
             }
         }))

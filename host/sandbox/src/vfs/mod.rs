@@ -26,6 +26,7 @@ use wasmtime::{CallHook, StoreContextMut, Trap};
 use crate::clock::{EPOCH_UNIX_SECONDS, VirtualClock};
 use crate::state::CallState;
 
+pub(crate) use host::VfsCtxView;
 pub use tree::{FsError, FsLimits, Ino, NodeKind, Stat, Tree};
 
 /// Fuel charged per filesystem host call (open, stat, a listing's entry, a stream's read or write, ...): about
@@ -49,16 +50,13 @@ pub(crate) struct Vfs(Arc<Shared>);
 impl Vfs {
     /// An empty tree whose timestamps come from `clock`.
     pub(crate) fn new(limits: FsLimits, clock: VirtualClock) -> Self {
-        let shared = Shared {
-            tree: Mutex::new(Tree::new(limits, 0)),
+        // The root's times, like every other, are the virtual wall clock's.
+        let now = wall_nanos(&clock);
+        Vfs(Arc::new(Shared {
+            tree: Mutex::new(Tree::new(limits, now)),
             debt: AtomicU64::new(0),
             clock,
-        };
-        let vfs = Vfs(Arc::new(shared));
-        let now = vfs.now();
-        // The root's times, like every other, are the virtual wall clock's.
-        let _ = vfs.lock().set_times(Tree::ROOT, Some(now), Some(now), now);
-        vfs
+        }))
     }
 
     /// The tree, locked. Never held across a call that may drop a handle (a handle's drop locks it).
@@ -69,7 +67,7 @@ impl Vfs {
     /// Now on the virtual wall clock, in nanoseconds since the Unix epoch (read without advancing it, so
     /// filesystem work does not move the guest's clock).
     pub(crate) fn now(&self) -> u64 {
-        EPOCH_UNIX_SECONDS * 1_000_000_000 + self.0.clock.peek()
+        wall_nanos(&self.0.clock)
     }
 
     /// Owes the fuel of `ops` operations moving `bytes` bytes.
@@ -155,6 +153,11 @@ impl Vfs {
         }
         files
     }
+}
+
+/// `clock`'s wall time in nanoseconds since the Unix epoch, without advancing it.
+fn wall_nanos(clock: &VirtualClock) -> u64 {
+    EPOCH_UNIX_SECONDS * 1_000_000_000 + clock.peek()
 }
 
 /// `path` relative to the root: leading `/` and `./` dropped; `None` for `..`, empty paths or components.

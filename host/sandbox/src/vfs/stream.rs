@@ -27,6 +27,12 @@ impl Handle {
             ino,
         })
     }
+
+    /// [`Handle::open`], taking the lock for it (released before returning, so that a caller that fails later and
+    /// drops the handle does not lock twice).
+    pub(crate) fn open_unlocked(vfs: &Vfs, ino: Ino) -> Result<Handle, FsError> {
+        Handle::open(vfs, &mut vfs.lock(), ino)
+    }
 }
 
 impl Drop for Handle {
