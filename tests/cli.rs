@@ -253,32 +253,60 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     );
     assert!(stdout(&output).contains("identical"), "{}", stdout(&output));
 
-    // The same evaluation with its tool calls on two `sod serve` processes: the same results, byte for byte.
-    let mut servers: Vec<_> = (0..2).map(|_| sod_tests::serve_process(&tools)).collect();
-    let endpoints: Vec<String> = servers
-        .iter()
-        .map(|(_, addr)| format!("\"http://{addr}\""))
-        .collect();
-    let remote_out = dir.path().join("eval-remote");
-    let remote_sets = [
-        format!("out_dir={}", remote_out.display()),
-        format!("tool_endpoints=[{}]", endpoints.join(", ")),
+    // The same evaluation with its tool calls in two worker processes, and on one and on three `sod serve`
+    // processes: the same results, byte for byte.
+    let same_results = |other: &std::path::Path, what: &str| {
+        for file in ["results.jsonl", "summary.json"] {
+            let local = std::fs::read(out.join(file)).expect("local results");
+            let there = std::fs::read(other.join(file)).expect("results");
+            assert!(
+                local == there,
+                "{file} differs between in-process tools and {what}"
+            );
+        }
+    };
+    let workers_out = dir.path().join("eval-workers");
+    let workers_sets = [
+        format!("out_dir={}", workers_out.display()),
+        "tool_workers=2".to_string(),
     ];
-    let remote_args = with_sets(&args, &remote_sets);
-    let output = run(&remote_args);
-    for (child, _) in &mut servers {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let output = run(&with_sets(&args, &workers_sets));
     assert!(output.status.success(), "{}", stderr(&output));
-    for file in ["results.jsonl", "summary.json"] {
-        let local = std::fs::read(out.join(file)).expect("local results");
-        let remote = std::fs::read(remote_out.join(file)).expect("remote results");
-        assert!(
-            local == remote,
-            "{file} differs between in-process and remote tools"
-        );
+    same_results(&workers_out, "two worker processes");
+    for count in [1, 3] {
+        let mut servers: Vec<_> = (0..count)
+            .map(|_| sod_tests::serve_process(&tools))
+            .collect();
+        let endpoints: Vec<String> = servers
+            .iter()
+            .map(|(_, addr)| format!("\"http://{addr}\""))
+            .collect();
+        let remote_out = dir.path().join(format!("eval-remote-{count}"));
+        let remote_sets = [
+            format!("out_dir={}", remote_out.display()),
+            format!("tool_endpoints=[{}]", endpoints.join(", ")),
+        ];
+        let output = run(&with_sets(&args, &remote_sets));
+        for (child, _) in &mut servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(output.status.success(), "{}", stderr(&output));
+        same_results(&remote_out, &format!("{count} sod serve endpoints"));
     }
+    // Both backends at once: a usage error naming them.
+    let both_sets = [
+        format!("out_dir={}", dir.path().join("eval-both").display()),
+        "tool_workers=2".to_string(),
+        "tool_endpoints=[\"http://127.0.0.1:1\"]".to_string(),
+    ];
+    let output = run(&with_sets(&args, &both_sets));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("tool_endpoints and tool_workers both set"),
+        "{}",
+        stderr(&output)
+    );
     // Three endpoints, the first (which takes every call while the others are idle) killed while the run goes on:
     // its calls are stateless here (no stateful tools), so they go on elsewhere and the results stay the same.
     let mut servers: Vec<_> = (0..3)
@@ -526,6 +554,19 @@ fn sft_writes_a_model_that_train_and_eval_take() {
             .collect()
     };
     assert_eq!(metrics(&remote_out), metrics(&dir.path().join("train")));
+    // And in two worker processes.
+    let workers_out = dir.path().join("train-workers");
+    let output = sod(&[
+        "train",
+        "--config",
+        run.to_str().unwrap(),
+        "--set",
+        &format!("out_dir={}", workers_out.display()),
+        "--set",
+        "tool_workers=2",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(metrics(&workers_out), metrics(&dir.path().join("train")));
     let dead = sod(&[
         "train",
         "--config",

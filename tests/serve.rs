@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sod::sandbox::{Limits, Sandbox, SandboxConfig};
 use sod::serve::{Backend, ServeConfig, Server};
-use sod::workers::{WorkerCommand, WorkerPool};
+use sod_sandbox::workers::{WorkerCommand, WorkerPool};
 use sod_tests::{sod_binary, target_dir, test_config};
 
 /// One sandbox (tools loaded from `target/tools`) shared by every server of this test binary.
@@ -447,6 +447,7 @@ fn worker_processes_give_the_same_outcomes_as_the_server_process() {
             seed: test_config().seed,
             cache_dir: test_config().cache_dir,
             instances_ahead: true,
+            max_memory_bytes: None,
         },
         2,
     )

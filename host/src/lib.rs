@@ -12,7 +12,6 @@ pub mod eval;
 pub mod locate;
 pub mod serve;
 pub mod threads;
-pub mod workers;
 
 pub use sod_loss as loss;
 pub use sod_sandbox as sandbox;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use sod::workers::{WorkerCommand, WorkerPool, serve_requests};
+use sod_sandbox::workers::{WorkerCommand, WorkerPool, serve_requests};
 use sod_sandbox::{CallOptions, OutcomeKind, Sandbox, SandboxConfig};
 
 fn target_dir() -> PathBuf {
@@ -37,6 +37,7 @@ fn pool(workers: usize) -> WorkerPool {
         seed: 0,
         cache_dir: Some(target_dir().join("test-cache")),
         instances_ahead: true,
+        max_memory_bytes: None,
     };
     WorkerPool::start(command, workers).expect("workers start")
 }

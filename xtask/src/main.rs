@@ -6,6 +6,9 @@
 //!   `target/test-tools/`.
 //! - `test`: setup, build-tools, then the whole test suite.
 //! - `demo`: setup, build-tools, then `sod demo` (the main job).
+//! - `build-cuda`: installs the pinned CUDA 13.0 toolkit from PyPI's NVIDIA wheels into `.cuda/` and builds `sod`
+//!   and the loss plugins with `--features cuda` in the release profile, into `target/cuda/` (the CPU build and CI
+//!   are untouched).
 //!
 //! Only the standard library: xtask must build in seconds on a fresh clone.
 
@@ -39,8 +42,11 @@ fn main() -> ExitCode {
         "demo" => setup()
             .and_then(|()| build_tools())
             .and_then(|()| demo(rest)),
+        "build-cuda" => build_cuda().map(|_| ()),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup | build-tools | test [ARGS] | demo [ARGS]>");
+            println!(
+                "usage: cargo xtask <setup | build-tools | test [ARGS] | demo [ARGS] | build-cuda>"
+            );
             Ok(())
         }
         other => Err(format!(
@@ -168,4 +174,88 @@ fn demo(extra: &[String]) -> Result {
     run(cargo()
         .args(["run", "--quiet", "-p", "sod", "--", "demo"])
         .args(extra))
+}
+
+/// The loss plugins, as cargo packages (each a cdylib named after its package).
+const PLUGINS: &[&str] = &[
+    "sod-loss-sod",
+    "sod-loss-opd",
+    "sod-loss-grpo",
+    "sod-loss-sft",
+];
+
+/// Where `build-cuda` builds: its own target directory, so the CPU build's artifacts never change.
+fn cuda_target_dir() -> PathBuf {
+    target_dir().join("cuda")
+}
+
+/// Installs the CUDA toolkit (`xtask/cuda/toolkit.sh`) and builds `sod` and the plugins with the `cuda` feature.
+/// Returns the release directory holding them.
+fn build_cuda() -> Result<PathBuf> {
+    let started = Instant::now();
+    let root = workspace_root();
+    let dest = root.join(".cuda");
+    eprintln!("xtask: CUDA toolkit into {}", dest.display());
+    let output = Command::new("bash")
+        .arg(root.join("xtask/cuda/toolkit.sh"))
+        .arg(&dest)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run xtask/cuda/toolkit.sh: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "xtask/cuda/toolkit.sh failed with {}",
+            output.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let cuda_root = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .ok_or("xtask/cuda/toolkit.sh printed no toolkit root")?
+            .trim(),
+    );
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![cuda_root.join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    let mut build = cargo();
+    build
+        .env("CUDA_ROOT", &cuda_root)
+        .env(
+            "PATH",
+            std::env::join_paths(paths).map_err(|e| e.to_string())?,
+        )
+        // The driver stub, for the link only (cudarc links the real libcuda.so.1 found at run time).
+        .env("LIBRARY_PATH", dest.join("stubs"))
+        // PTX for compute capability 8.0 unless told otherwise: the driver compiles it for newer GPUs (an H200 is 9.0).
+        .env(
+            "CUDA_COMPUTE_CAP",
+            std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".to_string()),
+        )
+        .env("CARGO_TARGET_DIR", cuda_target_dir())
+        .args(["build", "--release", "-p", "sod", "--features", "sod/cuda"]);
+    for plugin in PLUGINS {
+        build.args(["-p", plugin]);
+    }
+    run(&mut build)?;
+    let release = cuda_target_dir().join("release");
+    let binary = release.join("sod");
+    let needed = Command::new("readelf")
+        .arg("-d")
+        .arg(&binary)
+        .output()
+        .map_err(|e| format!("cannot run readelf on {}: {e}", binary.display()))?;
+    let needed = String::from_utf8_lossy(&needed.stdout);
+    for lib in ["libcuda.so.1", "libcublas.so.13", "libcurand.so.10"] {
+        if !needed.contains(&format!("[{lib}]")) {
+            return Err(format!("{} does not link {lib}", binary.display()));
+        }
+    }
+    eprintln!(
+        "xtask: {} built with CUDA ({:.0}s); it links libcuda.so.1, libcublas.so.13 and libcurand.so.10",
+        binary.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(release)
 }

@@ -309,7 +309,7 @@ impl Qwen3 {
         let mask = Tensor::from_vec(mask, (b, len), &device)?;
         let mut cache = KvCache::from_sequences(layers, states, &reuse)?;
         let hidden = model.run(&ids, Some(&mask), Some(&mut cache))?;
-        let mut rows = last_row_logits(&model, &hidden)?;
+        let mut logits = last_row_logits(&model, &hidden)?;
         // `active[k]` is the prompt index of cache row `k`.
         let mut active: Vec<usize> = (0..b).collect();
         // The state of sequence `seq` at cache row `row`: its prompt and every generated token but the last.
@@ -327,8 +327,8 @@ impl Qwen3 {
             let mut next = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
             let mut stopped = Vec::new();
-            for (row, &seq) in active.iter().enumerate() {
-                let s = samplers[seq].sample(&rows[row])?;
+            let sampled = sample_rows(&logits, &active, samplers)?;
+            for (row, (&seq, s)) in active.iter().zip(sampled).enumerate() {
                 let g = &mut out[seq];
                 g.tokens.push(s.token);
                 g.logprobs.push(s.logprob);
@@ -361,18 +361,228 @@ impl Qwen3 {
             let n = next.len();
             let input = Tensor::from_vec(next, (n, 1), &device)?;
             let hidden = model.run(&input, None, Some(&mut cache))?;
-            rows = last_row_logits(&model, &hidden)?;
+            logits = last_row_logits(&model, &hidden)?;
         }
         Ok(out)
     }
 }
 
-/// Logits of the last position of each row, as host vectors.
-fn last_row_logits(model: &Qwen3, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
+/// Logits `[rows, vocab]` (f32) of the last position of each row, where the model runs.
+fn last_row_logits(model: &Qwen3, hidden: &Tensor) -> Result<Tensor> {
     let t = hidden.dim(1)?;
     let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
-    Ok(model
-        .lm_head(&last)?
-        .to_dtype(DType::F32)?
-        .to_vec2::<f32>()?)
+    Ok(model.lm_head(&last)?.to_dtype(DType::F32)?)
+}
+
+/// Vocabulary entries per block of [`sample_on_device`].
+const SAMPLE_BLOCK: usize = 1024;
+
+/// One token per row of `logits` (`[rows, vocab]`), row `k` sampled by `samplers[active[k]]`.
+///
+/// On the CPU, and for top-p below 1 or rows with different settings, every row is copied to the host and sampled by
+/// [`Sampler::sample`]. On an accelerator, rows sharing one setting with top-p 1 are sampled by
+/// [`sample_on_device`], which copies about 1/1000 of the vocabulary per row instead of all of it.
+pub(crate) fn sample_rows(
+    logits: &Tensor,
+    active: &[usize],
+    samplers: &mut [Sampler],
+) -> Result<Vec<SampledToken>> {
+    let params = active.first().map(|&seq| samplers[seq].params);
+    let shared =
+        params.filter(|p| p.top_p >= 1.0 && active.iter().all(|&seq| samplers[seq].params == *p));
+    match shared {
+        Some(params) if !logits.device().is_cpu() => {
+            sample_on_device(logits, active, samplers, params)
+        }
+        _ => {
+            let rows = logits.to_vec2::<f32>()?;
+            active
+                .iter()
+                .zip(&rows)
+                .map(|(&seq, row)| samplers[seq].sample(row))
+                .collect()
+        }
+    }
+}
+
+/// [`Sampler::sample`] without the whole row on the host, for top-p 1: the same draw from each sampler's stream, the
+/// same inverse-CDF walk in id order, done in two stages. The device computes the tempered, unnormalised
+/// probabilities `exp((x - max) / T)` and their sums over blocks of [`SAMPLE_BLOCK`] ids; the host walks the block
+/// sums to the block holding the draw, fetches that block alone, and walks it to the token. Greedy rows take the
+/// device's arg-max. The token is the host sampler's but where the draw falls within f32 rounding of a boundary
+/// (the device sums in f32, the host in f64); greedy ties may go to any of the tied ids.
+///
+/// Works on any device (the tests run it on the CPU against [`Sampler::sample`]).
+pub(crate) fn sample_on_device(
+    logits: &Tensor,
+    active: &[usize],
+    samplers: &mut [Sampler],
+    params: SamplingParams,
+) -> Result<Vec<SampledToken>> {
+    let (n, vocab) = logits.dims2()?;
+    if n != active.len() {
+        return Err(ModelError::Input(format!(
+            "{n} rows of logits for {} sequences",
+            active.len()
+        )));
+    }
+    let max = logits.max_keepdim(1)?;
+    let shifted = logits.broadcast_sub(&max)?;
+    if params.temperature == 0.0 {
+        let ids = logits.argmax_keepdim(1)?;
+        let log_z = shifted.exp()?.sum_keepdim(1)?.log()?;
+        let logprob = shifted.gather(&ids, 1)?.sub(&log_z)?;
+        let ids = ids.squeeze(1)?.to_vec1::<u32>()?;
+        let logprob = logprob.squeeze(1)?.to_vec1::<f32>()?;
+        return ids
+            .iter()
+            .zip(&logprob)
+            .enumerate()
+            .map(|(row, (&token, &logprob))| {
+                if logprob.is_nan() {
+                    return Err(ModelError::Input(format!(
+                        "row {row} of the logits holds NaN"
+                    )));
+                }
+                Ok(SampledToken {
+                    token,
+                    logprob,
+                    sampling_logprob: 0.0,
+                })
+            })
+            .collect();
+    }
+    let probs = (shifted / params.temperature)?.exp()?;
+    let blocks = vocab.div_ceil(SAMPLE_BLOCK);
+    let probs = probs
+        .pad_with_zeros(1, 0, blocks * SAMPLE_BLOCK - vocab)?
+        .reshape((n * blocks, SAMPLE_BLOCK))?;
+    let sums = probs.sum(1)?.reshape((n, blocks))?.to_vec2::<f32>()?;
+    // Per row: the block holding the draw, and how far into it the draw falls.
+    let mut picks = Vec::with_capacity(n);
+    for (row, (&seq, sums)) in active.iter().zip(&sums).enumerate() {
+        let total: f64 = sums.iter().map(|&x| x as f64).sum();
+        if !total.is_finite() || total <= 0.0 {
+            return Err(ModelError::Input(format!(
+                "row {row} of the logits holds NaN or infinity"
+            )));
+        }
+        let u = samplers[seq].rng.random::<f64>() * total;
+        let (block, rest) = walk(sums, u);
+        picks.push((row * blocks + block, block, rest, total));
+    }
+    let index: Vec<u32> = picks.iter().map(|p| p.0 as u32).collect();
+    let index = Tensor::from_vec(index, n, logits.device())?;
+    let chosen = probs.index_select(&index, 0)?.to_vec2::<f32>()?;
+    Ok(picks
+        .iter()
+        .zip(&chosen)
+        .map(|(&(_, block, rest, total), values)| {
+            let (j, _) = walk(values, rest);
+            let token = (block * SAMPLE_BLOCK + j).min(vocab - 1);
+            // log softmax(x / T) of the token, from the same normaliser; top-p 1, so the sampling distribution is the
+            // tempered one.
+            let logprob = ((values[j] as f64).ln() - total.ln()) as f32;
+            SampledToken {
+                token: token as u32,
+                logprob,
+                sampling_logprob: logprob,
+            }
+        })
+        .collect())
+}
+
+/// The first index whose running sum of `weights` exceeds `u`, and `u` less the sum before it; the last positive
+/// weight when rounding leaves `u` past the end.
+fn walk(weights: &[f32], u: f64) -> (usize, f64) {
+    let mut acc = 0.0;
+    for (i, &w) in weights.iter().enumerate() {
+        let next = acc + w as f64;
+        if u < next {
+            return (i, u - acc);
+        }
+        acc = next;
+    }
+    let last = weights.iter().rposition(|&w| w > 0.0).unwrap_or(0);
+    (last, weights[last] as f64 * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Logits with the spread of a real model's: a few large values over a long flat tail.
+    fn logits(rows: usize, vocab: usize, step: u64) -> Vec<Vec<f32>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(step);
+        (0..rows)
+            .map(|_| {
+                (0..vocab)
+                    .map(|_| {
+                        let x: f32 = rng.random::<f32>();
+                        if x > 0.999 { 8.0 + 4.0 * x } else { 6.0 * x }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The blocked sampler gives the host sampler's tokens and log-probs from the same streams, across block
+    /// boundaries (a vocabulary of 2.5 blocks, draws landing in every block).
+    #[test]
+    fn sampling_on_the_device_matches_the_host_sampler() {
+        let vocab = SAMPLE_BLOCK * 5 / 2;
+        let rows = 4;
+        for temperature in [1.0, 0.6, 0.0] {
+            let params = SamplingParams {
+                temperature,
+                top_p: 1.0,
+            };
+            let make = || -> Vec<Sampler> {
+                (0..rows)
+                    .map(|i| Sampler::new(params, 7, "p", i as u64).unwrap())
+                    .collect()
+            };
+            let (mut host, mut device) = (make(), make());
+            let active: Vec<usize> = (0..rows).collect();
+            let mut blocks_hit = std::collections::BTreeSet::new();
+            for step in 0..200 {
+                let rows_now = logits(rows, vocab, step);
+                let tensor = Tensor::new(rows_now.clone(), &Device::Cpu).unwrap();
+                let got = sample_on_device(&tensor, &active, &mut device, params).unwrap();
+                for (i, (row, got)) in rows_now.iter().zip(&got).enumerate() {
+                    let want = host[i].sample(row).unwrap();
+                    assert_eq!(got.token, want.token, "T = {temperature}, step {step}");
+                    assert!(
+                        (got.logprob - want.logprob).abs() < 1e-4,
+                        "{got:?} vs {want:?}"
+                    );
+                    assert!(
+                        (got.sampling_logprob - want.sampling_logprob).abs() < 1e-4,
+                        "{got:?} vs {want:?}"
+                    );
+                    blocks_hit.insert(got.token as usize / SAMPLE_BLOCK);
+                }
+            }
+            if temperature > 0.0 {
+                assert_eq!(blocks_hit.len(), 3, "T = {temperature}: {blocks_hit:?}");
+            }
+        }
+    }
+
+    /// A NaN row is an error on both paths, never a token.
+    #[test]
+    fn nan_logits_are_refused_on_the_device_path() {
+        let mut row = vec![0.0f32; 10];
+        row[3] = f32::NAN;
+        let tensor = Tensor::new(vec![row], &Device::Cpu).unwrap();
+        for temperature in [1.0, 0.0] {
+            let params = SamplingParams {
+                temperature,
+                top_p: 1.0,
+            };
+            let mut samplers = vec![Sampler::new(params, 1, "p", 0).unwrap()];
+            assert!(sample_on_device(&tensor, &[0], &mut samplers, params).is_err());
+        }
+    }
 }

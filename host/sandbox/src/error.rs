@@ -9,9 +9,10 @@ pub enum SandboxError {
     /// The engine could not be created with the requested settings.
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
-    /// The remote tool endpoints cannot serve this sandbox's tools (unreachable, or other artifacts).
-    #[error("remote tool endpoints: {0}")]
-    Remote(String),
+    /// The backend cannot serve this sandbox's tools (endpoints unreachable, workers that do not start, other
+    /// artifacts), or its settings are wrong.
+    #[error("tool backend: {0}")]
+    Backend(String),
     /// A tool artifact could not be read.
     #[error("cannot read tool artifact {path}: {source}")]
     ReadArtifact {

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backend;
 mod bindings;
 mod cache;
 mod clock;
@@ -34,7 +35,9 @@ mod remote;
 mod sandbox;
 mod state;
 pub mod vfs;
+pub mod workers;
 
+pub use backend::ToolBackend;
 pub use cache::default_cache_dir;
 pub use clock::{EPOCH_UNIX_SECONDS, TICK_NANOS};
 pub use error::SandboxError;

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::backend::ToolBackend;
 use crate::limits::Limits;
 use crate::outcome::{Outcome, files_to_base64};
 use crate::sandbox::{CallOptions, call_key_for};
@@ -63,6 +64,24 @@ impl std::fmt::Debug for RemoteTools {
         f.debug_struct("RemoteTools")
             .field("endpoints", &urls)
             .finish()
+    }
+}
+
+impl ToolBackend for RemoteTools {
+    fn call(&self, tool: &str, arguments: &str, options: &CallOptions) -> Outcome {
+        RemoteTools::call(self, tool, arguments, options)
+    }
+
+    fn release_session(&self, tool: &str, session: &str) -> bool {
+        RemoteTools::release_session(self, tool, session)
+    }
+
+    fn check_artifacts(&self, tools: &[(String, String)]) -> Result<(), String> {
+        RemoteTools::check_artifacts(self, tools)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} tool endpoints", self.endpoints.len())
     }
 }
 
@@ -114,6 +133,13 @@ impl RemoteTools {
     /// The endpoints' URLs.
     pub fn urls(&self) -> Vec<String> {
         self.endpoints.iter().map(|e| e.url.clone()).collect()
+    }
+
+    /// The endpoint holding a session, if this client has pinned it to one.
+    pub fn session_url(&self, tool: &str, session: &str) -> Option<String> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let index = *sessions.get(&(tool.to_string(), session.to_string()))?;
+        Some(self.endpoints[index].url.clone())
     }
 
     /// Checks that every endpoint serves each of `tools` (name, `sha256:` artifact) with the same artifact, so

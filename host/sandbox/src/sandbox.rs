@@ -13,6 +13,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
 
+use crate::backend::ToolBackend;
 use crate::bindings::sod::tool::types::ToolError;
 use crate::bindings::{CompositeTool, CompositeToolPre};
 use crate::cache::{CompileCache, default_cache_dir};
@@ -24,6 +25,7 @@ use crate::random::InsecureSeedHost;
 use crate::remote::RemoteTools;
 use crate::state::{CallIdentity, CallState};
 use crate::vfs;
+use crate::workers::WorkerPool;
 
 /// How often the wall-clock backstop's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -250,9 +252,10 @@ impl Drop for SandboxInner {
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<SandboxInner>,
-    /// Where calls run when not here: remote `sod serve` endpoints ([`Sandbox::with_remote`]). Tools are still
-    /// loaded and described here, so that prompts, schemas and artifact hashes are the same either way.
-    remote: Option<Arc<RemoteTools>>,
+    /// Where calls run when not here ([`Sandbox::with_backend`]): remote `sod serve` endpoints or worker
+    /// processes. Tools are still loaded and described here, so that prompts, schemas and artifact hashes are the
+    /// same either way.
+    backend: Option<Arc<dyn ToolBackend>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -346,7 +349,7 @@ impl Sandbox {
             .clone()
             .map(|dir| CompileCache::new(dir, &engine));
         Ok(Sandbox {
-            remote: None,
+            backend: None,
             inner: Arc::new(SandboxInner {
                 engine,
                 linker,
@@ -403,34 +406,68 @@ impl Sandbox {
 
     /// Calls `tool` with JSON `arguments`. Never fails: every way a call can end is an [`Outcome`].
     pub fn call(&self, tool: &Tool, arguments: &str, options: &CallOptions) -> Outcome {
-        if let Some(remote) = &self.remote {
-            // What this sandbox would fill in and cap, done here: the remote's own defaults may differ.
+        if let Some(backend) = &self.backend {
+            // What this sandbox would fill in and cap, done here: the backend's own defaults may differ.
             let options = CallOptions {
                 limits: Some(self.inner.call_limits(options)),
                 seed: Some(options.seed.unwrap_or(self.inner.config.seed)),
                 ..options.clone()
             };
-            return remote.call(tool.name(), arguments, &options);
+            return backend.call(tool.name(), arguments, &options);
         }
         wasmtime_wasi::runtime::in_tokio(self.inner.call_async(tool, arguments, options, 0))
     }
 
-    /// This sandbox with its calls run on `remote` instead (same outcomes: see [`RemoteTools`]). Call
-    /// [`Sandbox::check_remote`] once the tools are loaded.
-    pub fn with_remote(mut self, remote: RemoteTools) -> Self {
-        self.remote = Some(Arc::new(remote));
+    /// This sandbox with its calls run by `backend` instead (same outcomes: see [`ToolBackend`]). Call
+    /// [`Sandbox::check_backend`] once the tools are loaded.
+    pub fn with_backend(mut self, backend: Arc<dyn ToolBackend>) -> Self {
+        self.backend = Some(backend);
         self
     }
 
-    /// The remote endpoints calls run on, if any.
-    pub fn remote(&self) -> Option<&RemoteTools> {
-        self.remote.as_deref()
+    /// This sandbox with its calls run where a run's settings say: on the `sod serve` endpoints `endpoints` if
+    /// any, else in `workers` worker processes if more than zero (each a `sod worker` with this sandbox's tools
+    /// directory, compile cache, seed and memory cap), else here.
+    pub fn with_backend_from(
+        self,
+        endpoints: &[String],
+        workers: usize,
+    ) -> Result<Self, SandboxError> {
+        if !endpoints.is_empty() && workers > 0 {
+            return Err(SandboxError::Backend(
+                "tool_endpoints and tool_workers both set: choose one".to_string(),
+            ));
+        }
+        if !endpoints.is_empty() {
+            let remote = RemoteTools::new(endpoints)
+                .map_err(|e| SandboxError::Backend(format!("tool_endpoints: {e}")))?;
+            return Ok(self.with_backend(Arc::new(remote)));
+        }
+        if workers == 0 {
+            return Ok(self);
+        }
+        let config = &self.inner.config;
+        let tools_dir = config.tools_dir.clone().ok_or_else(|| {
+            SandboxError::Backend("tool_workers needs the sandbox's tools directory".to_string())
+        })?;
+        let mut command = WorkerPool::current_exe_command(&tools_dir, config.seed)
+            .map_err(|e| SandboxError::Backend(format!("tool_workers: {e}")))?;
+        command.cache_dir = config.cache_dir.clone();
+        command.max_memory_bytes = Some(config.max_memory_bytes);
+        let pool = WorkerPool::start(command, workers).map_err(|e| {
+            SandboxError::Backend(format!("tool_workers: cannot start sandbox workers: {e}"))
+        })?;
+        Ok(self.with_backend(Arc::new(pool)))
     }
 
-    /// Checks that every remote endpoint serves each loaded tool with the same artifact (nothing to check
-    /// without remote endpoints).
-    pub fn check_remote(&self) -> Result<(), SandboxError> {
-        let Some(remote) = &self.remote else {
+    /// What runs this sandbox's calls when not this process, if anything.
+    pub fn backend(&self) -> Option<&dyn ToolBackend> {
+        self.backend.as_deref()
+    }
+
+    /// Checks that the backend serves each loaded tool with the same artifact (nothing to check without one).
+    pub fn check_backend(&self) -> Result<(), SandboxError> {
+        let Some(backend) = &self.backend else {
             return Ok(());
         };
         let tools: Vec<(String, String)> = self
@@ -438,7 +475,9 @@ impl Sandbox {
             .iter()
             .map(|t| (t.name().to_string(), t.artifact_hash().to_string()))
             .collect();
-        remote.check_artifacts(&tools).map_err(SandboxError::Remote)
+        backend
+            .check_artifacts(&tools)
+            .map_err(SandboxError::Backend)
     }
 
     /// Calls the loaded tool called `name`.
@@ -454,8 +493,8 @@ impl Sandbox {
 
     /// Releases a session's instance. Returns whether it existed.
     pub fn release_session(&self, tool: &str, session: &str) -> bool {
-        if let Some(remote) = &self.remote {
-            return remote.release_session(tool, session);
+        if let Some(backend) = &self.backend {
+            return backend.release_session(tool, session);
         }
         let mut sessions = self
             .inner

@@ -158,11 +158,11 @@ fn on_threads<T: Send>(
 /// Throughput through a pool of `workers` processes, with as many calling threads.
 fn pool_throughput(cli: &Cli, bench: &SandboxBench, options: &CallOptions) -> anyhow::Result<f64> {
     let tools_dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
-    let mut command = crate::workers::WorkerPool::current_exe_command(&tools_dir, 0)?;
+    let mut command = sod_sandbox::workers::WorkerPool::current_exe_command(&tools_dir, 0)?;
     if let Some(ahead) = bench.instances_ahead {
         command.instances_ahead = ahead;
     }
-    let pool = crate::workers::WorkerPool::start(command, bench.workers)?;
+    let pool = sod_sandbox::workers::WorkerPool::start(command, bench.workers)?;
     let run = |calls: usize| -> anyhow::Result<()> {
         for _ in 0..calls {
             let outcome = pool.call(&bench.tool, &bench.arguments, options);

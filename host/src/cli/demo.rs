@@ -54,6 +54,19 @@ pub struct DemoArgs {
     /// process. Results do not depend on it (docs/serve.md).
     #[arg(long = "tool-endpoint", value_name = "URL")]
     tool_endpoints: Vec<String>,
+    /// Run the tool calls in this many `sod worker` processes instead of in this process. Results do not
+    /// depend on it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        conflicts_with = "tool_endpoints"
+    )]
+    tool_workers: usize,
+    /// Device of the on-policy runs: cpu, or cuda / cuda:N in a build with the `cuda` feature (model builds and
+    /// evaluations stay on the CPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Jobs at once: `--jobs`, else the available cores.
@@ -139,6 +152,8 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         progress: std::io::stderr().is_terminal(),
         jobs,
         tool_endpoints: args.tool_endpoints.clone(),
+        tool_workers: args.tool_workers,
+        device: sod_train::device_by_name(&args.device).map_err(|e| usage(e.to_string()))?,
     };
     let outcome = run_demo(&settings, &paths, options, &log)?;
     write_report(&outcome, &out_dir)?;

@@ -11,7 +11,7 @@ use super::{Cli, open_sandbox, usage};
 use crate::serve::bench::{LoadReport, LoadSpec, run_load_across};
 use crate::serve::run_code::RunCodePolicy;
 use crate::serve::{Backend, ServeConfig, Server};
-use crate::workers::WorkerPool;
+use sod_sandbox::workers::WorkerPool;
 
 /// `sod serve [--bind ADDR] ...` or `sod serve bench ...`
 #[derive(Debug, Args)]

@@ -134,6 +134,8 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         progress: false,
         jobs: 1,
         tool_endpoints: Vec::new(),
+        tool_workers: 0,
+        device: candle_core::Device::Cpu,
     };
     let server_sandbox = sod_sandbox::Sandbox::new(sod_sandbox::SandboxConfig {
         tools_dir: Some(tools_dir.clone()),
@@ -154,6 +156,8 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         progress: false,
         jobs: 2,
         tool_endpoints: vec![format!("http://{}", server.addr())],
+        tool_workers: 0,
+        device: candle_core::Device::Cpu,
     };
     let first = run_demo(&settings, &paths("first"), serial, &|_| {}).expect("first demo run");
     write_report(&first, &paths("first").out_dir).expect("report");

@@ -1186,6 +1186,11 @@ pub struct DemoOptions {
     pub jobs: usize,
     /// `sod serve` endpoints to run the tool calls on (empty: in this process); the results are the same.
     pub tool_endpoints: Vec<String>,
+    /// Worker processes to run the tool calls in (0: in this process); the results are the same.
+    pub tool_workers: usize,
+    /// Device of the on-policy runs (model builds and evaluations stay on the CPU). On an accelerator the numbers
+    /// agree with the CPU's within float rounding, not bit for bit.
+    pub device: Device,
 }
 
 /// What the cold-start student measured: greedy on the test split, and sampled at the training temperature.
@@ -1234,19 +1239,15 @@ pub fn run_demo(
             .with_context(|| format!("writing {}", settings_file.display()))?,
     }
     let jobs = options.jobs.max(1);
-    let mut sandbox = Sandbox::new(SandboxConfig {
+    let sandbox = Sandbox::new(SandboxConfig {
         tools_dir: Some(paths.tools_dir.clone()),
         seed: settings.seed,
         ..SandboxConfig::default()
-    })?;
-    if !options.tool_endpoints.is_empty() {
-        let remote = sod_sandbox::RemoteTools::new(&options.tool_endpoints)
-            .map_err(|e| anyhow::anyhow!("--tool-endpoint: {e}"))?;
-        sandbox = sandbox.with_remote(remote);
-    }
+    })?
+    .with_backend_from(&options.tool_endpoints, options.tool_workers)?;
     let calculator = Calculator::new(&sandbox)?;
-    // The calculator is the demo's one tool: remote endpoints must serve the same artifact.
-    sandbox.check_remote()?;
+    // The calculator is the demo's one tool: a backend must serve the same artifact.
+    sandbox.check_backend()?;
     let (dirs, record) = prepare_models(settings, paths, &calculator, jobs, log)?;
 
     let test = tasks::test_tasks(settings.seed, settings.test_tasks);
@@ -1485,7 +1486,7 @@ fn on_policy_run(
     let mut trainer = Trainer::new(
         config,
         TrainerOptions {
-            device: Device::Cpu,
+            device: options.device.clone(),
             plugin_dir: paths.plugin_dir.clone(),
             tools_dir: paths.tools_dir.clone(),
             sandbox_cache_dir: None,

@@ -120,10 +120,14 @@ pub struct EvalConfig {
     pub tool_limits: ToolLimitsConfig,
     /// Where tool calls run: empty (default) for this process; else `sod serve` endpoints
     /// (`["http://host:port", ...]`) that serve the same tool artifacts, checked at start. Outcomes, and so
-    /// every result, are the same either way (sod_sandbox::RemoteTools). Not part of the
+    /// every result, are the same either way (sod_sandbox::ToolBackend). Not part of the
     /// results: left out of what is recorded of the config.
     #[serde(default, skip_serializing)]
     pub tool_endpoints: Vec<String>,
+    /// Where tool calls run, the other way: this many `sod worker` processes on this machine (0, the default:
+    /// this process; not with `tool_endpoints`). Results are the same; not recorded with the config.
+    #[serde(default, skip_serializing)]
+    pub tool_workers: usize,
     /// Settings of the code reward.
     #[serde(default)]
     pub code_reward: CodeRewardConfig,

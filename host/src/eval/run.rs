@@ -99,13 +99,8 @@ pub fn open_sandbox(config: &EvalConfig, tools_dir: &Path) -> anyhow::Result<San
         .max_memory_bytes
         .max(config.tool_limits.memory_bytes)
         .max(config.code_reward.memory_bytes_per_test);
-    let sandbox = Sandbox::new(sandbox_config)?;
-    if config.tool_endpoints.is_empty() {
-        return Ok(sandbox);
-    }
-    let remote = sod_sandbox::RemoteTools::new(&config.tool_endpoints)
-        .map_err(|e| anyhow::anyhow!("tool_endpoints: {e}"))?;
-    Ok(sandbox.with_remote(remote))
+    Ok(Sandbox::new(sandbox_config)?
+        .with_backend_from(&config.tool_endpoints, config.tool_workers)?)
 }
 
 /// The tools an evaluation uses: those offered to the model, plus `judge` and `python` for code benchmarks.
@@ -175,8 +170,8 @@ pub fn evaluate(
         scorer
             .check_dataset(&Dataset::from_examples(problems.clone()))
             .with_context(|| format!("dataset {:?}", dataset.name))?;
-        // Every tool loaded by now (the rollouts' and the scorer's): remote endpoints must serve the same ones.
-        sandbox.check_remote()?;
+        // Every tool loaded by now (the rollouts' and the scorer's): a backend must serve the same ones.
+        sandbox.check_backend()?;
         let mut requests = Vec::with_capacity(problems.len() * config.samples);
         for (p, problem) in problems.iter().enumerate() {
             let mut messages = problem.messages.clone();

@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use admission::{Admission, Rejection, Timing};
 use run_code::{PlanError, RunCodePolicy, RunCodeRequest, RunCodeResponse, RunCodeWrapper};
 
-use crate::workers::WorkerPool;
+use sod_sandbox::workers::WorkerPool;
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone, PartialEq)]

@@ -115,18 +115,14 @@ impl Trainer {
             ..Limits::default()
         };
         sandbox_config.max_memory_bytes = sandbox_config.max_memory_bytes.max(limits.memory_bytes);
-        let mut sandbox = Sandbox::new(sandbox_config)?;
-        if !config.tool_endpoints.is_empty() {
-            let remote = sod_sandbox::RemoteTools::new(&config.tool_endpoints)
-                .map_err(|e| TrainError::Config(format!("tool_endpoints: {e}")))?;
-            sandbox = sandbox.with_remote(remote);
-        }
+        let sandbox = Sandbox::new(sandbox_config)?
+            .with_backend_from(&config.tool_endpoints, config.tool_workers)?;
         let toolbox = ToolBox::new(sandbox, &config.tools, limits)?
             .with_stateful_tools(&config.stateful_tools)
             .with_schemas_in_prompt(config.tool_schemas_in_prompt);
         let reward = reward_for(&config, toolbox.sandbox())?;
         reward.check_dataset(&dataset)?;
-        toolbox.sandbox().check_remote()?;
+        toolbox.sandbox().check_backend()?;
 
         let tokenizer = ChatTokenizer::from_dir(&config.student)?
             .with_template_kwargs(crate::config::template_kwargs(&config.chat_template_kwargs));

@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::Device;
 use clap::Args;
 use sod_model::load_model_dir;
 use sod_train::metrics::peak_rss_mib;
@@ -59,6 +58,9 @@ pub(super) struct TrainStepBench {
     /// skip.
     #[arg(long, default_value = "")]
     baseline: String,
+    /// Device: cpu, or cuda / cuda:N in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// What one update measured.
@@ -93,7 +95,8 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
         )));
     }
     let loaded = Instant::now();
-    let model = load_model_dir(&bench.model, &Device::Cpu)?;
+    let device = sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?;
+    let model = load_model_dir(&bench.model, &device)?;
     let config = model.config.clone();
     if bench.tokens > config.max_position_embeddings {
         return Err(usage(format!(

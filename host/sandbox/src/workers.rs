@@ -1,4 +1,4 @@
-//! A pool of sandbox worker processes.
+//! A pool of sandbox worker processes, as a [`ToolBackend`] of a [`Sandbox`] or on its own.
 //!
 //! Two threads calling one in-process [`Sandbox`] scale poorly for heavy guests such as CPython: resetting
 //! a pooled instance's memory unmaps pages, and every unmap in a shared address space interrupts the other
@@ -10,6 +10,8 @@
 //! Calls of one session always go to the same worker (chosen by a hash of tool and session id), because the
 //! session's interpreter lives in that process. A worker that dies is replaced; the call it was running ends
 //! as `infra_fault`.
+//!
+//! The worker program is `sod worker` (a [`serve_requests`] loop over stdin and stdout).
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -20,7 +22,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
-use sod_sandbox::{CallOptions, Limits, Outcome, Sandbox, files_from_base64, files_to_base64};
+
+use crate::backend::ToolBackend;
+use crate::limits::Limits;
+use crate::outcome::{Outcome, files_from_base64, files_to_base64};
+use crate::sandbox::{CallOptions, Sandbox};
+
+/// Overrides the worker program of [`WorkerPool::current_exe_command`] (for a library user whose executable is not
+/// `sod`, such as a test binary).
+pub const WORKER_PROGRAM_ENV: &str = "SOD_WORKER_PROGRAM";
 
 /// One request from the pool to a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,10 +64,17 @@ pub enum WorkerRequest {
         /// The session id.
         session: String,
     },
+    /// Name the artifacts (`sha256:...`) of these tools, loading them; answered with `{"artifacts": {name:
+    /// artifact}}`, a tool that cannot be loaded left out.
+    Artifacts {
+        /// The tools' names.
+        tools: Vec<String>,
+    },
 }
 
 /// Serves [`WorkerRequest`]s read as JSON lines from `input`, answering each with one JSON line on
-/// `output`: an [`Outcome`] for a call, `{"released": bool}` for a release. Ends at end of input.
+/// `output`: an [`Outcome`] for a call, `{"released": bool}` for a release, `{"artifacts": {...}}` for artifacts.
+/// Ends at end of input.
 pub fn serve_requests(
     sandbox: &Sandbox,
     input: impl BufRead,
@@ -99,6 +116,16 @@ pub fn serve_requests(
             Ok(WorkerRequest::Release { tool, session }) => serde_json::to_string(
                 &serde_json::json!({ "released": sandbox.release_session(&tool, &session) }),
             ),
+            Ok(WorkerRequest::Artifacts { tools }) => {
+                let artifacts: BTreeMap<String, String> = tools
+                    .into_iter()
+                    .filter_map(|name| {
+                        let tool = sandbox.tool(&name).ok()?;
+                        Some((name, tool.artifact_hash().to_string()))
+                    })
+                    .collect();
+                serde_json::to_string(&serde_json::json!({ "artifacts": artifacts }))
+            }
             Err(err) => serde_json::to_string(&Outcome::infra_fault(
                 "",
                 format!("malformed worker request: {err}"),
@@ -139,6 +166,9 @@ pub struct WorkerCommand {
     /// Whether each worker makes instances ahead of their calls (`SandboxConfig::instances_ahead`); off in
     /// [`WorkerPool::current_exe_command`].
     pub instances_ahead: bool,
+    /// Each worker's `SandboxConfig::max_memory_bytes`; `None` for the default. A pool behind a sandbox gets that
+    /// sandbox's, so that a limit it lets through is not capped again in the worker.
+    pub max_memory_bytes: Option<u64>,
 }
 
 impl WorkerCommand {
@@ -147,14 +177,18 @@ impl WorkerCommand {
         if let Some(dir) = &self.cache_dir {
             command.env("SOD_CACHE_DIR", dir);
         }
-        let mut child = command
+        command
             .arg("--tools-dir")
             .arg(&self.tools_dir)
             .arg("worker")
             .arg("--seed")
             .arg(self.seed.to_string())
             .arg("--instances-ahead")
-            .arg(self.instances_ahead.to_string())
+            .arg(self.instances_ahead.to_string());
+        if let Some(bytes) = self.max_memory_bytes {
+            command.arg("--max-memory-bytes").arg(bytes.to_string());
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -204,16 +238,21 @@ impl WorkerPool {
         })
     }
 
-    /// The `sod` executable running this code, as the worker program.
+    /// The `sod` executable running this code (or [`WORKER_PROGRAM_ENV`]), as the worker program.
     pub fn current_exe_command(tools_dir: &Path, seed: u64) -> std::io::Result<WorkerCommand> {
+        let program = match std::env::var_os(WORKER_PROGRAM_ENV) {
+            Some(program) => PathBuf::from(program),
+            None => std::env::current_exe()?,
+        };
         Ok(WorkerCommand {
-            program: std::env::current_exe()?,
+            program,
             tools_dir: tools_dir.to_path_buf(),
             seed,
             cache_dir: None,
             // A pool has about one worker per core: a background thread in each would compete with the calls
             // (python, 2 workers on 2 cores, release: 805 to 820 calls/s without, 659 to 746 with).
             instances_ahead: false,
+            max_memory_bytes: None,
         })
     }
 
@@ -263,6 +302,17 @@ impl WorkerPool {
             .unwrap_or(false)
     }
 
+    /// The artifacts the workers serve `tools` with (asked of one worker: all run one command).
+    pub fn artifacts(&self, tools: &[String]) -> std::io::Result<BTreeMap<String, String>> {
+        let request = WorkerRequest::Artifacts {
+            tools: tools.to_vec(),
+        };
+        let line = self.exchange_any(&request)?;
+        let answer: serde_json::Value =
+            serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        serde_json::from_value(answer["artifacts"].clone()).map_err(std::io::Error::other)
+    }
+
     fn session_worker(&self, tool: &str, session: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         (tool, session).hash(&mut hasher);
@@ -306,6 +356,39 @@ impl WorkerPool {
             *slot = None;
         }
         result
+    }
+}
+
+impl ToolBackend for WorkerPool {
+    fn call(&self, tool: &str, arguments: &str, options: &CallOptions) -> Outcome {
+        WorkerPool::call(self, tool, arguments, options)
+    }
+
+    fn release_session(&self, tool: &str, session: &str) -> bool {
+        WorkerPool::release_session(self, tool, session)
+    }
+
+    fn check_artifacts(&self, tools: &[(String, String)]) -> Result<(), String> {
+        let names: Vec<String> = tools.iter().map(|(name, _)| name.clone()).collect();
+        let served = self
+            .artifacts(&names)
+            .map_err(|e| format!("sandbox workers: {e}"))?;
+        for (name, artifact) in tools {
+            match served.get(name) {
+                Some(served) if served == artifact => {}
+                Some(served) => {
+                    return Err(format!(
+                        "the sandbox workers serve tool {name:?} as {served}, not {artifact}"
+                    ));
+                }
+                None => return Err(format!("the sandbox workers cannot load tool {name:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} worker processes", self.len())
     }
 }
 
