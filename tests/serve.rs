@@ -746,3 +746,73 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
     );
     assert_eq!(none.kind, OutcomeKind::InfraFault, "{none:?}");
 }
+
+/// An endpoint set aside and back after its time out shows its artifacts again first: restarted on the same port
+/// with another calculator it never takes a call again; restarted with the same tools it does.
+#[test]
+fn an_endpoint_back_from_being_lost_is_checked_again() {
+    use sod::sandbox::{CallOptions, OutcomeKind, RemoteTools};
+    use std::sync::atomic::Ordering;
+    let tools = target_dir().join("tools");
+    // Another calculator: the same component with a custom section appended (id 0, name "x", payload "y").
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut calculator = std::fs::read(tools.join("calculator.wasm")).expect("calculator");
+    calculator.extend_from_slice(&[0x00, 0x03, 0x01, b'x', b'y']);
+    std::fs::write(other.path().join("calculator.wasm"), calculator).expect("write");
+    let mut servers: Vec<_> = (0..3)
+        .map(|_| sod_tests::serve_process_counting(&tools))
+        .collect();
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|(_, addr, _)| format!("http://{addr}"))
+        .collect();
+    let remote = RemoteTools::new(&urls).expect("client");
+    let local = Sandbox::new(SandboxConfig {
+        tools_dir: Some(tools.clone()),
+        ..test_config()
+    })
+    .expect("sandbox");
+    let calculator = local.tool("calculator").expect("calculator");
+    remote
+        .check_artifacts(&[(
+            "calculator".to_string(),
+            calculator.artifact_hash().to_string(),
+        )])
+        .expect("same artifacts");
+    let call = |k: usize| {
+        let options = CallOptions {
+            seed: Some(1),
+            limits: Some(sod::sandbox::Limits::default()),
+            ..CallOptions::default()
+        };
+        let arguments = format!("{{\"expression\": \"{k} * 3\"}}");
+        let outcome = remote.call("calculator", &arguments, &options);
+        assert_eq!(outcome.kind, OutcomeKind::Ok, "{outcome:?}");
+        assert_eq!(outcome, local.call(&calculator, &arguments, &options));
+    };
+    call(0);
+    // Endpoints 0 and 1 lost; their next processes listen on the same ports, 0's with the other calculator.
+    for (child, _, _) in &mut servers[..2] {
+        child.kill().expect("kill");
+        let _ = child.wait();
+    }
+    call(1);
+    let restarted: Vec<_> = [other.path(), tools.as_path()]
+        .iter()
+        .zip(&servers)
+        .map(|(dir, (_, addr, _))| sod_tests::serve_process_at(dir, &addr.to_string()))
+        .collect();
+    std::thread::sleep(sod::sandbox::RETRY_DEAD_AFTER + std::time::Duration::from_millis(200));
+    for k in 2..6 {
+        call(k);
+    }
+    let served = |i: usize| restarted[i].2.load(Ordering::Relaxed);
+    assert_eq!(served(0), 0, "an endpoint serving other artifacts took calls");
+    assert!(served(1) > 0, "an endpoint back with the same tools took none");
+    for (mut child, _, _) in restarted {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = servers[2].0.kill();
+    let _ = servers[2].0.wait();
+}

@@ -92,9 +92,21 @@ pub fn serve_process_counting(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    serve_process_at(tools_dir, "127.0.0.1:0")
+}
+
+/// [`serve_process_counting`] listening on `bind` (`127.0.0.1:0` for a free port).
+pub fn serve_process_at(
+    tools_dir: &Path,
+    bind: &str,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(sod_binary())
-        .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
+        .args(["serve", "--bind", bind, "--workers", "2"])
         .env("SOD_TOOLS_DIR", tools_dir)
         .env("SOD_CACHE_DIR", target_dir().join("test-cache-cli"))
         .stdout(std::process::Stdio::null())

@@ -43,7 +43,7 @@ pub use clock::{EPOCH_UNIX_SECONDS, TICK_NANOS};
 pub use error::SandboxError;
 pub use limits::Limits;
 pub use outcome::{Outcome, OutcomeKind, files_from_base64, files_to_base64};
-pub use remote::RemoteTools;
+pub use remote::{RETRY_DEAD_AFTER, RemoteTools};
 pub use sandbox::{
     CallOptions, Descriptor, MAX_CALL_DEPTH, Sandbox, SandboxConfig, Tool, call_key_for,
 };

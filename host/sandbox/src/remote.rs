@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backend::ToolBackend;
@@ -35,14 +35,27 @@ struct Endpoint {
     outstanding: AtomicUsize,
     /// When it last failed to answer, if it is set aside.
     lost_at: Mutex<Option<Instant>>,
+    /// It came back serving other artifacts than were checked: never used again by this client.
+    refused: AtomicBool,
 }
 
 impl Endpoint {
+    /// Whether it was set aside and its time out is over: it must show its artifacts again before a call.
+    fn due_back(&self) -> bool {
+        !self.refused.load(Ordering::Relaxed)
+            && matches!(
+                *self.lost_at.lock().unwrap_or_else(|e| e.into_inner()),
+                Some(when) if when.elapsed() >= RETRY_DEAD_AFTER
+            )
+    }
+
     fn usable(&self) -> bool {
-        match *self.lost_at.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(when) => when.elapsed() >= RETRY_DEAD_AFTER,
-            None => true,
-        }
+        !self.refused.load(Ordering::Relaxed)
+            && self
+                .lost_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
     }
 
     fn set_lost(&self, lost: bool) {
@@ -56,6 +69,9 @@ pub struct RemoteTools {
     agent: ureq::Agent,
     /// (tool, session) -> the endpoint that holds it.
     sessions: Mutex<HashMap<(String, String), usize>>,
+    /// The tools (name, artifact) the last [`RemoteTools::check_artifacts`] asked for: an endpoint back from being
+    /// set aside must serve them again (it may have been restarted with other tools).
+    expected: Mutex<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for RemoteTools {
@@ -83,6 +99,14 @@ impl ToolBackend for RemoteTools {
     fn describe(&self) -> String {
         format!("{} tool endpoints", self.endpoints.len())
     }
+}
+
+/// Why an endpoint does not serve the checked tools.
+enum Mismatch {
+    /// It could not be asked.
+    Unreachable(String),
+    /// It serves other artifacts, or lacks a tool.
+    Other(String),
 }
 
 /// How one attempt on one endpoint went.
@@ -115,6 +139,7 @@ impl RemoteTools {
                     url,
                     outstanding: AtomicUsize::new(0),
                     lost_at: Mutex::new(None),
+                    refused: AtomicBool::new(false),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -127,6 +152,7 @@ impl RemoteTools {
             endpoints,
             agent,
             sessions: Mutex::new(HashMap::new()),
+            expected: Mutex::new(Vec::new()),
         })
     }
 
@@ -145,40 +171,69 @@ impl RemoteTools {
     /// Checks that every endpoint serves each of `tools` (name, `sha256:` artifact) with the same artifact, so
     /// that remote outcomes are the ones the local tools would give. An endpoint that cannot be reached is set
     /// aside (as a call would set it aside) rather than failing the check, as long as one endpoint answers; an
-    /// endpoint serving other artifacts fails it.
+    /// endpoint serving other artifacts fails it. An endpoint set aside later is asked again before it takes calls
+    /// again, and left out for good if it then serves other artifacts.
     pub fn check_artifacts(&self, tools: &[(String, String)]) -> Result<(), String> {
         let mut unreachable = Vec::new();
         for endpoint in &self.endpoints {
-            let url = format!("{}/v1/tools", endpoint.url);
-            let listed = match self.list_tools(&url) {
-                Ok(listed) => listed,
-                Err(err) => {
+            match self.serves(endpoint, tools) {
+                Ok(()) => {}
+                Err(Mismatch::Unreachable(err)) => {
                     endpoint.set_lost(true);
                     unreachable.push(err);
-                    continue;
                 }
-            };
-            for (name, artifact) in tools {
-                let served = listed
-                    .as_array()
-                    .and_then(|rows| rows.iter().find(|row| row["name"] == name.as_str()))
-                    .and_then(|row| row["artifact"].as_str());
-                match served {
-                    Some(served) if served == artifact => {}
-                    Some(served) => {
-                        return Err(format!(
-                            "{} serves tool {name:?} as {served}, not {artifact}: its outcomes would differ",
-                            endpoint.url
-                        ));
-                    }
-                    None => return Err(format!("{} does not serve tool {name:?}", endpoint.url)),
-                }
+                Err(Mismatch::Other(err)) => return Err(err),
             }
         }
         if unreachable.len() == self.endpoints.len() {
             return Err(unreachable.join("; "));
         }
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = tools.to_vec();
         Ok(())
+    }
+
+    /// Whether `endpoint` serves each of `tools` with that artifact.
+    fn serves(&self, endpoint: &Endpoint, tools: &[(String, String)]) -> Result<(), Mismatch> {
+        let url = format!("{}/v1/tools", endpoint.url);
+        let listed = self.list_tools(&url).map_err(Mismatch::Unreachable)?;
+        for (name, artifact) in tools {
+            let served = listed
+                .as_array()
+                .and_then(|rows| rows.iter().find(|row| row["name"] == name.as_str()))
+                .and_then(|row| row["artifact"].as_str());
+            match served {
+                Some(served) if served == artifact => {}
+                Some(served) => {
+                    return Err(Mismatch::Other(format!(
+                        "{} serves tool {name:?} as {served}, not {artifact}: its outcomes would differ",
+                        endpoint.url
+                    )));
+                }
+                None => {
+                    return Err(Mismatch::Other(format!(
+                        "{} does not serve tool {name:?}",
+                        endpoint.url
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks each endpoint whose time out is over for its artifacts again: back in use if they are the checked
+    /// ones, out for good if not, set aside again if it still cannot be reached.
+    fn bring_back_due(&self) {
+        for endpoint in self.endpoints.iter().filter(|e| e.due_back()) {
+            let expected = self.expected.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match self.serves(endpoint, &expected) {
+                Ok(()) => endpoint.set_lost(false),
+                Err(Mismatch::Unreachable(_)) => endpoint.set_lost(true),
+                Err(Mismatch::Other(err)) => {
+                    tracing::warn!(endpoint = %endpoint.url, "tool endpoint left out: {err}");
+                    endpoint.refused.store(true, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     fn list_tools(&self, url: &str) -> Result<serde_json::Value, String> {
@@ -299,6 +354,7 @@ impl RemoteTools {
     }
 
     fn least_outstanding(&self) -> Option<usize> {
+        self.bring_back_due();
         // Ties go to the lowest index, so a sequential run uses the endpoints in a fixed order.
         (0..self.endpoints.len())
             .filter(|&i| self.endpoints[i].usable())
@@ -341,7 +397,6 @@ impl RemoteTools {
             Ok(text) => text,
             Err(err) => return Attempt::Lost(format!("{url}: {err}")),
         };
-        endpoint.set_lost(false);
         match status {
             200 => match serde_json::from_str::<Outcome>(&text) {
                 Ok(outcome) => Attempt::Answered(outcome),

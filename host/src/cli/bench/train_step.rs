@@ -227,7 +227,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
             m.peak_rss_mib
         );
     };
-    row("sod (candle, CPU)", &ours);
+    row(&format!("sod (candle, {})", bench.device), &ours);
     if let Some((name, m)) = &baseline {
         row(name, m);
     }
@@ -240,6 +240,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
             "tokens": bench.tokens,
             "prompt": bench.prompt,
             "micro_batch": bench.micro_batch,
+            "device": bench.device,
             "gradient_checkpointing": !bench.no_gradient_checkpointing,
             "sod": ours,
             "baseline": baseline.as_ref().map(|(_, m)| m),
