@@ -807,8 +807,15 @@ fn an_endpoint_back_from_being_lost_is_checked_again() {
         call(k);
     }
     let served = |i: usize| restarted[i].2.load(Ordering::Relaxed);
-    assert_eq!(served(0), 0, "an endpoint serving other artifacts took calls");
-    assert!(served(1) > 0, "an endpoint back with the same tools took none");
+    assert_eq!(
+        served(0),
+        0,
+        "an endpoint serving other artifacts took calls"
+    );
+    assert!(
+        served(1) > 0,
+        "an endpoint back with the same tools took none"
+    );
     for (mut child, _, _) in restarted {
         let _ = child.kill();
         let _ = child.wait();

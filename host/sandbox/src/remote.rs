@@ -224,7 +224,11 @@ impl RemoteTools {
     /// ones, out for good if not, set aside again if it still cannot be reached.
     fn bring_back_due(&self) {
         for endpoint in self.endpoints.iter().filter(|e| e.due_back()) {
-            let expected = self.expected.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let expected = self
+                .expected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             match self.serves(endpoint, &expected) {
                 Ok(()) => endpoint.set_lost(false),
                 Err(Mismatch::Unreachable(_)) => endpoint.set_lost(true),
