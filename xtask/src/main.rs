@@ -9,6 +9,8 @@
 //! - `build-cuda`: installs the pinned CUDA 13.0 toolkit from PyPI's NVIDIA wheels into `.cuda/` and builds `sod`
 //!   and the loss plugins with `--features cuda` in the release profile, into `target/cuda/` (the CPU build and CI
 //!   are untouched).
+//! - `gpu-pack [--out FILE]`: build-tools, build-cuda, then one compressed bundle (under 64 MiB) for a GPU machine:
+//!   the CUDA `sod`, the plugins, the calculator, `xtask/gpu/run.sh` and its inputs. See docs/gpu.md.
 //!
 //! Only the standard library: xtask must build in seconds on a fresh clone.
 
@@ -43,9 +45,12 @@ fn main() -> ExitCode {
             .and_then(|()| build_tools())
             .and_then(|()| demo(rest)),
         "build-cuda" => build_cuda().map(|_| ()),
+        "gpu-pack" => setup()
+            .and_then(|()| build_tools())
+            .and_then(|()| gpu_pack(rest)),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <setup | build-tools | test [ARGS] | demo [ARGS] | build-cuda>"
+                "usage: cargo xtask <setup | build-tools | test [ARGS] | demo [ARGS] | build-cuda | gpu-pack [--out FILE]>"
             );
             Ok(())
         }
@@ -258,4 +263,71 @@ fn build_cuda() -> Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(release)
+}
+
+/// The largest bundle a GPU machine takes in one transfer.
+const MAX_BUNDLE_BYTES: u64 = 64 << 20;
+
+/// Builds with CUDA and packs `sod-gpu/` (bin/sod, plugins/, tools/, run.sh and its inputs) into one `.tar.gz`.
+fn gpu_pack(args: &[String]) -> Result {
+    let out = match args {
+        [] => target_dir().join("gpu-pack/sod-gpu.tar.gz"),
+        [flag, path] if flag == "--out" => PathBuf::from(path),
+        _ => return Err("usage: cargo xtask gpu-pack [--out FILE]".to_string()),
+    };
+    let release = build_cuda()?;
+    let root = workspace_root();
+    let staging_parent = target_dir().join("gpu-pack");
+    let staging = staging_parent.join("sod-gpu");
+    let _ = std::fs::remove_dir_all(&staging);
+    for dir in ["bin", "plugins", "tools"] {
+        std::fs::create_dir_all(staging.join(dir))
+            .map_err(|e| format!("cannot create {}: {e}", staging.join(dir).display()))?;
+    }
+    let mut files: Vec<(PathBuf, PathBuf)> = vec![
+        (release.join("sod"), staging.join("bin/sod")),
+        (target_dir().join("tools/calculator.wasm"), staging.join("tools/calculator.wasm")),
+        (root.join("xtask/gpu/run.sh"), staging.join("run.sh")),
+        (root.join("xtask/gpu/qwen3-0.6b.json"), staging.join("qwen3-0.6b.json")),
+        (root.join("host/train/benches/pytorch_train_step.py"), staging.join("pytorch_train_step.py")),
+        (root.join("host/train/benches/pytorch_generate.py"), staging.join("pytorch_generate.py")),
+    ];
+    for plugin in PLUGINS {
+        let name = format!("lib{}.so", plugin.replace('-', "_"));
+        files.push((release.join(&name), staging.join("plugins").join(&name)));
+    }
+    for (source, dest) in &files {
+        std::fs::copy(source, dest).map_err(|e| {
+            format!("cannot copy {} to {}: {e}", source.display(), dest.display())
+        })?;
+    }
+    // Line tables are for debugging here, not there: a stripped binary keeps the bundle small.
+    run(Command::new("strip").arg(staging.join("bin/sod")))?;
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&staging_parent)
+        .arg("sod-gpu"))?;
+    let bytes = std::fs::metadata(&out)
+        .map_err(|e| format!("cannot read {}: {e}", out.display()))?
+        .len();
+    if bytes > MAX_BUNDLE_BYTES {
+        return Err(format!(
+            "{} is {:.1} MiB, over the {} MiB a GPU machine takes",
+            out.display(),
+            bytes as f64 / f64::from(1 << 20),
+            MAX_BUNDLE_BYTES >> 20
+        ));
+    }
+    eprintln!(
+        "xtask: {} ({:.1} MiB): on the GPU machine, `tar xzf {} && bash sod-gpu/run.sh OUTDIR`",
+        out.display(),
+        bytes as f64 / f64::from(1 << 20),
+        out.file_name().map_or_else(String::new, |n| n.to_string_lossy().to_string())
+    );
+    Ok(())
 }

@@ -57,7 +57,7 @@ pub use checkpoint::{SaveDtype, TrainableModel, init_random, load_model_dir, sav
 pub use config::{ConfigError, Qwen3Config};
 pub use error::{ModelError, Result};
 pub use kv_cache::{KvCache, SequenceKv};
-pub use qwen3::{Checkpoint, Qwen3, parameter_shapes};
+pub use qwen3::{Checkpoint, ComputeDtype, Qwen3, parameter_shapes};
 pub use sampling::{FinishReason, Generation, SampledToken, Sampler, SamplingParams};
 pub use tiny::{TINY_ADDED_TOKENS, train_tiny_tokenizer, write_tiny_model_dir};
 pub use tokenizer::{ChatTokenizer, RenderedChat};

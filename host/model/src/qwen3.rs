@@ -58,16 +58,58 @@ pub fn parameter_shapes(config: &Qwen3Config) -> Vec<(String, Vec<usize>)> {
 /// Supplies the tensor with a given Hugging Face name, checked against the expected shape.
 pub(crate) type WeightSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Tensor> + 'a;
 
+/// The dtype a model's decoder layers compute in ([`Qwen3::with_compute_dtype`]); named as `torch_dtype` names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ComputeDtype {
+    /// 32-bit floats throughout.
+    #[default]
+    #[serde(rename = "float32")]
+    F32,
+    /// bfloat16 products over f32 weights.
+    #[serde(rename = "bfloat16")]
+    Bf16,
+}
+
+impl ComputeDtype {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            ComputeDtype::F32 => DType::F32,
+            ComputeDtype::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// `a · b` computed in `compute` (f32 or bf16) and returned in `a`'s dtype. In bf16 the operands are rounded to
+/// bf16 for the product only (mixed precision: the weights stay f32, and so do their gradients, which flow back
+/// through the casts).
+fn matmul_in(a: &Tensor, b: &Tensor, compute: DType) -> Result<Tensor> {
+    if compute == a.dtype() {
+        return Ok(a.matmul(b)?);
+    }
+    Ok(a.to_dtype(compute)?
+        .matmul(&b.to_dtype(compute)?)?
+        .to_dtype(a.dtype())?)
+}
+
 /// A bias-free linear layer `y = x Wᵀ` with `W: [out, in]`.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
+    /// The dtype the product is computed in ([`Qwen3::with_compute_dtype`]).
+    compute: DType,
 }
 
 impl Linear {
-    /// Wraps a `[out, in]` weight.
+    /// Wraps a `[out, in]` weight; the product is computed in the weight's dtype.
     pub fn new(weight: Tensor) -> Self {
-        Linear { weight }
+        let compute = weight.dtype();
+        Linear { weight, compute }
+    }
+
+    /// This layer with its product computed in `compute`.
+    pub fn with_compute(self, compute: DType) -> Self {
+        Linear { compute, ..self }
     }
 
     /// The `[out, in]` weight.
@@ -80,7 +122,7 @@ impl Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = matmul_in(&x.reshape((rows, in_dim))?, &self.weight.t()?, self.compute)?;
         let mut out_dims = dims.to_vec();
         let last = out_dims.len() - 1;
         out_dims[last] = self.weight.dim(0)?;
@@ -88,7 +130,7 @@ impl Linear {
     }
 
     fn detached(&self) -> Self {
-        Linear::new(self.weight.detach())
+        Linear::new(self.weight.detach()).with_compute(self.compute)
     }
 }
 
@@ -195,9 +237,22 @@ pub struct Attention {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    /// The dtype of the attention products (the projections carry their own).
+    compute: DType,
 }
 
 impl Attention {
+    fn with_compute(self, compute: DType) -> Self {
+        Attention {
+            q_proj: self.q_proj.with_compute(compute),
+            k_proj: self.k_proj.with_compute(compute),
+            v_proj: self.v_proj.with_compute(compute),
+            o_proj: self.o_proj.with_compute(compute),
+            compute,
+            ..self
+        }
+    }
+
     fn load(config: &Qwen3Config, prefix: &str, get: &mut WeightSource<'_>) -> Result<Self> {
         let h = config.hidden_size;
         let hd = config.head_dim();
@@ -231,6 +286,7 @@ impl Attention {
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,
+            compute: DType::F32,
         })
     }
 
@@ -273,12 +329,12 @@ impl Attention {
         let total = k.dim(2)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let q = q.contiguous()?.reshape((b, nkv, n_rep * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * scale)?
+        let scores = (matmul_in(&q, &k.t()?, self.compute)? * scale)?
             .reshape((b, nkv, n_rep, t, total))?
             .broadcast_add(&mask.unsqueeze(1)?)?;
         let probs =
             candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((b, nkv, n_rep * t, total))?;
-        let out = probs.matmul(&v)?.reshape((b, self.num_heads, t, hd))?;
+        let out = matmul_in(&probs, &v, self.compute)?.reshape((b, self.num_heads, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.num_heads * hd))?;
         self.o_proj.forward(&out)
     }
@@ -319,6 +375,14 @@ impl Mlp {
         let gate = self.gate_proj.forward(x)?.silu()?;
         let up = self.up_proj.forward(x)?;
         self.down_proj.forward(&(gate * up)?)
+    }
+
+    fn with_compute(self, compute: DType) -> Self {
+        Mlp {
+            gate_proj: self.gate_proj.with_compute(compute),
+            up_proj: self.up_proj.with_compute(compute),
+            down_proj: self.down_proj.with_compute(compute),
+        }
     }
 
     fn detached(&self) -> Self {
@@ -373,6 +437,14 @@ impl DecoderLayer {
         Ok((h + mlp)?)
     }
 
+    fn with_compute(self, compute: DType) -> Self {
+        DecoderLayer {
+            self_attn: self.self_attn.with_compute(compute),
+            mlp: self.mlp.with_compute(compute),
+            ..self
+        }
+    }
+
     fn detached(&self) -> Self {
         DecoderLayer {
             self_attn: self.self_attn.detached(),
@@ -401,6 +473,8 @@ pub struct Qwen3 {
     norm: RmsNorm,
     lm_head: Tensor,
     rotary: RotaryEmbedding,
+    /// The dtype of the decoder layers' products (f32 unless [`Qwen3::with_compute_dtype`]).
+    compute: DType,
 }
 
 /// What [`Qwen3::forward_checkpointed`] keeps for [`Qwen3::backward_checkpointed`]: the input of every decoder
@@ -458,6 +532,7 @@ impl Qwen3 {
             norm,
             lm_head,
             rotary: RotaryEmbedding::new(config, device)?,
+            compute: DType::F32,
         })
     }
 
@@ -506,7 +581,30 @@ impl Qwen3 {
             norm: self.norm.detached(),
             lm_head: self.lm_head.detach(),
             rotary: self.rotary.clone(),
+            compute: self.compute,
         }
+    }
+
+    /// This model with the products of its decoder layers (projections, feed-forward, attention) computed in
+    /// `compute`: [`ComputeDtype::F32`] (the default) or [`ComputeDtype::Bf16`] (mixed precision: weights, norms,
+    /// softmax, the output head and the log-probs stay f32, so the trainable variables and the optimiser's state are
+    /// f32 master copies).
+    pub fn with_compute_dtype(self, compute: ComputeDtype) -> Self {
+        let compute = compute.dtype();
+        Qwen3 {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|l| l.with_compute(compute))
+                .collect(),
+            compute,
+            ..self
+        }
+    }
+
+    /// The dtype the decoder layers compute in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     /// The config the model was built from.

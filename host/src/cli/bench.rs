@@ -14,6 +14,9 @@ pub struct BenchArgs {
     command: BenchCommand,
 }
 
+mod device;
+mod generate;
+mod make_model;
 mod train_step;
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +25,12 @@ enum BenchCommand {
     Sandbox(SandboxBench),
     /// Time and peak memory of one policy update of a Hugging Face model, beside a baseline command.
     TrainStep(train_step::TrainStepBench),
+    /// Generation tokens/s with the KV cache, beside a baseline command.
+    Generate(generate::GenerateBench),
+    /// A device (CUDA) against the CPU on a tiny model: logits, log-probs, generation, update steps.
+    Device(device::DeviceBench),
+    /// Write a model directory with random weights of a config's shape.
+    MakeModel(make_model::MakeModel),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +82,9 @@ pub(super) fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.command {
         BenchCommand::Sandbox(bench) => sandbox(cli, bench),
         BenchCommand::TrainStep(bench) => train_step::run(bench),
+        BenchCommand::Generate(bench) => generate::run(bench),
+        BenchCommand::Device(bench) => device::run(bench),
+        BenchCommand::MakeModel(args) => make_model::run(args),
     }
 }
 

@@ -128,6 +128,10 @@ pub struct EvalConfig {
     /// this process; not with `tool_endpoints`). Results are the same; not recorded with the config.
     #[serde(default, skip_serializing)]
     pub tool_workers: usize,
+    /// The dtype the model's decoder layers compute in: `"float32"` (absent: the default) or `"bfloat16"`
+    /// (docs/gpu.md). Recorded with the config: it changes the numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_dtype: Option<sod_model::ComputeDtype>,
     /// Settings of the code reward.
     #[serde(default)]
     pub code_reward: CodeRewardConfig,

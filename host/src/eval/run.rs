@@ -146,8 +146,11 @@ pub fn evaluate(
     let tokenizer = ChatTokenizer::from_dir(&config.model)?.with_template_kwargs(
         sod_train::config::template_kwargs(&config.chat_template_kwargs),
     );
-    let model = load_model_dir(&config.model, device)
+    let mut model = load_model_dir(&config.model, device)
         .with_context(|| format!("loading the model in {}", config.model.display()))?;
+    model.model = model
+        .model
+        .with_compute_dtype(config.compute_dtype.unwrap_or_default());
     let settings = RolloutSettings {
         max_turns: config.max_turns,
         max_new_tokens_per_turn: config.max_new_tokens_per_turn,

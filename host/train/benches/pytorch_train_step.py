@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch (eager, CPU) baseline for one policy update of a Qwen3 model, to compare with the Rust trainer.
+"""PyTorch (eager; CPU, or CUDA with --device) baseline for one policy update of a Qwen3 model, to compare with the Rust trainer.
 
 A dev-time tool, not part of the build or of CI. Python 3.11. Install its own venv (CPU torch, transformers):
 
@@ -226,8 +226,15 @@ def step(args: argparse.Namespace) -> None:
         **({"dtype": torch.float32} if _has_dtype_kwarg(transformers.__version__) else {"torch_dtype": torch.float32}),
         attn_implementation="eager",
     )
+    device = torch.device(args.device)
+    model.to(device)
     model.train()
     load_s = time.perf_counter() - t0
+
+    def sync() -> None:
+        # CUDA runs asynchronously: wait for the queued work before reading the clock.
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     cfg = model.config
     if not model.config.tie_word_embeddings:
         log("note: the model does not tie its embeddings")
@@ -248,6 +255,7 @@ def step(args: argparse.Namespace) -> None:
     mask = torch.zeros((n, length - 1), dtype=torch.float32)
     mask[:, prompt - 1 :] = 1.0
     generated_total = float(mask.sum())  # = n * gen_len
+    ids, advantages, mask = ids.to(device), advantages.to(device), mask.to(device)
     chunks = [(s, min(s + args.micro_batch, n)) for s in range(0, n, args.micro_batch)]
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -261,7 +269,7 @@ def step(args: argparse.Namespace) -> None:
         # Score: old log-probs of every next token.
         t0 = time.perf_counter()
         progress = Progress(f"{tag}score", len(chunks))
-        old = torch.empty((n, length - 1), dtype=torch.float32)
+        old = torch.empty((n, length - 1), dtype=torch.float32, device=device)
         with torch.no_grad():
             for i, (a, b) in enumerate(chunks):
                 x = ids[a:b]
@@ -269,6 +277,7 @@ def step(args: argparse.Namespace) -> None:
                 old[a:b] = token_log_probs(logits[:, :-1], x[:, 1:])
                 del logits
                 progress.tick(i + 1)
+        sync()
         score_runs.append(time.perf_counter() - t0)
 
         # Update: PPO clipped surrogate over the generated tokens, token mean over the whole batch.
@@ -293,6 +302,7 @@ def step(args: argparse.Namespace) -> None:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
         update_runs.append(time.perf_counter() - t0)
         loss_value = loss_sum
         log(f"{tag}score {score_runs[-1]:.2f}s, update {update_runs[-1]:.2f}s, loss {loss_value:.6f}, "
@@ -307,6 +317,8 @@ def step(args: argparse.Namespace) -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(device),
+        "peak_device_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None,
         "trajectories": n,
         "tokens": length,
         "prompt": prompt,
@@ -371,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     st.add_argument("--seed", type=int, default=0, help="seed of the token ids and advantages")
     st.add_argument("--repeats", type=int, default=1, help="score+update pairs to run (medians reported)")
+    st.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     st.set_defaults(func=step)
 
     args = parser.parse_args(argv)

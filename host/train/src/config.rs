@@ -260,6 +260,10 @@ pub struct RunConfig {
     /// resuming is exact either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_dtype: Option<sod_model::SaveDtype>,
+    /// The dtype the student's and the teacher's decoder layers compute in: `"float32"` (absent: the default) or
+    /// `"bfloat16"` (mixed precision: f32 master weights, optimiser state, softmax and log-probs; docs/gpu.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_dtype: Option<sod_model::ComputeDtype>,
     /// The null-signal control: shuffle the distillation signal across the batch's generated tokens (a seeded
     /// permutation per step), so the run keeps the signal's magnitudes but loses what it says about each token.
     /// For a sampled-token loss the per-token gaps `log pT - log pS_old` are permuted; for a full-distribution

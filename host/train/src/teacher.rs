@@ -41,6 +41,13 @@ impl Teacher {
         })
     }
 
+    /// This teacher computing in `compute` (see [`Qwen3::with_compute_dtype`]).
+    pub fn with_compute_dtype(self, compute: sod_model::ComputeDtype) -> Self {
+        Teacher {
+            model: self.model.with_compute_dtype(compute),
+        }
+    }
+
     /// A teacher from a model already loaded (benchmarks, tests); the caller vouches for the tokenizer.
     pub fn from_model(model: Qwen3) -> Self {
         Teacher {

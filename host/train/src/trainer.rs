@@ -129,14 +129,14 @@ impl Trainer {
         let model_dir = resume_from
             .as_ref()
             .map_or(config.student.clone(), |(_, dir)| dir.clone());
-        let student = load_model_dir(&model_dir, &options.device)?;
+        let compute = config.compute_dtype.unwrap_or_default();
+        let mut student = load_model_dir(&model_dir, &options.device)?;
+        student.model = student.model.with_compute_dtype(compute);
         let teacher = match &config.teacher {
-            Some(dir) => Some(Teacher::load(
-                dir,
-                &options.device,
-                &student.model,
-                &tokenizer,
-            )?),
+            Some(dir) => Some(
+                Teacher::load(dir, &options.device, &student.model, &tokenizer)?
+                    .with_compute_dtype(compute),
+            ),
             None => None,
         };
         let params = Params::from_varmap(&student.varmap)?;

@@ -61,6 +61,9 @@ pub(super) struct TrainStepBench {
     /// Device: cpu, or cuda / cuda:N in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The dtype the decoder layers compute in: float32, or bfloat16 over f32 weights.
+    #[arg(long, default_value = "float32", value_parser = ["float32", "bfloat16"])]
+    compute_dtype: String,
 }
 
 /// What one update measured.
@@ -70,6 +73,15 @@ struct Measured {
     update_s: f64,
     peak_rss_mib: f64,
     grad_norm: f64,
+}
+
+/// The compute dtype a bench's `--compute-dtype` names (clap has checked it is one of the two).
+pub(super) fn compute_dtype(name: &str) -> sod_model::ComputeDtype {
+    if name == "bfloat16" {
+        sod_model::ComputeDtype::Bf16
+    } else {
+        sod_model::ComputeDtype::F32
+    }
 }
 
 /// A 64-bit xorshift stream: the bench's token ids and advantages.
@@ -96,7 +108,8 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
     }
     let loaded = Instant::now();
     let device = sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?;
-    let model = load_model_dir(&bench.model, &device)?;
+    let mut model = load_model_dir(&bench.model, &device)?;
+    model.model = model.model.with_compute_dtype(compute_dtype(&bench.compute_dtype));
     let config = model.config.clone();
     if bench.tokens > config.max_position_embeddings {
         return Err(usage(format!(
@@ -241,6 +254,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
             "prompt": bench.prompt,
             "micro_batch": bench.micro_batch,
             "device": bench.device,
+            "compute_dtype": bench.compute_dtype,
             "gradient_checkpointing": !bench.no_gradient_checkpointing,
             "sod": ours,
             "baseline": baseline.as_ref().map(|(_, m)| m),
