@@ -607,3 +607,58 @@ fn sft_writes_a_model_that_train_and_eval_take() {
         stderr(&output)
     );
 }
+
+/// The GPU bundle's benches run on the CPU build: the device check against itself passes with zero differences; a
+/// random model of a config's shape is written and generates; asking for CUDA in a CPU build is a usage error.
+#[test]
+fn device_check_make_model_and_generate_benches_run_on_the_cpu() {
+    let output = sod(&["bench", "device", "--device", "cpu"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON report");
+    assert_eq!(report["pass"], true, "{report}");
+    assert_eq!(report["logits_max_abs_diff"], 0.0, "{report}");
+    assert_eq!(report["losses_cpu"], report["losses_device"], "{report}");
+    assert_eq!(report["losses_cpu"].as_array().map(Vec::len), Some(4));
+
+    let cuda = sod(&["bench", "device", "--device", "cuda"]);
+    assert_eq!(cuda.status.code(), Some(2), "{}", stderr(&cuda));
+    assert!(stderr(&cuda).contains("`cuda` feature"), "{}", stderr(&cuda));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.json");
+    let mut shape = serde_json::to_value(sod_model::Qwen3Config::tiny(300, 32, 1)).expect("config");
+    shape["architectures"] = serde_json::json!(["Qwen3ForCausalLM"]);
+    std::fs::write(&config, shape.to_string()).expect("write config");
+    let model = dir.path().join("model");
+    let made = sod(&[
+        "bench",
+        "make-model",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    for compute in ["float32", "bfloat16"] {
+        let generated = sod(&[
+            "bench",
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompts",
+            "2",
+            "--prompt-tokens",
+            "5",
+            "--new-tokens",
+            "3",
+            "--compute-dtype",
+            compute,
+        ]);
+        assert!(generated.status.success(), "{}", stderr(&generated));
+        let line: serde_json::Value = serde_json::from_str(&stdout(&generated)).expect("JSON line");
+        assert_eq!(line["sod"]["tokens"], 6, "{line}");
+        assert_eq!(line["compute_dtype"], compute, "{line}");
+    }
+}
