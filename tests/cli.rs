@@ -622,7 +622,11 @@ fn device_check_make_model_and_generate_benches_run_on_the_cpu() {
 
     let cuda = sod(&["bench", "device", "--device", "cuda"]);
     assert_eq!(cuda.status.code(), Some(2), "{}", stderr(&cuda));
-    assert!(stderr(&cuda).contains("`cuda` feature"), "{}", stderr(&cuda));
+    assert!(
+        stderr(&cuda).contains("`cuda` feature"),
+        "{}",
+        stderr(&cuda)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.json");

@@ -286,11 +286,23 @@ fn gpu_pack(args: &[String]) -> Result {
     }
     let mut files: Vec<(PathBuf, PathBuf)> = vec![
         (release.join("sod"), staging.join("bin/sod")),
-        (target_dir().join("tools/calculator.wasm"), staging.join("tools/calculator.wasm")),
+        (
+            target_dir().join("tools/calculator.wasm"),
+            staging.join("tools/calculator.wasm"),
+        ),
         (root.join("xtask/gpu/run.sh"), staging.join("run.sh")),
-        (root.join("xtask/gpu/qwen3-0.6b.json"), staging.join("qwen3-0.6b.json")),
-        (root.join("host/train/benches/pytorch_train_step.py"), staging.join("pytorch_train_step.py")),
-        (root.join("host/train/benches/pytorch_generate.py"), staging.join("pytorch_generate.py")),
+        (
+            root.join("xtask/gpu/qwen3-0.6b.json"),
+            staging.join("qwen3-0.6b.json"),
+        ),
+        (
+            root.join("host/train/benches/pytorch_train_step.py"),
+            staging.join("pytorch_train_step.py"),
+        ),
+        (
+            root.join("host/train/benches/pytorch_generate.py"),
+            staging.join("pytorch_generate.py"),
+        ),
     ];
     for plugin in PLUGINS {
         let name = format!("lib{}.so", plugin.replace('-', "_"));
@@ -298,13 +310,18 @@ fn gpu_pack(args: &[String]) -> Result {
     }
     for (source, dest) in &files {
         std::fs::copy(source, dest).map_err(|e| {
-            format!("cannot copy {} to {}: {e}", source.display(), dest.display())
+            format!(
+                "cannot copy {} to {}: {e}",
+                source.display(),
+                dest.display()
+            )
         })?;
     }
     // Line tables are for debugging here, not there: a stripped binary keeps the bundle small.
     run(Command::new("strip").arg(staging.join("bin/sod")))?;
     if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     run(Command::new("tar")
         .arg("-czf")
@@ -327,7 +344,8 @@ fn gpu_pack(args: &[String]) -> Result {
         "xtask: {} ({:.1} MiB): on the GPU machine, `tar xzf {} && bash sod-gpu/run.sh OUTDIR`",
         out.display(),
         bytes as f64 / f64::from(1 << 20),
-        out.file_name().map_or_else(String::new, |n| n.to_string_lossy().to_string())
+        out.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().to_string())
     );
     Ok(())
 }

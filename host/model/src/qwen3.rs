@@ -59,7 +59,9 @@ pub fn parameter_shapes(config: &Qwen3Config) -> Vec<(String, Vec<usize>)> {
 pub(crate) type WeightSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Tensor> + 'a;
 
 /// The dtype a model's decoder layers compute in ([`Qwen3::with_compute_dtype`]); named as `torch_dtype` names them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ComputeDtype {
     /// 32-bit floats throughout.
     #[default]

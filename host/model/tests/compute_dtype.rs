@@ -15,7 +15,13 @@ fn bf16_compute_keeps_f32_weights_and_trains_every_variable() {
     let reference = plain.model.forward(&ids, None).unwrap();
     let logits = bf16.forward(&ids, None).unwrap();
     assert_eq!(logits.dtype(), DType::F32);
-    let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = reference
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let diff = (&logits - &reference)
         .unwrap()
         .abs()
@@ -24,7 +30,10 @@ fn bf16_compute_keeps_f32_weights_and_trains_every_variable() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    assert!(diff > 0.0, "bf16 products must differ from f32 ones somewhere");
+    assert!(
+        diff > 0.0,
+        "bf16 products must differ from f32 ones somewhere"
+    );
     assert!(diff < 0.05 * scale, "{diff} against logits up to {scale}");
     let f32_again = mixed.model.clone().with_compute_dtype(ComputeDtype::F32);
     let same = f32_again.forward(&ids, None).unwrap();
@@ -46,7 +55,17 @@ fn bf16_compute_keeps_f32_weights_and_trains_every_variable() {
         assert_eq!(var.dtype(), DType::F32);
         let grad = grads.get(&var).expect("every variable gets a gradient");
         assert_eq!(grad.dtype(), DType::F32);
-        let norm = grad.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(norm > 0.0, "a variable of shape {:?} got a zero gradient", var.shape());
+        let norm = grad
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            norm > 0.0,
+            "a variable of shape {:?} got a zero gradient",
+            var.shape()
+        );
     }
 }

@@ -48,7 +48,9 @@ impl Stream {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f64> {
     let b = b.to_device(a.device())?;
-    Ok(f64::from((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?))
+    Ok(f64::from(
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?,
+    ))
 }
 
 /// Tokens generated for four prompts, greedily or sampled at temperature 1.
@@ -65,7 +67,9 @@ fn generate(
     let mut samplers = (0..prompts.len())
         .map(|i| Sampler::new(params, seed, "device-check", i as u64))
         .collect::<Result<Vec<_>, _>>()?;
-    let generations = model.model.generate_batch(prompts, 32, &[], &mut samplers)?;
+    let generations = model
+        .model
+        .generate_batch(prompts, 32, &[], &mut samplers)?;
     Ok(generations.into_iter().map(|g| g.tokens).collect())
 }
 
@@ -206,7 +210,10 @@ pub(super) fn run(bench: &DeviceBench) -> anyhow::Result<()> {
         })
     );
     if !pass {
-        anyhow::bail!("{} differs from the CPU beyond the tolerances", bench.device);
+        anyhow::bail!(
+            "{} differs from the CPU beyond the tolerances",
+            bench.device
+        );
     }
     Ok(())
 }

@@ -82,9 +82,10 @@ pub(super) fn run(bench: &GenerateBench) -> anyhow::Result<()> {
         .model
         .generate_batch(&prompts, 2, &[], &mut samplers()?)?;
     let started = Instant::now();
-    let generated = model
-        .model
-        .generate_batch(&prompts, bench.new_tokens, &[], &mut samplers()?)?;
+    let generated =
+        model
+            .model
+            .generate_batch(&prompts, bench.new_tokens, &[], &mut samplers()?)?;
     let seconds = started.elapsed().as_secs_f64();
     let tokens: usize = generated.iter().map(|g| g.tokens.len()).sum();
     let baseline = if bench.baseline.trim().is_empty() {

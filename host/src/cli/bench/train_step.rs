@@ -109,7 +109,9 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
     let loaded = Instant::now();
     let device = sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?;
     let mut model = load_model_dir(&bench.model, &device)?;
-    model.model = model.model.with_compute_dtype(compute_dtype(&bench.compute_dtype));
+    model.model = model
+        .model
+        .with_compute_dtype(compute_dtype(&bench.compute_dtype));
     let config = model.config.clone();
     if bench.tokens > config.max_position_embeddings {
         return Err(usage(format!(
