@@ -567,6 +567,24 @@ fn sft_writes_a_model_that_train_and_eval_take() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(metrics(&workers_out), metrics(&dir.path().join("train")));
+    // Mixed precision: the same step with bf16 products over the f32 weights runs and writes finite metrics.
+    let bf16_out = dir.path().join("train-bf16");
+    let output = sod(&[
+        "train",
+        "--config",
+        run.to_str().unwrap(),
+        "--set",
+        &format!("out_dir={}", bf16_out.display()),
+        "--set",
+        "compute_dtype=\"bfloat16\"",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let bf16 = metrics(&bf16_out);
+    assert!(
+        bf16[0]["loss"].as_f64().is_some_and(f64::is_finite),
+        "{:?}",
+        bf16[0]
+    );
     let dead = sod(&[
         "train",
         "--config",

@@ -123,6 +123,10 @@ pub struct SftRunConfig {
     /// The dtype of the written weights (`"float32"`, `"bfloat16"`, `"float16"`); absent: the input model's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_dtype: Option<SaveDtype>,
+    /// The dtype the decoder layers compute in: `"float32"` (absent: the default) or `"bfloat16"` (mixed precision
+    /// over f32 master weights; docs/gpu.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_dtype: Option<sod_model::ComputeDtype>,
 }
 
 mod defaults {
@@ -331,7 +335,10 @@ pub fn run_sft(config: &SftRunConfig, options: &SftRunOptions) -> Result<SftRunS
     let model_dir = resume_from
         .as_ref()
         .map_or(config.model.clone(), |(_, dir)| dir.clone());
-    let model = load_model_dir(&model_dir, &options.device)?;
+    let mut model = load_model_dir(&model_dir, &options.device)?;
+    model.model = model
+        .model
+        .with_compute_dtype(config.compute_dtype.unwrap_or_default());
     let max_length = config
         .max_length
         .unwrap_or(model.config.max_position_embeddings)
