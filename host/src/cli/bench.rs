@@ -19,6 +19,32 @@ mod generate;
 mod make_model;
 mod train_step;
 
+/// Runs a baseline command line (a program and its own arguments, split on whitespace) with `args` appended as
+/// `--flag value` pairs, its stderr shown, and returns the last JSON line it printed.
+fn baseline_json(command: &str, args: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
+    let mut words = command.split_whitespace();
+    let program = words.next().ok_or_else(|| usage("--baseline is empty"))?;
+    let mut child = std::process::Command::new(program);
+    child.args(words);
+    for (flag, value) in args {
+        child.arg(flag).arg(value);
+    }
+    let output = child
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run the baseline {program:?}: {e}"))?;
+    if !output.status.success() {
+        anyhow::bail!("the baseline failed with {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("the baseline printed no JSON line"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Latency and throughput of fresh-instance tool calls.

@@ -8,9 +8,7 @@ use clap::Args;
 use sod_model::{Qwen3Config, Sampler, SamplingParams, TrainableModel, init_random};
 use sod_train::rollout::Trajectory;
 use sod_train::teacher::score;
-use sod_train::update::{
-    AdamW, AdamWConfig, Params, PpoClip, UpdateBatch, clip_grad_norm, policy_gradients,
-};
+use sod_train::update::{Params, UpdateBatch, clip_grad_norm, policy_gradients};
 
 use crate::cli::usage;
 
@@ -86,24 +84,8 @@ fn losses(
         t.behaviour_logprobs.clone_from(old);
     }
     let params = Params::from_varmap(&model.varmap)?;
-    let mut optimizer = AdamW::new(
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        },
-        &params,
-    )?;
-    let batch = UpdateBatch::ppo(
-        &trajectories,
-        advantages,
-        PpoClip {
-            low: 0.2,
-            high: 0.28,
-        },
-        2,
-    );
+    let mut optimizer = super::train_step::bench_optimizer(&params)?;
+    let batch = UpdateBatch::ppo(&trajectories, advantages, super::train_step::BENCH_CLIP, 2);
     let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
         let (mut grads, stats) = policy_gradients(&model.model, &params, &batch)?;

@@ -2,7 +2,6 @@
 //! sequence per step, as rollouts run it), optionally beside a baseline command that measures the same shapes and
 //! prints one JSON line (host/train/benches/pytorch_generate.py: transformers' `generate`).
 
-use std::process::Command;
 use std::time::Instant;
 
 use clap::Args;
@@ -111,30 +110,15 @@ pub(super) fn run(bench: &GenerateBench) -> anyhow::Result<()> {
 }
 
 fn run_baseline(bench: &GenerateBench) -> anyhow::Result<serde_json::Value> {
-    let mut words = bench.baseline.split_whitespace();
-    let program = words.next().ok_or_else(|| usage("--baseline is empty"))?;
-    let output = Command::new(program)
-        .args(words)
-        .arg("--model")
-        .arg(&bench.model)
-        .args(["--prompts", &bench.prompts.to_string()])
-        .args(["--prompt-tokens", &bench.prompt_tokens.to_string()])
-        .args(["--new-tokens", &bench.new_tokens.to_string()])
-        .args(["--temperature", &bench.temperature.to_string()])
-        .args(["--seed", &bench.seed.to_string()])
-        .output()?;
-    if !output.status.success() {
-        anyhow::bail!(
-            "baseline failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| anyhow::anyhow!("baseline printed no JSON line: {text}"))?;
-    Ok(serde_json::from_str(line)?)
+    super::baseline_json(
+        &bench.baseline,
+        &[
+            ("--model", bench.model.display().to_string()),
+            ("--prompts", bench.prompts.to_string()),
+            ("--prompt-tokens", bench.prompt_tokens.to_string()),
+            ("--new-tokens", bench.new_tokens.to_string()),
+            ("--temperature", bench.temperature.to_string()),
+            ("--seed", bench.seed.to_string()),
+        ],
+    )
 }

@@ -12,7 +12,6 @@
 //! checkpointing, `gradient_checkpointing` in run.toml) unless `--no-gradient-checkpointing`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use clap::Args;
@@ -74,6 +73,25 @@ struct Measured {
     peak_rss_mib: f64,
     grad_norm: f64,
 }
+
+/// The update the benches run: AdamW as `sod train` defaults it (betas 0.9/0.999, eps 1e-8, weight decay 0.01).
+pub(super) fn bench_optimizer(params: &Params) -> sod_train::Result<AdamW> {
+    AdamW::new(
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        params,
+    )
+}
+
+/// PPO's clip as the paper sets it: 0.2 below, 0.28 above.
+pub(super) const BENCH_CLIP: PpoClip = PpoClip {
+    low: 0.2,
+    high: 0.28,
+};
 
 /// The compute dtype a bench's `--compute-dtype` names (clap has checked it is one of the two).
 pub(super) fn compute_dtype(name: &str) -> sod_model::ComputeDtype {
@@ -174,27 +192,11 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
         3.0 * score_s
     );
     let params = Params::from_varmap(&model.varmap)?;
-    let mut optimizer = AdamW::new(
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        },
-        &params,
-    )?;
+    let mut optimizer = bench_optimizer(&params)?;
     let started = Instant::now();
     let batch = UpdateBatch {
         gradient_checkpointing: !bench.no_gradient_checkpointing,
-        ..UpdateBatch::ppo(
-            &trajectories,
-            &advantages,
-            PpoClip {
-                low: 0.2,
-                high: 0.28,
-            },
-            bench.micro_batch,
-        )
+        ..UpdateBatch::ppo(&trajectories, &advantages, BENCH_CLIP, bench.micro_batch)
     };
     let (mut grads, _) = policy_gradients(&model.model, &params, &batch)?;
     let grad_norm = clip_grad_norm(&mut grads, 1.0)?;
@@ -267,30 +269,18 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
 
 /// Runs the baseline command with the bench's shapes and reads its last JSON line.
 fn run_baseline(bench: &TrainStepBench) -> anyhow::Result<(String, Measured)> {
-    let mut words = bench.baseline.split_whitespace();
-    let program = words.next().ok_or_else(|| usage("--baseline is empty"))?;
-    let output = Command::new(program)
-        .args(words)
-        .arg("--model")
-        .arg(&bench.model)
-        .args(["--trajectories", &bench.trajectories.to_string()])
-        .args(["--tokens", &bench.tokens.to_string()])
-        .args(["--prompt", &bench.prompt.to_string()])
-        .args(["--micro-batch", &bench.micro_batch.to_string()])
-        .args(["--seed", &bench.seed.to_string()])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run the baseline {program:?}: {e}"))?;
-    if !output.status.success() {
-        anyhow::bail!("the baseline failed with {}", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| anyhow::anyhow!("the baseline printed no JSON line"))?;
-    let v: serde_json::Value = serde_json::from_str(line)?;
+    let v = super::baseline_json(
+        &bench.baseline,
+        &[
+            ("--model", bench.model.display().to_string()),
+            ("--trajectories", bench.trajectories.to_string()),
+            ("--tokens", bench.tokens.to_string()),
+            ("--prompt", bench.prompt.to_string()),
+            ("--micro-batch", bench.micro_batch.to_string()),
+            ("--seed", bench.seed.to_string()),
+        ],
+    )?;
+    let line = v.to_string();
     let number = |key: &str| {
         v.get(key)
             .and_then(serde_json::Value::as_f64)
@@ -298,9 +288,10 @@ fn run_baseline(bench: &TrainStepBench) -> anyhow::Result<(String, Measured)> {
     };
     let name = match (v.get("framework"), v.get("torch")) {
         (Some(f), Some(t)) => format!(
-            "{} {} (eager, CPU)",
+            "{} {} (eager, {})",
             f.as_str().unwrap_or("baseline"),
-            t.as_str().unwrap_or("")
+            t.as_str().unwrap_or(""),
+            v.get("device").and_then(|d| d.as_str()).unwrap_or("cpu")
         ),
         _ => "baseline".to_string(),
     };
