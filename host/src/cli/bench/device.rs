@@ -32,18 +32,6 @@ pub(super) struct DeviceBench {
     steps: usize,
 }
 
-/// A 64-bit xorshift stream for token ids and advantages.
-struct Stream(u64);
-
-impl Stream {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f64> {
     let b = b.to_device(a.device())?;
     Ok(f64::from(
@@ -104,7 +92,7 @@ pub(super) fn run(bench: &DeviceBench) -> anyhow::Result<()> {
     let config = Qwen3Config::tiny(512, 64, 2);
     let cpu = init_random(&config, bench.seed, &Device::Cpu)?;
     let other = init_random(&config, bench.seed, &device)?;
-    let mut stream = Stream(bench.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut stream = super::train_step::Stream::seeded(bench.seed);
     let mut ids = |n: usize| -> Vec<u32> {
         (0..n)
             .map(|_| (stream.next() % config.vocab_size as u64) as u32)

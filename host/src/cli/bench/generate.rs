@@ -54,16 +54,11 @@ pub(super) fn run(bench: &GenerateBench) -> anyhow::Result<()> {
         .model
         .with_compute_dtype(super::train_step::compute_dtype(&bench.compute_dtype));
     let vocab = model.config.vocab_size as u64;
-    let mut state = bench.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut stream = super::train_step::Stream::seeded(bench.seed);
     let prompts: Vec<Vec<u32>> = (0..bench.prompts)
         .map(|_| {
             (0..bench.prompt_tokens)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state % vocab) as u32
-                })
+                .map(|_| (stream.next() % vocab) as u32)
                 .collect()
         })
         .collect();

@@ -102,11 +102,16 @@ pub(super) fn compute_dtype(name: &str) -> sod_model::ComputeDtype {
     }
 }
 
-/// A 64-bit xorshift stream: the bench's token ids and advantages.
-struct Stream(u64);
+/// A 64-bit xorshift stream: the benches' token ids and advantages.
+pub(super) struct Stream(pub(super) u64);
 
 impl Stream {
-    fn next(&mut self) -> u64 {
+    /// A stream seeded by `seed` (never the all-zero state).
+    pub(super) fn seeded(seed: u64) -> Self {
+        Stream(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -146,7 +151,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
         config.num_hidden_layers,
         config.vocab_size
     );
-    let mut stream = Stream(bench.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut stream = Stream::seeded(bench.seed);
     let generated = bench.tokens - bench.prompt;
     let mut trajectories: Vec<Trajectory> = (0..bench.trajectories)
         .map(|i| {
