@@ -268,7 +268,7 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     let workers_out = dir.path().join("eval-workers");
     let workers_sets = [
         format!("out_dir={}", workers_out.display()),
-        "tool_workers=2".to_string(),
+        "tool_processes=2".to_string(),
     ];
     let output = run(&with_sets(&args, &workers_sets));
     assert!(output.status.success(), "{}", stderr(&output));
@@ -297,13 +297,13 @@ fn eval_runs_the_committed_benchmark_config_and_verify_names_a_changed_tool() {
     // Both backends at once: a usage error naming them.
     let both_sets = [
         format!("out_dir={}", dir.path().join("eval-both").display()),
-        "tool_workers=2".to_string(),
+        "tool_processes=2".to_string(),
         "tool_endpoints=[\"http://127.0.0.1:1\"]".to_string(),
     ];
     let output = run(&with_sets(&args, &both_sets));
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("tool_endpoints and tool_workers both set"),
+        stderr(&output).contains("tool_endpoints and tool_processes both set"),
         "{}",
         stderr(&output)
     );
@@ -563,7 +563,7 @@ fn sft_writes_a_model_that_train_and_eval_take() {
         "--set",
         &format!("out_dir={}", workers_out.display()),
         "--set",
-        "tool_workers=2",
+        "tool_processes=2",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(metrics(&workers_out), metrics(&dir.path().join("train")));

@@ -426,16 +426,16 @@ impl Sandbox {
     }
 
     /// This sandbox with its calls run where a run's settings say: on the `sod serve` endpoints `endpoints` if
-    /// any, else in `workers` worker processes if more than zero (each a `sod worker` with this sandbox's tools
+    /// any, else in `processes` worker processes if more than zero (each a `sod worker` with this sandbox's tools
     /// directory, compile cache, seed and memory cap), else here.
     pub fn with_backend_from(
         self,
         endpoints: &[String],
-        workers: usize,
+        processes: usize,
     ) -> Result<Self, SandboxError> {
-        if !endpoints.is_empty() && workers > 0 {
+        if !endpoints.is_empty() && processes > 0 {
             return Err(SandboxError::Backend(
-                "tool_endpoints and tool_workers both set: choose one".to_string(),
+                "tool_endpoints and tool_processes both set: choose one".to_string(),
             ));
         }
         if !endpoints.is_empty() {
@@ -443,19 +443,19 @@ impl Sandbox {
                 .map_err(|e| SandboxError::Backend(format!("tool_endpoints: {e}")))?;
             return Ok(self.with_backend(Arc::new(remote)));
         }
-        if workers == 0 {
+        if processes == 0 {
             return Ok(self);
         }
         let config = &self.inner.config;
         let tools_dir = config.tools_dir.clone().ok_or_else(|| {
-            SandboxError::Backend("tool_workers needs the sandbox's tools directory".to_string())
+            SandboxError::Backend("tool_processes needs the sandbox's tools directory".to_string())
         })?;
         let mut command = WorkerPool::current_exe_command(&tools_dir, config.seed)
-            .map_err(|e| SandboxError::Backend(format!("tool_workers: {e}")))?;
+            .map_err(|e| SandboxError::Backend(format!("tool_processes: {e}")))?;
         command.cache_dir = config.cache_dir.clone();
         command.max_memory_bytes = Some(config.max_memory_bytes);
-        let pool = WorkerPool::start(command, workers).map_err(|e| {
-            SandboxError::Backend(format!("tool_workers: cannot start sandbox workers: {e}"))
+        let pool = WorkerPool::start(command, processes).map_err(|e| {
+            SandboxError::Backend(format!("tool_processes: cannot start sandbox workers: {e}"))
         })?;
         Ok(self.with_backend(Arc::new(pool)))
     }

@@ -62,7 +62,7 @@ pub struct DemoArgs {
         default_value_t = 0,
         conflicts_with = "tool_endpoints"
     )]
-    tool_workers: usize,
+    tool_processes: usize,
     /// Device of the on-policy runs: cpu, or cuda / cuda:N in a build with the `cuda` feature (model builds and
     /// evaluations stay on the CPU).
     #[arg(long, default_value = "cpu")]
@@ -152,7 +152,7 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         progress: std::io::stderr().is_terminal(),
         jobs,
         tool_endpoints: args.tool_endpoints.clone(),
-        tool_workers: args.tool_workers,
+        tool_processes: args.tool_processes,
         device: sod_train::device_by_name(&args.device).map_err(|e| usage(e.to_string()))?,
     };
     let outcome = run_demo(&settings, &paths, options, &log)?;

@@ -134,7 +134,7 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         progress: false,
         jobs: 1,
         tool_endpoints: Vec::new(),
-        tool_workers: 0,
+        tool_processes: 0,
         device: candle_core::Device::Cpu,
     };
     let server_sandbox = sod_sandbox::Sandbox::new(sod_sandbox::SandboxConfig {
@@ -156,7 +156,7 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
         progress: false,
         jobs: 2,
         tool_endpoints: vec![format!("http://{}", server.addr())],
-        tool_workers: 0,
+        tool_processes: 0,
         device: candle_core::Device::Cpu,
     };
     let first = run_demo(&settings, &paths("first"), serial, &|_| {}).expect("first demo run");

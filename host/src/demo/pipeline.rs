@@ -1187,7 +1187,7 @@ pub struct DemoOptions {
     /// `sod serve` endpoints to run the tool calls on (empty: in this process); the results are the same.
     pub tool_endpoints: Vec<String>,
     /// Worker processes to run the tool calls in (0: in this process); the results are the same.
-    pub tool_workers: usize,
+    pub tool_processes: usize,
     /// Device of the on-policy runs (model builds and evaluations stay on the CPU). On an accelerator the numbers
     /// agree with the CPU's within float rounding, not bit for bit.
     pub device: Device,
@@ -1244,7 +1244,7 @@ pub fn run_demo(
         seed: settings.seed,
         ..SandboxConfig::default()
     })?
-    .with_backend_from(&options.tool_endpoints, options.tool_workers)?;
+    .with_backend_from(&options.tool_endpoints, options.tool_processes)?;
     let calculator = Calculator::new(&sandbox)?;
     // The calculator is the demo's one tool: a backend must serve the same artifact.
     sandbox.check_backend()?;

@@ -127,7 +127,7 @@ pub struct EvalConfig {
     /// Where tool calls run, the other way: this many `sod worker` processes on this machine (0, the default:
     /// this process; not with `tool_endpoints`). Results are the same; not recorded with the config.
     #[serde(default, skip_serializing)]
-    pub tool_workers: usize,
+    pub tool_processes: usize,
     /// The dtype the model's decoder layers compute in: `"float32"` (absent: the default) or `"bfloat16"`
     /// (docs/gpu.md). Recorded with the config: it changes the numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -100,7 +100,7 @@ pub fn open_sandbox(config: &EvalConfig, tools_dir: &Path) -> anyhow::Result<San
         .max(config.tool_limits.memory_bytes)
         .max(config.code_reward.memory_bytes_per_test);
     Ok(Sandbox::new(sandbox_config)?
-        .with_backend_from(&config.tool_endpoints, config.tool_workers)?)
+        .with_backend_from(&config.tool_endpoints, config.tool_processes)?)
 }
 
 /// The tools an evaluation uses: those offered to the model, plus `judge` and `python` for code benchmarks.

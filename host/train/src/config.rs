@@ -155,7 +155,7 @@ pub struct RunConfig {
     /// Where tool calls run, the other way: this many `sod worker` processes on this machine (0, the default:
     /// this process; not with `tool_endpoints`). Results are the same; not recorded with the config.
     #[serde(default, skip_serializing)]
-    pub tool_workers: usize,
+    pub tool_processes: usize,
     /// System prompt put before the tool schemas; none by default.
     #[serde(default)]
     pub system_prompt: Option<String>,

@@ -116,7 +116,7 @@ impl Trainer {
         };
         sandbox_config.max_memory_bytes = sandbox_config.max_memory_bytes.max(limits.memory_bytes);
         let sandbox = Sandbox::new(sandbox_config)?
-            .with_backend_from(&config.tool_endpoints, config.tool_workers)?;
+            .with_backend_from(&config.tool_endpoints, config.tool_processes)?;
         let toolbox = ToolBox::new(sandbox, &config.tools, limits)?
             .with_stateful_tools(&config.stateful_tools)
             .with_schemas_in_prompt(config.tool_schemas_in_prompt);
