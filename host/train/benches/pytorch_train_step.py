@@ -63,7 +63,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+# host/train/benches/ in the repository; anywhere else (the GPU bundle puts it at the top of sod-gpu/) its own folder.
+_HERE = Path(__file__).resolve()
+REPO_ROOT = _HERE.parents[3] if len(_HERE.parents) > 3 else _HERE.parent
 TOKENIZER_DIR = REPO_ROOT / "shared" / "data" / "qwen3-tokenizer"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
