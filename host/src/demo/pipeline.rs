@@ -1474,7 +1474,10 @@ fn on_policy_run(
         std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
     }
     let teacher = spec.teacher.map(|k| dirs.teacher(k)).transpose()?;
-    let config = rl_config(settings, spec, teacher, &dirs.student, dataset, &out)?;
+    let mut config = rl_config(settings, spec, teacher, &dirs.student, dataset, &out)?;
+    // The rollouts' tool calls run where the demo's do (neither setting is recorded with the config).
+    config.tool_endpoints.clone_from(&options.tool_endpoints);
+    config.tool_processes = options.tool_processes;
     let started = Instant::now();
     log(&format!(
         "{name}: {} on-policy steps of {} prompts x {} samples, lr {}",
