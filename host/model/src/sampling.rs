@@ -381,7 +381,8 @@ const SAMPLE_BLOCK: usize = 1024;
 ///
 /// On the CPU, and for top-p below 1 or rows with different settings, every row is copied to the host and sampled by
 /// [`Sampler::sample`]. On an accelerator, rows sharing one setting with top-p 1 are sampled by
-/// [`sample_on_device`], which copies about 1/1000 of the vocabulary per row instead of all of it.
+/// [`sample_on_device`], which copies about 1/100 of the vocabulary per row instead of all of it (for Qwen3's 151,936
+/// ids: 149 block sums and one block of 1,024).
 pub(crate) fn sample_rows(
     logits: &Tensor,
     active: &[usize],
