@@ -41,7 +41,8 @@ for base in site.getsitepackages() + [site.getusersitepackages()]:
 EOF
     ) | head -1)
     if [[ -n $found ]]; then
-      dirs="$dirs:$(dirname "$found")"
+      dir=$(dirname "$found")
+      [[ ":$dirs:" == *":$dir:"* ]] || dirs="$dirs:$dir"
     else
       log "warning: $lib not found"
     fi

@@ -21,7 +21,4 @@ pub trait ToolBackend: Send + Sync + std::fmt::Debug {
     /// Checks that the backend serves each of `tools` (name, `sha256:` artifact) with that same artifact, so that
     /// its outcomes are the ones the caller's tools would give.
     fn check_artifacts(&self, tools: &[(String, String)]) -> Result<(), String>;
-
-    /// What runs the calls, for logs: "2 worker processes", "3 tool endpoints".
-    fn describe(&self) -> String;
 }

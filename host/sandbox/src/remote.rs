@@ -95,10 +95,6 @@ impl ToolBackend for RemoteTools {
     fn check_artifacts(&self, tools: &[(String, String)]) -> Result<(), String> {
         RemoteTools::check_artifacts(self, tools)
     }
-
-    fn describe(&self) -> String {
-        format!("{} tool endpoints", self.endpoints.len())
-    }
 }
 
 /// Why an endpoint does not serve the checked tools.

@@ -460,11 +460,6 @@ impl Sandbox {
         Ok(self.with_backend(Arc::new(pool)))
     }
 
-    /// What runs this sandbox's calls when not this process, if anything.
-    pub fn backend(&self) -> Option<&dyn ToolBackend> {
-        self.backend.as_deref()
-    }
-
     /// Checks that the backend serves each loaded tool with the same artifact (nothing to check without one).
     pub fn check_backend(&self) -> Result<(), SandboxError> {
         let Some(backend) = &self.backend else {

@@ -386,10 +386,6 @@ impl ToolBackend for WorkerPool {
         }
         Ok(())
     }
-
-    fn describe(&self) -> String {
-        format!("{} worker processes", self.len())
-    }
 }
 
 fn roundtrip(worker: &mut Worker, request: &WorkerRequest) -> std::io::Result<String> {
