@@ -73,7 +73,7 @@ pub(super) fn run(cli: &Cli, args: &TrainArgs) -> anyhow::Result<()> {
     let config = RunConfig::load(&args.config, &overrides).map_err(classify)?;
     let device = sod_train::device_by_name(&args.run.device).map_err(classify)?;
     let tools_dir = crate::locate::tools_dir(cli.tools_dir.as_deref());
-    if !config.tools.is_empty() && !tools_dir.is_dir() {
+    if !config.rollout.tools.is_empty() && !tools_dir.is_dir() {
         return Err(usage(format!(
             "tools directory {} does not exist; build the tools with `cargo xtask build-tools` or pass --tools-dir",
             tools_dir.display()

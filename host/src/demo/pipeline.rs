@@ -11,11 +11,11 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sod_model::{
-    ChatMessage, ChatTemplate, ChatTokenizer, Qwen3, Qwen3Config, SamplingParams, SaveDtype,
-    load_model_dir, save_checkpoint, write_tiny_model_dir,
+    ChatMessage, ChatTemplate, ChatTokenizer, Qwen3, Qwen3Config, SaveDtype, load_model_dir,
+    save_checkpoint, write_tiny_model_dir,
 };
-use sod_sandbox::{Limits, Sandbox, SandboxConfig};
-use sod_train::rollout::{RolloutSettings, ToolBox};
+use sod_sandbox::{Sandbox, SandboxConfig};
+use sod_train::rollout::{RolloutConfig, RolloutSettings, ToolBox};
 use sod_train::sft::{SftConfig, SftStepMetrics, SftTrainer, tokenize_conversation};
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
@@ -789,15 +789,9 @@ fn has_recovery(task: &Task, fraction: f64) -> bool {
     ((u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64) < fraction
 }
 
-/// The toolbox of every rollout of the demo: the calculator, default limits, schemas in the prompt or not as
-/// [`TOOL_SCHEMAS_IN_PROMPT`] says.
-fn calculator_toolbox(sandbox: &Sandbox) -> anyhow::Result<ToolBox> {
-    Ok(ToolBox::new(
-        sandbox.clone(),
-        &["calculator".to_string()],
-        Limits::default(),
-    )?
-    .with_schemas_in_prompt(TOOL_SCHEMAS_IN_PROMPT))
+/// The toolbox of every rollout of the demo: the calculator of [`rollout_config`].
+fn calculator_toolbox(settings: &DemoSettings, sandbox: &Sandbox) -> anyhow::Result<ToolBox> {
+    Ok(rollout_config(settings).toolbox(sandbox)?)
 }
 
 /// Builds (or finds in the cache) one model; returns its model directory and record.
@@ -908,7 +902,7 @@ fn prepare_model(
         (Role::Student, Some(stop)) => Some((
             stop,
             &train[train.len() - stop.problems.min(train.len())..],
-            calculator_toolbox(calculator.sandbox())?,
+            calculator_toolbox(settings, calculator.sandbox())?,
         )),
         _ => None,
     };
@@ -981,19 +975,23 @@ fn prepare_model(
     Ok((model_dir, record))
 }
 
-/// The demo's rollout budget and sampling, one definition for the on-policy runs (at `temperature`) and the
-/// greedy evaluations (`temperature` 0).
-fn rollout_settings(settings: &DemoSettings, temperature: f64) -> RolloutSettings {
-    RolloutSettings {
-        max_turns: sod_train::config::DEFAULT_MAX_TURNS,
+/// How every rollout of the demo runs, one definition for the on-policy runs (at their temperature) and the
+/// greedy evaluations: the calculator (schemas left out of the prompt, as [`TOOL_SCHEMAS_IN_PROMPT`] says), the
+/// demo's system prompt, its per-turn budget and 1 024 tokens in all; every other setting at its default.
+fn rollout_config(settings: &DemoSettings) -> RolloutConfig {
+    RolloutConfig {
+        tools: vec!["calculator".to_string()],
+        tool_schemas_in_prompt: TOOL_SCHEMAS_IN_PROMPT,
+        system_prompt: Some(SYSTEM_PROMPT.to_string()),
         max_new_tokens_per_turn: settings.max_new_tokens_per_turn,
         max_total_tokens: 1024,
-        sampling: SamplingParams {
-            temperature,
-            top_p: 1.0,
-        },
-        seed: settings.seed,
+        ..RolloutConfig::default()
     }
+}
+
+/// The demo's rollout budget and sampling at `temperature` (0: the greedy evaluations).
+fn rollout_settings(settings: &DemoSettings, temperature: f64) -> RolloutSettings {
+    rollout_config(settings).settings(settings.seed, temperature)
 }
 
 /// One test problem as a model answered it (a line of `eval/<model>.jsonl` in the run directory).
@@ -1112,7 +1110,6 @@ fn rl_config(
 ) -> anyhow::Result<RunConfig> {
     let rl = settings.rl;
     let arm = spec.arm;
-    let rollout = rollout_settings(settings, rl.temperature);
     let mut config = RunConfig::new(
         absolute(student)?,
         absolute(dataset)?,
@@ -1124,9 +1121,10 @@ fn rl_config(
         (true, None) => bail!("{} needs a teacher", arm.label()),
         (false, _) => None,
     };
-    config.tools = vec!["calculator".to_string()];
-    config.tool_schemas_in_prompt = TOOL_SCHEMAS_IN_PROMPT;
-    config.system_prompt = Some(SYSTEM_PROMPT.to_string());
+    config.rollout = RolloutConfig {
+        temperature: Some(rl.temperature),
+        ..rollout_config(settings)
+    };
     config.prompts_per_step = rl.prompts_per_step;
     config.samples_per_prompt = rl.samples_per_prompt;
     config.micro_batch = 8;
@@ -1137,12 +1135,7 @@ fn rl_config(
         rl.sampled_learning_rate
     };
     config.warmup_steps = Some(rl.warmup_steps);
-    config.temperature = rollout.sampling.temperature;
     config.divergence_temperature = Some(rl.divergence_temperature);
-    config.top_p = rollout.sampling.top_p;
-    config.max_turns = rollout.max_turns;
-    config.max_new_tokens_per_turn = rollout.max_new_tokens_per_turn;
-    config.max_total_tokens = rollout.max_total_tokens;
     config.seed = spec.seed;
     config.checkpoint_every = 0;
     config.null_signal = arm == Arm::NullControl;
@@ -1259,7 +1252,7 @@ pub fn run_demo(
         .collect();
     std::fs::write(&dataset, rows).with_context(|| format!("writing {}", dataset.display()))?;
 
-    let toolbox = calculator_toolbox(&sandbox)?;
+    let toolbox = calculator_toolbox(settings, &sandbox)?;
     let tokenizer = ChatTokenizer::from_dir(&dirs.student)?;
     let (toolbox, tokenizer, test) = (&toolbox, &tokenizer, &test);
 
@@ -1476,8 +1469,11 @@ fn on_policy_run(
     let teacher = spec.teacher.map(|k| dirs.teacher(k)).transpose()?;
     let mut config = rl_config(settings, spec, teacher, &dirs.student, dataset, &out)?;
     // The rollouts' tool calls run where the demo's do (neither setting is recorded with the config).
-    config.tool_endpoints.clone_from(&options.tool_endpoints);
-    config.tool_processes = options.tool_processes;
+    config
+        .rollout
+        .tool_endpoints
+        .clone_from(&options.tool_endpoints);
+    config.rollout.tool_processes = options.tool_processes;
     let started = Instant::now();
     log(&format!(
         "{name}: {} on-policy steps of {} prompts x {} samples, lr {}",
@@ -1571,21 +1567,16 @@ mod tests {
             assert_eq!(c.teacher.is_some(), arm.uses_teacher());
             assert_eq!(c.null_signal, arm == Arm::NullControl);
             assert_eq!(c.seed, spec.seed);
-            // The on-policy runs use the evaluation's budget.
-            let eval = rollout_settings(&settings, 0.0);
-            assert_eq!(
-                (c.max_turns, c.max_new_tokens_per_turn, c.max_total_tokens),
-                (
-                    eval.max_turns,
-                    eval.max_new_tokens_per_turn,
-                    eval.max_total_tokens
-                )
-            );
-            // Its TOML record reads back as the same config.
+            // The on-policy runs roll out as the evaluations do, at their own temperature.
+            let mut rollout = rollout_config(&settings);
+            assert_eq!(rollout.temperature, None);
+            rollout.temperature = Some(settings.rl.temperature);
+            assert_eq!(c.rollout, rollout);
+            assert_eq!(c.temperature(), settings.rl.temperature);
+            // Its TOML record reads back as the same config, rollout settings and all.
             let back = RunConfig::from_toml_str(&c.to_toml_string(), &[], Path::new("/"))
                 .expect("reads back");
-            assert_eq!(back.learning_rate, c.learning_rate);
-            assert_eq!(back.loss.settings, c.loss.settings);
+            assert_eq!(back, c);
         }
     }
 }

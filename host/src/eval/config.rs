@@ -29,18 +29,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use sod_train::ToolLimitsConfig;
-use sod_train::config::CodeRewardConfig;
-
-/// How a benchmark's answers are scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
-    /// The final answer is compared with the reference (`sod_train::reward::math_reward`).
-    Math,
-    /// The program in the final answer is run against the problem's tests by the `judge` tool.
-    Code,
-}
+use sod_train::RewardKind;
+use sod_train::config::RolloutConfig;
 
 /// One benchmark of an evaluation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -50,8 +40,9 @@ pub struct DatasetConfig {
     pub name: String,
     /// JSONL or Parquet file (see `sod_train::dataset`).
     pub path: PathBuf,
-    /// How answers are scored.
-    pub kind: DatasetKind,
+    /// How answers are scored: `math` (the final answer against the reference) or `code` (the program in the
+    /// final answer against the problem's tests, by the `judge` tool).
+    pub kind: RewardKind,
     /// Evaluate only the first `limit` problems.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -59,29 +50,15 @@ pub struct DatasetConfig {
 
 /// An evaluation, as read from `eval.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EvalConfig {
     /// Hugging Face directory of the model evaluated.
     pub model: PathBuf,
     /// Benchmarks, evaluated in this order.
     pub datasets: Vec<DatasetConfig>,
-    /// Tools offered to the model (names of components in the tools directory).
-    #[serde(default)]
-    pub tools: Vec<String>,
-    /// Tools whose calls keep state across a trajectory's turns.
-    #[serde(default = "default_stateful")]
-    pub stateful_tools: Vec<String>,
-    /// System prompt put before the tool schemas when a problem has none.
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    /// Whether the tools' function schemas are rendered into the system prompt (default true); off for models
-    /// trained without them, such as the demo's.
-    #[serde(default = "yes")]
-    pub tool_schemas_in_prompt: bool,
-    /// Variables for the chat template (transformers' `apply_chat_template` keyword arguments), e.g.
-    /// `{ enable_thinking = false }` for Qwen3.
-    #[serde(default)]
-    pub chat_template_kwargs: std::collections::BTreeMap<String, toml::Value>,
+    /// How rollouts run, as in training: tools and where they run, prompt, sampling (`temperature`: absent means
+    /// greedy), budgets, tool limits, `code_reward`; its keys stand at the top level of `eval.toml`.
+    #[serde(flatten)]
+    pub rollout: RolloutConfig,
     /// Evaluate only the first `limit` problems of every dataset (a smoke run, e.g. `--set limit=5`); a dataset's
     /// own `limit` still applies when smaller.
     #[serde(default)]
@@ -92,21 +69,6 @@ pub struct EvalConfig {
     /// The k of each pass@k reported (each at most `samples`); default: 1 and `samples`.
     #[serde(default)]
     pub pass_at: Vec<usize>,
-    /// Sampling temperature (0: greedy).
-    #[serde(default)]
-    pub temperature: f64,
-    /// Nucleus sampling.
-    #[serde(default = "one_f")]
-    pub top_p: f64,
-    /// Most assistant turns per trajectory.
-    #[serde(default = "max_turns")]
-    pub max_turns: usize,
-    /// Most tokens per assistant turn.
-    #[serde(default = "max_new_tokens")]
-    pub max_new_tokens_per_turn: usize,
-    /// Most tokens per trajectory, prompt included.
-    #[serde(default = "max_total_tokens")]
-    pub max_total_tokens: usize,
     /// Seed of sampling and of the tools.
     #[serde(default)]
     pub seed: u64,
@@ -115,52 +77,17 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Where `results.jsonl`, `summary.json` and `manifest.json` go.
     pub out_dir: PathBuf,
-    /// Limits of every tool call.
-    #[serde(default)]
-    pub tool_limits: ToolLimitsConfig,
-    /// Where tool calls run: empty (default) for this process; else `sod serve` endpoints
-    /// (`["http://host:port", ...]`) that serve the same tool artifacts, checked at start. Outcomes, and so
-    /// every result, are the same either way (sod_sandbox::ToolBackend). Not part of the
-    /// results: left out of what is recorded of the config.
-    #[serde(default, skip_serializing)]
-    pub tool_endpoints: Vec<String>,
-    /// Where tool calls run, the other way: this many `sod worker` processes on this machine (0, the default:
-    /// this process; not with `tool_endpoints`). Results are the same; not recorded with the config.
-    #[serde(default, skip_serializing)]
-    pub tool_processes: usize,
     /// The dtype the model's decoder layers compute in: `"float32"` (absent: the default) or `"bfloat16"`
     /// (docs/gpu.md). Recorded with the config: it changes the numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_dtype: Option<sod_model::ComputeDtype>,
-    /// Settings of the code reward.
-    #[serde(default)]
-    pub code_reward: CodeRewardConfig,
+    /// Keys no field took: refused (the flattened rollout settings leave serde unable to reject them itself).
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, toml::Value>,
 }
 
-fn default_stateful() -> Vec<String> {
-    sod_train::config::DEFAULT_STATEFUL_TOOLS
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-fn yes() -> bool {
-    true
-}
 fn one() -> usize {
     1
-}
-fn one_f() -> f64 {
-    1.0
-}
-// The rollout budget's defaults are the trainer's: a model is evaluated as it was trained unless told otherwise.
-fn max_turns() -> usize {
-    sod_train::config::DEFAULT_MAX_TURNS
-}
-fn max_new_tokens() -> usize {
-    sod_train::config::DEFAULT_MAX_NEW_TOKENS_PER_TURN
-}
-fn max_total_tokens() -> usize {
-    sod_train::config::DEFAULT_MAX_TOTAL_TOKENS
 }
 fn batch_size() -> usize {
     16
@@ -204,6 +131,9 @@ impl EvalConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(key) = self.unknown.keys().next() {
+            bail!("unknown field `{key}` (a typo? see EvalConfig's fields)");
+        }
         if self.datasets.is_empty() {
             bail!("no datasets: add at least one [[datasets]] table");
         }
@@ -228,18 +158,21 @@ impl EvalConfig {
                 self.samples
             );
         }
-        if self.max_turns == 0 || self.max_new_tokens_per_turn == 0 || self.batch_size == 0 {
-            bail!("max_turns, max_new_tokens_per_turn and batch_size must be at least 1");
+        if self.batch_size == 0 {
+            bail!("batch_size must be at least 1");
         }
-        let sampling_ok = self.temperature >= 0.0 && self.top_p > 0.0 && self.top_p <= 1.0;
-        if !sampling_ok {
-            bail!("temperature must be >= 0 and top_p in (0, 1]");
-        }
+        self.rollout.validate()?;
         Ok(())
     }
 
     /// Whether any benchmark is scored by running code (the `judge` and `python` tools are then needed).
     pub fn has_code(&self) -> bool {
-        self.datasets.iter().any(|d| d.kind == DatasetKind::Code)
+        self.datasets.iter().any(|d| d.kind == RewardKind::Code)
+    }
+
+    /// The sampling temperature in force: the configured one, else greedy.
+    pub fn temperature(&self) -> f64 {
+        self.rollout
+            .temperature_or(sod_train::config::EVALUATION_TEMPERATURE)
     }
 }

@@ -18,7 +18,7 @@ pub mod run;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DatasetConfig, DatasetKind, EvalConfig};
+pub use config::{DatasetConfig, EvalConfig};
 pub use manifest::{
     CodeVersion, EvalOptions, EvalOutcome, Inputs, MANIFEST_FILE, Manifest, RESULTS_FILE,
     SUMMARY_FILE, VerifyReport, run_eval, verify,

@@ -6,13 +6,14 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use sod_model::{ChatMessage, ChatTokenizer, Role, SamplingParams, load_model_dir};
-use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+use sod_model::{ChatTokenizer, load_model_dir};
+use sod_sandbox::Sandbox;
+use sod_train::config::EVALUATION_TEMPERATURE;
 use sod_train::dataset::{Dataset, Example};
-use sod_train::reward::{CodeReward, MathReward, Reward, score_all};
+use sod_train::reward::{reward_for, score_all};
 use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
 
-use super::config::{DatasetKind, EvalConfig};
+use super::config::EvalConfig;
 
 /// One sample (trajectory) of a problem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,22 +91,12 @@ pub fn rollout_chunked(
 
 /// The sandbox of an evaluation: tools from `tools_dir`, seeded by the config's seed.
 pub fn open_sandbox(config: &EvalConfig, tools_dir: &Path) -> anyhow::Result<Sandbox> {
-    let mut sandbox_config = SandboxConfig {
-        tools_dir: Some(tools_dir.to_path_buf()),
-        seed: config.seed,
-        ..SandboxConfig::default()
-    };
-    sandbox_config.max_memory_bytes = sandbox_config
-        .max_memory_bytes
-        .max(config.tool_limits.memory_bytes)
-        .max(config.code_reward.memory_bytes_per_test);
-    Ok(Sandbox::new(sandbox_config)?
-        .with_backend_from(&config.tool_endpoints, config.tool_processes)?)
+    Ok(config.rollout.open_sandbox(tools_dir, None, config.seed)?)
 }
 
 /// The tools an evaluation uses: those offered to the model, plus `judge` and `python` for code benchmarks.
 pub fn tools_used(config: &EvalConfig) -> Vec<String> {
-    let mut names: Vec<String> = config.tools.clone();
+    let mut names: Vec<String> = config.rollout.tools.clone();
     if config.has_code() {
         names.push(sod_train::reward::JUDGE_TOOL.to_string());
         names.push("python".to_string());
@@ -133,43 +124,21 @@ pub fn evaluate(
     device: &Device,
     log: &dyn Fn(&str),
 ) -> anyhow::Result<Vec<ProblemResult>> {
-    let limits = Limits {
-        fuel: config.tool_limits.fuel,
-        memory_bytes: config.tool_limits.memory_bytes,
-        output_bytes: config.tool_limits.output_bytes,
-        fs: config.tool_limits.fs,
-        ..Limits::default()
-    };
-    let toolbox = ToolBox::new(sandbox.clone(), &config.tools, limits)?
-        .with_stateful_tools(&config.stateful_tools)
-        .with_schemas_in_prompt(config.tool_schemas_in_prompt);
-    let tokenizer = ChatTokenizer::from_dir(&config.model)?.with_template_kwargs(
-        sod_train::config::template_kwargs(&config.chat_template_kwargs),
-    );
+    let rollout = &config.rollout;
+    let toolbox = rollout.toolbox(sandbox)?;
+    let tokenizer = rollout.tokenizer(&config.model)?;
     let mut model = load_model_dir(&config.model, device)
         .with_context(|| format!("loading the model in {}", config.model.display()))?;
     model.model = model
         .model
         .with_compute_dtype(config.compute_dtype.unwrap_or_default());
-    let settings = RolloutSettings {
-        max_turns: config.max_turns,
-        max_new_tokens_per_turn: config.max_new_tokens_per_turn,
-        max_total_tokens: config.max_total_tokens,
-        sampling: SamplingParams {
-            temperature: config.temperature,
-            top_p: config.top_p,
-        },
-        seed: config.seed,
-    };
+    let settings = rollout.settings(config.seed, EVALUATION_TEMPERATURE);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results = Vec::new();
     for dataset in &config.datasets {
         let problems = load_problems(&dataset.path, dataset.limit)
             .with_context(|| format!("dataset {:?}", dataset.name))?;
-        let scorer: Box<dyn Reward> = match dataset.kind {
-            DatasetKind::Math => Box::new(MathReward),
-            DatasetKind::Code => Box::new(CodeReward::new(sandbox.clone(), config.code_reward)?),
-        };
+        let scorer = reward_for(dataset.kind, rollout.code_reward, sandbox)?;
         scorer
             .check_dataset(&Dataset::from_examples(problems.clone()))
             .with_context(|| format!("dataset {:?}", dataset.name))?;
@@ -177,12 +146,7 @@ pub fn evaluate(
         sandbox.check_backend()?;
         let mut requests = Vec::with_capacity(problems.len() * config.samples);
         for (p, problem) in problems.iter().enumerate() {
-            let mut messages = problem.messages.clone();
-            if let Some(system) = &config.system_prompt
-                && messages.first().is_none_or(|m| m.role != Role::System)
-            {
-                messages.insert(0, ChatMessage::system(system.clone()));
-            }
+            let messages = rollout.prompt(&problem.messages);
             for s in 0..config.samples {
                 requests.push(RolloutRequest {
                     prompt_id: format!("{}/{}", dataset.name, problem.id),

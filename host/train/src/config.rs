@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+pub use crate::rollout::config::{
+    DEFAULT_STATEFUL_TOOLS, EVALUATION_TEMPERATURE, RolloutConfig, TRAINING_TEMPERATURE,
+    ToolLimitsConfig,
+};
 
 /// How trajectories are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,9 +42,6 @@ pub enum RewardKind {
     /// by the `judge` tool (see [`crate::reward::CodeReward`] and [`CodeRewardConfig`]).
     Code,
 }
-
-/// The tools whose calls keep state across the turns of a trajectory when no list is configured.
-pub const DEFAULT_STATEFUL_TOOLS: &[&str] = &["python"];
 
 /// Settings of the code reward (`reward = "code"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -100,35 +101,8 @@ impl LossConfig {
     }
 }
 
-/// Limits of every tool call made during rollouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ToolLimitsConfig {
-    /// Fuel (about one unit per wasm instruction): the deterministic time limit.
-    pub fuel: u64,
-    /// Bytes of linear memory a call may use.
-    pub memory_bytes: u64,
-    /// Bytes of tool output kept; the rest is cut and marked.
-    pub output_bytes: u64,
-    /// File quotas of each call (`[tool_limits.fs]`: `max_bytes`, `max_nodes`, ...; sod_sandbox::FsLimits).
-    #[serde(skip_serializing_if = "sod_sandbox::FsLimits::is_default")]
-    pub fs: sod_sandbox::FsLimits,
-}
-
-impl Default for ToolLimitsConfig {
-    fn default() -> Self {
-        ToolLimitsConfig {
-            fuel: 2_000_000_000,
-            memory_bytes: 256 << 20,
-            output_bytes: 8 << 10,
-            fs: sod_sandbox::FsLimits::default(),
-        }
-    }
-}
-
 /// A training run, as read from `run.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Hugging Face directory of the student (the model trained).
     pub student: PathBuf,
@@ -139,36 +113,13 @@ pub struct RunConfig {
     pub dataset: PathBuf,
     /// Where metrics (`metrics.jsonl`) and checkpoints (`checkpoints/step-N/`) go.
     pub out_dir: PathBuf,
-    /// Names of the tools offered to the model (`<tools_dir>/<name>.wasm`).
-    #[serde(default)]
-    pub tools: Vec<String>,
-    /// Tools whose state lives across a trajectory's turns: their calls run in a sandbox session named after the
-    /// trajectory (see [`crate::rollout::ToolBox`]), released when the trajectory ends. Default `["python"]`.
-    #[serde(default = "defaults::stateful_tools")]
-    pub stateful_tools: Vec<String>,
-    /// Where tool calls run: empty (default) for this process; else `sod serve` endpoints
-    /// (`["http://host:port", ...]`) that serve the same tool artifacts, checked at start. Outcomes, and so
-    /// trajectories, rewards and metrics, are the same either way (sod_sandbox::ToolBackend). Not part of the
-    /// results: left out of what is recorded of the config.
-    #[serde(default, skip_serializing)]
-    pub tool_endpoints: Vec<String>,
-    /// Where tool calls run, the other way: this many `sod worker` processes on this machine (0, the default:
-    /// this process; not with `tool_endpoints`). Results are the same; not recorded with the config.
-    #[serde(default, skip_serializing)]
-    pub tool_processes: usize,
-    /// System prompt put before the tool schemas; none by default.
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    /// Whether the tools' function schemas are rendered into the system prompt (default true). Off for models
-    /// trained to call their tools without them (see [`crate::rollout::ToolBox::with_schemas_in_prompt`]).
-    #[serde(default = "defaults::yes")]
-    pub tool_schemas_in_prompt: bool,
-    /// How trajectories are scored.
+    /// How trajectories are scored (the code reward's settings: `code_reward`, part of the rollout settings).
     #[serde(default = "defaults::reward")]
     pub reward: RewardKind,
-    /// Settings of `reward = "code"`.
-    #[serde(default)]
-    pub code_reward: CodeRewardConfig,
+    /// How rollouts run: tools and where they run, prompt, sampling (`temperature`: absent means 1), budgets, tool
+    /// limits, `code_reward`. Its keys stand at the top level of `run.toml` (see [`RolloutConfig`]).
+    #[serde(flatten)]
+    pub rollout: RolloutConfig,
     /// The loss plugin and its settings.
     #[serde(default)]
     pub loss: LossConfig,
@@ -213,39 +164,16 @@ pub struct RunConfig {
     /// PPO clip above 1: ratios over `1 + clip_high` stop pushing up.
     #[serde(default = "defaults::clip_high")]
     pub clip_high: f64,
-    /// Sampling temperature of rollouts.
-    #[serde(default = "defaults::one")]
-    pub temperature: f64,
     /// Temperature of the student's and the teacher's distributions in a full-distribution divergence (a loss
     /// with `signal = full`); absent: the rollout `temperature`, as verl and TRL's distillation trainers do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divergence_temperature: Option<f64>,
-    /// Nucleus sampling threshold of rollouts.
-    #[serde(default = "defaults::one")]
-    pub top_p: f64,
-    /// Most assistant turns per trajectory.
-    #[serde(default = "defaults::max_turns")]
-    pub max_turns: usize,
-    /// Most tokens generated per assistant turn.
-    #[serde(default = "defaults::max_new_tokens_per_turn")]
-    pub max_new_tokens_per_turn: usize,
-    /// Most tokens of a whole trajectory (prompt, turns and tool responses).
-    #[serde(default = "defaults::max_total_tokens")]
-    pub max_total_tokens: usize,
-    /// Limits of each tool call.
-    #[serde(default)]
-    pub tool_limits: ToolLimitsConfig,
     /// Run seed: data order, sampling and tool randomness derive from it.
     #[serde(default)]
     pub seed: u64,
     /// Save a checkpoint every this many steps (0: only at the end). The last step is always saved.
     #[serde(default = "defaults::checkpoint_every")]
     pub checkpoint_every: u64,
-    /// Variables for the chat template (transformers' `apply_chat_template` keyword arguments, verl's
-    /// `apply_chat_template_kwargs`), e.g. `{ enable_thinking = false }` for Qwen3: every prompt, tool response and
-    /// generation prompt of the rollouts is rendered with them.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub chat_template_kwargs: BTreeMap<String, toml::Value>,
     /// Recompute each decoder layer in the update's backward pass instead of keeping every layer's activations
     /// (activation checkpointing: one layer's activations at a time, for one more forward pass). Default off.
     #[serde(default)]
@@ -271,29 +199,17 @@ pub struct RunConfig {
     /// the teacher. Off by default.
     #[serde(default)]
     pub null_signal: bool,
+    /// Keys no field took (the flattened rollout settings leave serde unable to reject them itself): refused by
+    /// [`RunConfig::validate`], so a typo never silently falls back to a default.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: BTreeMap<String, toml::Value>,
 }
-
-/// Default rollout budget of training and evaluation alike (`sod train`, `sod eval`): most assistant turns.
-pub const DEFAULT_MAX_TURNS: usize = 5;
-/// Default rollout budget: most tokens generated per assistant turn.
-pub const DEFAULT_MAX_NEW_TOKENS_PER_TURN: usize = 512;
-/// Default rollout budget: most tokens of a whole trajectory.
-pub const DEFAULT_MAX_TOTAL_TOKENS: usize = 4096;
 
 mod defaults {
     use super::RewardKind;
 
     pub fn reward() -> RewardKind {
         RewardKind::Math
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn stateful_tools() -> Vec<String> {
-        super::DEFAULT_STATEFUL_TOOLS
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
     }
     pub fn prompts_per_step() -> usize {
         8
@@ -324,18 +240,6 @@ mod defaults {
     }
     pub fn clip_high() -> f64 {
         0.28
-    }
-    pub fn one() -> f64 {
-        1.0
-    }
-    pub fn max_turns() -> usize {
-        super::DEFAULT_MAX_TURNS
-    }
-    pub fn max_new_tokens_per_turn() -> usize {
-        super::DEFAULT_MAX_NEW_TOKENS_PER_TURN
-    }
-    pub fn max_total_tokens() -> usize {
-        super::DEFAULT_MAX_TOTAL_TOKENS
     }
     pub fn checkpoint_every() -> u64 {
         50
@@ -418,27 +322,20 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let bad =
             |field: &str, problem: String| Err(TrainError::Config(format!("{field}: {problem}")));
+        if let Some(key) = self.unknown.keys().next() {
+            return bad(key, "unknown field (a typo? see RunConfig's fields)".into());
+        }
+        self.rollout.validate()?;
         let positive_count = [
             ("steps", self.steps as usize),
             ("prompts_per_step", self.prompts_per_step),
             ("samples_per_prompt", self.samples_per_prompt),
             ("micro_batch", self.micro_batch),
-            ("max_turns", self.max_turns),
-            ("max_new_tokens_per_turn", self.max_new_tokens_per_turn),
         ];
         for (field, value) in positive_count {
             if value == 0 {
                 return bad(field, "must be at least 1".into());
             }
-        }
-        if self.max_total_tokens <= self.max_new_tokens_per_turn {
-            return bad(
-                "max_total_tokens",
-                format!(
-                    "{} must exceed max_new_tokens_per_turn = {} (the prompt needs room too)",
-                    self.max_total_tokens, self.max_new_tokens_per_turn
-                ),
-            );
         }
         let finite_positive = [
             ("learning_rate", self.learning_rate),
@@ -468,12 +365,12 @@ impl RunConfig {
                 return bad(field, format!("{beta} must be in [0, 1)"));
             }
         }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+        let temperature = self.temperature();
+        if !(temperature.is_finite() && temperature > 0.0) {
             return bad(
                 "temperature",
                 format!(
-                    "{} must be positive: on-policy training needs the sampling distribution's log-probs",
-                    self.temperature
+                    "{temperature} must be positive: on-policy training needs the sampling distribution's log-probs"
                 ),
             );
         }
@@ -482,48 +379,15 @@ impl RunConfig {
         {
             return bad("divergence_temperature", format!("{t} must be positive"));
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top_p", format!("{} must be in (0, 1]", self.top_p));
-        }
-        if self.tool_limits.fuel == 0 || self.tool_limits.memory_bytes == 0 {
-            return bad(
-                "tool_limits",
-                "fuel and memory_bytes must be positive".into(),
-            );
-        }
-        for (field, names) in [
-            ("tools", &self.tools),
-            ("stateful_tools", &self.stateful_tools),
-        ] {
-            for (i, name) in names.iter().enumerate() {
-                let valid = !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                if !valid {
-                    return bad(
-                        &format!("{field}[{i}]"),
-                        format!("{name:?} is not a tool name"),
-                    );
-                }
-                if names[..i].contains(name) {
-                    return bad(
-                        &format!("{field}[{i}]"),
-                        format!("{name:?} is listed twice"),
-                    );
-                }
-            }
-        }
-        if self.code_reward.fuel_per_test == 0 || self.code_reward.memory_bytes_per_test == 0 {
-            return bad(
-                "code_reward",
-                "fuel_per_test and memory_bytes_per_test must be positive".into(),
-            );
-        }
         if self.loss.name.is_empty() {
             return bad("loss.name", "must name a plugin or a plugin file".into());
         }
         Ok(())
+    }
+
+    /// The rollouts' sampling temperature: the configured one, else [`TRAINING_TEMPERATURE`].
+    pub fn temperature(&self) -> f64 {
+        self.rollout.temperature_or(TRAINING_TEMPERATURE)
     }
 
     /// The config as TOML (paths as resolved), for the record kept beside the metrics.
@@ -595,9 +459,11 @@ mod tests {
         assert_eq!(c.loss.name, "sod");
         assert_eq!((c.clip_low, c.clip_high), (0.2, 0.28));
         assert_eq!(c.samples_per_prompt, 4);
-        assert_eq!(c.stateful_tools, ["python"]);
+        assert_eq!(c.rollout.stateful_tools, ["python"]);
         assert_eq!(c.reward, RewardKind::Math);
-        assert!(!c.code_reward.partial_credit);
+        assert!(!c.rollout.code_reward.partial_credit);
+        assert_eq!(c.temperature(), 1.0);
+        assert_eq!(c.rollout.max_turns, 5);
         // Warm-up: a tenth of the steps, at most 10, unless set.
         assert_eq!(c.warmup(), 0);
         let long =
@@ -628,8 +494,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.reward, RewardKind::Code);
-        assert!(c.code_reward.partial_credit);
-        assert!(c.stateful_tools.is_empty());
+        assert!(c.rollout.code_reward.partial_credit);
+        assert!(c.rollout.stateful_tools.is_empty());
     }
 
     #[test]

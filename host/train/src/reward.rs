@@ -14,7 +14,7 @@
 
 use sod_sandbox::{CallOptions, Limits, OutcomeKind, Sandbox, Tool};
 
-use crate::config::{CodeRewardConfig, RewardKind, RunConfig};
+use crate::config::{CodeRewardConfig, RewardKind};
 use crate::dataset::{Dataset, Example};
 use crate::error::{Result, TrainError};
 
@@ -81,10 +81,14 @@ impl Reward for MathReward {
 
 /// The scorer for the configured reward kind; the code reward runs the `judge` tool of `sandbox` (which runs
 /// the `python` tool: both must be in the sandbox's tools directory).
-pub fn reward_for(config: &RunConfig, sandbox: &Sandbox) -> Result<Box<dyn Reward>> {
-    Ok(match config.reward {
+pub fn reward_for(
+    kind: RewardKind,
+    code: CodeRewardConfig,
+    sandbox: &Sandbox,
+) -> Result<Box<dyn Reward>> {
+    Ok(match kind {
         RewardKind::Math => Box::new(MathReward),
-        RewardKind::Code => Box::new(CodeReward::new(sandbox.clone(), config.code_reward)?),
+        RewardKind::Code => Box::new(CodeReward::new(sandbox.clone(), code)?),
     })
 }
 

@@ -5,17 +5,16 @@ use std::time::Instant;
 
 use candle_core::Device;
 use sod_loss::{ConfiguredLoss, DataSource, LossPlugin, RunShape};
-use sod_model::{ChatMessage, ChatTokenizer, Role, SamplingParams, TrainableModel, load_model_dir};
-use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+use sod_model::{ChatTokenizer, TrainableModel, load_model_dir};
 
 use crate::advantage::{build_batch, compute_advantages};
 use crate::checkpoint::{self, TrainerState};
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TRAINING_TEMPERATURE};
 use crate::dataset::Dataset;
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsWriter, StepMetrics, Timing, progress_bar};
 use crate::reward::{Reward, reward_for, score_all};
-use crate::rollout::{Finish, RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
+use crate::rollout::{Finish, RolloutRequest, ToolBox, Trajectory, rollout};
 use crate::teacher::{GeneratedRows, Teacher, score};
 use sod_loss_abi::testing::SplitMix64;
 
@@ -99,33 +98,18 @@ impl Trainer {
         )?;
 
         let dataset = Dataset::load(&config.dataset)?;
-        let mut sandbox_config = SandboxConfig {
-            tools_dir: Some(options.tools_dir.clone()),
-            seed: config.seed,
-            ..SandboxConfig::default()
-        };
-        if let Some(cache) = &options.sandbox_cache_dir {
-            sandbox_config.cache_dir = Some(cache.clone());
-        }
-        let limits = Limits {
-            fuel: config.tool_limits.fuel,
-            memory_bytes: config.tool_limits.memory_bytes,
-            output_bytes: config.tool_limits.output_bytes,
-            fs: config.tool_limits.fs,
-            ..Limits::default()
-        };
-        sandbox_config.max_memory_bytes = sandbox_config.max_memory_bytes.max(limits.memory_bytes);
-        let sandbox = Sandbox::new(sandbox_config)?
-            .with_backend_from(&config.tool_endpoints, config.tool_processes)?;
-        let toolbox = ToolBox::new(sandbox, &config.tools, limits)?
-            .with_stateful_tools(&config.stateful_tools)
-            .with_schemas_in_prompt(config.tool_schemas_in_prompt);
-        let reward = reward_for(&config, toolbox.sandbox())?;
+        let rollout = &config.rollout;
+        let sandbox = rollout.open_sandbox(
+            &options.tools_dir,
+            options.sandbox_cache_dir.as_deref(),
+            config.seed,
+        )?;
+        let toolbox = rollout.toolbox(&sandbox)?;
+        let reward = reward_for(config.reward, rollout.code_reward, &sandbox)?;
         reward.check_dataset(&dataset)?;
         toolbox.sandbox().check_backend()?;
 
-        let tokenizer = ChatTokenizer::from_dir(&config.student)?
-            .with_template_kwargs(crate::config::template_kwargs(&config.chat_template_kwargs));
+        let tokenizer = rollout.tokenizer(&config.student)?;
         let model_dir = resume_from
             .as_ref()
             .map_or(config.student.clone(), |(_, dir)| dir.clone());
@@ -308,12 +292,7 @@ impl Trainer {
         );
         let mut requests = Vec::with_capacity(scheduled.len() * group_size);
         for (group, s) in scheduled.iter().enumerate() {
-            let mut messages = s.example.messages.clone();
-            if let Some(system) = &self.config.system_prompt
-                && messages.first().is_none_or(|m| m.role != Role::System)
-            {
-                messages.insert(0, ChatMessage::system(system.clone()));
-            }
+            let messages = self.config.rollout.prompt(&s.example.messages);
             let example_index = self
                 .dataset
                 .examples()
@@ -341,16 +320,10 @@ impl Trainer {
         let started = Instant::now();
         let lr = learning_rate(self.config.learning_rate, self.config.warmup(), self.step);
         let requests = self.next_requests();
-        let settings = RolloutSettings {
-            max_turns: self.config.max_turns,
-            max_new_tokens_per_turn: self.config.max_new_tokens_per_turn,
-            max_total_tokens: self.config.max_total_tokens,
-            sampling: SamplingParams {
-                temperature: self.config.temperature,
-                top_p: self.config.top_p,
-            },
-            seed: self.config.seed,
-        };
+        let settings = self
+            .config
+            .rollout
+            .settings(self.config.seed, TRAINING_TEMPERATURE);
         let just_requests: Vec<RolloutRequest> = requests.iter().map(|(r, _)| r.clone()).collect();
         let mut trajectories = rollout(
             &self.student.model,
@@ -400,7 +373,7 @@ impl Trainer {
         let divergence_temperature = self
             .config
             .divergence_temperature
-            .unwrap_or(self.config.temperature);
+            .unwrap_or(self.config.temperature());
         // The null-signal control shuffles the teacher's guidance across the batch's generated positions.
         let order = self.config.null_signal.then(|| {
             null_signal_order(
@@ -414,7 +387,7 @@ impl Trainer {
             self.teacher.as_ref(),
             &trajectories,
             micro,
-            self.config.temperature,
+            self.config.temperature(),
             spec.as_ref().map(|s| (s, divergence_temperature)),
             order.as_deref().filter(|_| spec.is_some()),
         )?;
@@ -454,7 +427,7 @@ impl Trainer {
         };
         let update = UpdateBatch {
             divergence,
-            temperature: self.config.temperature,
+            temperature: self.config.temperature(),
             gradient_checkpointing: self.config.gradient_checkpointing,
             ..UpdateBatch::ppo(
                 &trajectories,

@@ -240,7 +240,7 @@ fn on_a_bandit_both_objectives_lower_the_reverse_kl_at_every_step() {
 fn greedy_tokens(fx: &Fixture, dir: &Path) -> Vec<Vec<u32>> {
     use sod_model::{ChatMessage, ChatTokenizer};
     use sod_sandbox::{Limits, Sandbox, SandboxConfig};
-    use sod_train::rollout::{RolloutRequest, RolloutSettings, ToolBox, rollout};
+    use sod_train::rollout::{RolloutRequest, ToolBox, rollout};
     let model = load_model_dir(dir, &Device::Cpu).unwrap();
     let tokenizer = ChatTokenizer::from_dir(dir).unwrap();
     let sandbox = Sandbox::new(SandboxConfig {
@@ -259,22 +259,15 @@ fn greedy_tokens(fx: &Fixture, dir: &Path) -> Vec<Vec<u32>> {
             sample_index: 0,
             group: i as u32,
             messages: vec![
-                ChatMessage::system(config.system_prompt.clone().unwrap()),
+                ChatMessage::system(config.rollout.system_prompt.clone().unwrap()),
                 ChatMessage::user(*q),
             ],
             prompt_tokens: None,
         })
         .collect();
-    let settings = RolloutSettings {
-        max_turns: config.max_turns,
-        max_new_tokens_per_turn: config.max_new_tokens_per_turn,
-        max_total_tokens: config.max_total_tokens,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            top_p: 1.0,
-        },
-        seed: 0,
-    };
+    let settings = config
+        .rollout
+        .settings(0, sod_train::config::EVALUATION_TEMPERATURE);
     rollout(&model.model, &tokenizer, &toolbox, &settings, &requests)
         .unwrap()
         .into_iter()
