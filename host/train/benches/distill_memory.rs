@@ -77,6 +77,7 @@ fn measure(chunked: bool, layers: usize, generated: usize) {
     let weights: Vec<Vec<f32>> = trajs.iter().map(|t| vec![1.0; t.mask.len()]).collect();
     let advantages: Vec<Vec<f32>> = trajs.iter().map(|t| vec![0.0; t.mask.len()]).collect();
     let rows = 2 * generated;
+    let episodes = sod_train::episode::Episode::with_behaviour_logprobs(&trajs);
     let batch = UpdateBatch {
         divergence: Some(DivergenceTerm {
             spec,
@@ -91,7 +92,7 @@ fn measure(chunked: bool, layers: usize, generated: usize) {
             rows * VOCAB
         },
         ..UpdateBatch::ppo(
-            &trajs,
+            &episodes,
             &advantages,
             PpoClip {
                 low: 0.2,

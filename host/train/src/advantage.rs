@@ -3,45 +3,33 @@
 use sod_loss::{Batch, ConfiguredLoss};
 use sod_loss_abi::{SOD_LOSS_FLAG_INFRA_FAULT, SOD_LOSS_FLAG_TRUNCATED};
 
-use crate::error::{Result, TrainError};
-use crate::rollout::Trajectory;
+use crate::episode::Episode;
+use crate::error::Result;
 
-/// Builds the plugin batch over the response tokens of `trajectories`: behaviour log-probs as `old_logprob`,
-/// `current` (detached current-policy log-probs), `teacher` log-probs and the loss's `divergence` aligned with them, the generation mask,
-/// per-sequence offsets, rewards, groups and flags. Step indices are left to the plugin (derived from the mask:
-/// a step is a run of generated tokens between tool outputs).
-pub fn build_batch(
-    trajectories: &[Trajectory],
-    current: &[Vec<f32>],
-    teacher: Option<&[Vec<f32>]>,
-    divergence: Option<&[Vec<f32>]>,
-) -> Result<Batch> {
-    let tokens: usize = trajectories.iter().map(|t| t.mask.len()).sum();
+/// The plugin batch over the response tokens of `episodes`: their old log-probs as both `old_logprob` and
+/// `cur_logprob` (the weights have not moved since they were computed), teacher log-probs and the loss's
+/// `divergence` aligned with them, the generation mask, per-sequence offsets, rewards, groups and flags. Step
+/// indices are left to the plugin (derived from the mask: a step is a run of generated tokens between tool outputs).
+pub fn build_batch(episodes: &[Episode]) -> Batch {
+    let tokens: usize = episodes.iter().map(|e| e.trajectory.mask.len()).sum();
+    let with_teacher = episodes
+        .first()
+        .is_some_and(|e| e.teacher_logprobs.is_some());
+    let with_divergence = episodes.first().is_some_and(|e| e.divergence.is_some());
     let mut batch = Batch {
         old_logprob: Vec::with_capacity(tokens),
         cur_logprob: Some(Vec::with_capacity(tokens)),
-        teacher_logprob: teacher.map(|_| Vec::with_capacity(tokens)),
+        teacher_logprob: with_teacher.then(|| Vec::with_capacity(tokens)),
         mask: Vec::with_capacity(tokens),
         step_index: None,
         seq_offsets: vec![0],
-        reward: Vec::with_capacity(trajectories.len()),
-        group: Vec::with_capacity(trajectories.len()),
-        flags: Vec::with_capacity(trajectories.len()),
-        divergence: divergence.map(|_| Vec::with_capacity(tokens)),
+        reward: Vec::with_capacity(episodes.len()),
+        group: Vec::with_capacity(episodes.len()),
+        flags: Vec::with_capacity(episodes.len()),
+        divergence: with_divergence.then(|| Vec::with_capacity(tokens)),
     };
-    for (i, traj) in trajectories.iter().enumerate() {
-        let n = traj.mask.len();
-        let aligned = |values: &[f32], what: &str| -> Result<()> {
-            if values.len() != n {
-                return Err(TrainError::Config(format!(
-                    "{what} log-probs of trajectory {i} have {} values for {n} response tokens",
-                    values.len()
-                )));
-            }
-            Ok(())
-        };
-        aligned(&traj.behaviour_logprobs, "behaviour")?;
-        aligned(&current[i], "current")?;
+    for episode in episodes {
+        let traj = &episode.trajectory;
         // Positions the student did not generate carry 0: the plugin ignores them and 0 keeps dumps readable.
         let masked = |values: &[f32]| -> Vec<f32> {
             values
@@ -50,34 +38,34 @@ pub fn build_batch(
                 .map(|(&v, &m)| if m == 1 { v } else { 0.0 })
                 .collect()
         };
-        batch.old_logprob.extend(masked(&traj.behaviour_logprobs));
+        let old = masked(&episode.old_logprobs);
         if let Some(cur) = &mut batch.cur_logprob {
-            cur.extend(masked(&current[i]));
+            cur.extend_from_slice(&old);
         }
-        for (given, out, what) in [
-            (teacher, &mut batch.teacher_logprob, "teacher"),
-            (divergence, &mut batch.divergence, "divergence"),
+        batch.old_logprob.extend(old);
+        for (given, out) in [
+            (&episode.teacher_logprobs, &mut batch.teacher_logprob),
+            (&episode.divergence, &mut batch.divergence),
         ] {
-            if let (Some(all), Some(out)) = (given, out) {
-                aligned(&all[i], what)?;
-                out.extend(masked(&all[i]));
+            if let (Some(values), Some(out)) = (given, out) {
+                out.extend(masked(values));
             }
         }
         batch.mask.extend_from_slice(&traj.mask);
         let last = *batch.seq_offsets.last().unwrap_or(&0);
-        batch.seq_offsets.push(last + n as u64);
-        batch.reward.push(traj.reward);
+        batch.seq_offsets.push(last + traj.mask.len() as u64);
+        batch.reward.push(episode.reward);
         batch.group.push(traj.group);
         let mut flags = 0;
         if traj.truncated() {
             flags |= SOD_LOSS_FLAG_TRUNCATED;
         }
-        if traj.infra_fault {
+        if episode.infra_fault {
             flags |= SOD_LOSS_FLAG_INFRA_FAULT;
         }
         batch.flags.push(flags);
     }
-    Ok(batch)
+    batch
 }
 
 /// Per-token advantages (one per response token, in trajectory order) and the plugin's metrics.
@@ -111,40 +99,43 @@ pub fn compute_advantages(loss: &mut ConfiguredLoss, batch: &Batch) -> Result<Ad
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::episode::Scored;
+    use crate::rollout::{Finish, Trajectory};
 
-    fn traj(mask: Vec<u8>, reward: f32, truncated: bool) -> Trajectory {
+    fn episode(mask: Vec<u8>, reward: f32, truncated: bool, old: f32, teacher: f32) -> Episode {
         let n = mask.len();
-        Trajectory {
-            prompt_id: "p".into(),
-            sample_index: 0,
-            group: 3,
-            tokens: vec![1; n + 2],
-            prompt_len: 2,
-            mask,
-            behaviour_logprobs: vec![-1.0; n],
-            final_text: String::new(),
-            turns: 1,
-            tool_calls: 0,
-            valid_tool_calls: 0,
+        let trajectory = Trajectory {
             finish: if truncated {
-                crate::rollout::Finish::TurnTokens
+                Finish::TurnTokens
             } else {
-                crate::rollout::Finish::Answered
+                Finish::Answered
             },
-            infra_fault: false,
-            reward,
+            group: 3,
+            ..Trajectory::offline("p".into(), vec![1; n + 2], 2, mask)
+        };
+        Episode {
+            teacher_logprobs: Some(vec![teacher; n]),
+            ..Episode::new(
+                Scored {
+                    reward,
+                    ..Scored::unscored(trajectory)
+                },
+                vec![old; n],
+            )
         }
     }
 
     #[test]
-    fn flat_arrays_follow_the_trajectories() {
-        let ts = [traj(vec![1, 1, 0, 1], 1.0, false), traj(vec![1], 0.0, true)];
-        let current = vec![vec![-0.5; 4], vec![-0.25]];
-        let teacher = vec![vec![-2.0; 4], vec![-3.0]];
-        let b = build_batch(&ts, &current, Some(&teacher), None).unwrap();
+    fn flat_arrays_follow_the_episodes() {
+        let es = [
+            episode(vec![1, 1, 0, 1], 1.0, false, -0.5, -2.0),
+            episode(vec![1], 0.0, true, -0.25, -3.0),
+        ];
+        let b = build_batch(&es);
         assert_eq!(b.seq_offsets, vec![0, 4, 5]);
         assert_eq!(b.mask, vec![1, 1, 0, 1, 1]);
-        assert_eq!(b.old_logprob, vec![-1.0, -1.0, 0.0, -1.0, -1.0]);
+        assert_eq!(b.old_logprob, vec![-0.5, -0.5, 0.0, -0.5, -0.25]);
+        assert_eq!(b.cur_logprob.as_deref(), Some(&b.old_logprob[..]));
         assert_eq!(
             b.teacher_logprob.as_deref(),
             Some(&[-2.0, -2.0, 0.0, -2.0, -3.0][..])
@@ -155,6 +146,5 @@ mod tests {
             (vec![1.0, 0.0], vec![3, 3])
         );
         b.with_view(|_| ()).unwrap();
-        assert!(build_batch(&ts, &[vec![0.0; 3], vec![0.0]], None, None).is_err());
     }
 }

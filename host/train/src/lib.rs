@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod divergence;
+pub mod episode;
 pub mod error;
 pub mod metrics;
 pub mod reward;

@@ -16,7 +16,9 @@ use sod_sandbox::{CallOptions, Limits, OutcomeKind, Sandbox, Tool};
 
 use crate::config::{CodeRewardConfig, RewardKind};
 use crate::dataset::{Dataset, Example};
+use crate::episode::Scored;
 use crate::error::{Result, TrainError};
+use crate::rollout::Trajectory;
 
 /// The reward of one trajectory, or why it could not be scored.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +92,39 @@ pub fn reward_for(
         RewardKind::Math => Box::new(MathReward),
         RewardKind::Code => Box::new(CodeReward::new(sandbox.clone(), code)?),
     })
+}
+
+/// The trainer's scoring of a step's rollouts: only a finished answer can be right, so truncated and faulted
+/// trajectories get 0 unscored; the others are scored (`examples[i]` is trajectory `i`'s problem) on up to
+/// `threads` threads. A scorer's infrastructure fault flags the trajectory like a tool's.
+pub fn score_trajectories(
+    reward: &dyn Reward,
+    trajectories: Vec<Trajectory>,
+    examples: &[&Example],
+    threads: usize,
+) -> Vec<Scored> {
+    let finished: Vec<usize> = (0..trajectories.len())
+        .filter(|&i| !(trajectories[i].truncated() || trajectories[i].infra_fault))
+        .collect();
+    let items: Vec<(&str, &Example)> = finished
+        .iter()
+        .map(|&i| (trajectories[i].final_text.as_str(), examples[i]))
+        .collect();
+    let mut scores = finished
+        .iter()
+        .copied()
+        .zip(score_all(reward, &items, threads))
+        .peekable();
+    let mut scored = Vec::with_capacity(trajectories.len());
+    for (i, trajectory) in trajectories.into_iter().enumerate() {
+        let mut entry = Scored::unscored(trajectory);
+        if let Some((_, score)) = scores.next_if(|(at, _)| *at == i) {
+            entry.reward = score.reward;
+            entry.scorer_fault = score.fault.is_some();
+        }
+        scored.push(entry);
+    }
+    scored
 }
 
 /// Scores `(response, example)` pairs on up to `threads` threads (at least one); scores come back in input

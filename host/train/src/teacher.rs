@@ -140,10 +140,19 @@ pub struct GeneratedRows {
 impl GeneratedRows {
     /// The rows of `trajectories`' generated tokens.
     pub fn of(trajectories: &[Trajectory]) -> Self {
-        let mut start = Vec::with_capacity(trajectories.len() + 1);
+        Self::counted(trajectories.iter().map(Trajectory::generated_tokens))
+    }
+
+    /// The rows of `episodes`' generated tokens.
+    pub fn of_episodes(episodes: &[crate::episode::Episode]) -> Self {
+        Self::counted(episodes.iter().map(|e| e.generated_tokens()))
+    }
+
+    fn counted(generated: impl ExactSizeIterator<Item = usize>) -> Self {
+        let mut start = Vec::with_capacity(generated.len() + 1);
         start.push(0);
-        for t in trajectories {
-            start.push(start.last().copied().unwrap_or(0) + t.generated_tokens());
+        for n in generated {
+            start.push(start.last().copied().unwrap_or(0) + n);
         }
         GeneratedRows { start }
     }

@@ -11,9 +11,10 @@ use crate::advantage::{build_batch, compute_advantages};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::{RunConfig, TRAINING_TEMPERATURE};
 use crate::dataset::Dataset;
+use crate::episode::{Episode, Scored};
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsWriter, StepMetrics, Timing, progress_bar};
-use crate::reward::{Reward, reward_for, score_all};
+use crate::reward::{Reward, reward_for, score_trajectories};
 use crate::rollout::{Finish, RolloutRequest, ToolBox, Trajectory, rollout};
 use crate::teacher::{GeneratedRows, Teacher, score};
 use sod_loss_abi::testing::SplitMix64;
@@ -250,22 +251,22 @@ impl Trainer {
     /// Writes `out_dir/rollouts/step-N.jsonl` for the step being run (see `RunConfig::rollouts_every`).
     fn write_rollouts(
         &self,
-        trajectories: &[Trajectory],
+        scored: &[Scored],
         requests: &[(RolloutRequest, usize)],
     ) -> Result<()> {
         let dir = self.config.out_dir.join("rollouts");
         std::fs::create_dir_all(&dir).map_err(TrainError::io("creating", &dir))?;
         let mut text = String::new();
-        for (t, (_, example_index)) in trajectories.iter().zip(requests) {
-            let example = &self.dataset.examples()[*example_index];
+        for (s, (_, example_index)) in scored.iter().zip(requests) {
+            let (t, example) = (&s.trajectory, &self.dataset.examples()[*example_index]);
             let record = serde_json::json!({
                 "step": self.step + 1,
                 "prompt_id": t.prompt_id,
                 "sample_index": t.sample_index,
                 "group": t.group,
-                "reward": t.reward,
+                "reward": s.reward,
                 "finish": t.finish.name(),
-                "infra_fault": t.infra_fault,
+                "infra_fault": s.infra_fault(),
                 "turns": t.turns,
                 "tool_calls": t.tool_calls,
                 "valid_tool_calls": t.valid_tool_calls,
@@ -325,7 +326,7 @@ impl Trainer {
             .rollout
             .settings(self.config.seed, TRAINING_TEMPERATURE);
         let just_requests: Vec<RolloutRequest> = requests.iter().map(|(r, _)| r.clone()).collect();
-        let mut trajectories = rollout(
+        let trajectories = rollout(
             &self.student.model,
             &self.tokenizer,
             &self.toolbox,
@@ -334,88 +335,70 @@ impl Trainer {
         )?;
         let rollout_seconds = started.elapsed().as_secs_f64();
 
-        // Reward: only a finished answer can be right. Scoring may run tools (the code judge): in parallel. A
-        // scorer's infrastructure fault flags the trajectory like a tool's.
-        let to_score: Vec<(usize, (&str, &crate::dataset::Example))> = trajectories
+        // Reward: scoring may run tools (the code judge): in parallel.
+        let examples: Vec<&crate::dataset::Example> = requests
             .iter()
-            .zip(&requests)
-            .enumerate()
-            .filter(|(_, (traj, _))| !(traj.truncated() || traj.infra_fault))
-            .map(|(i, (traj, (_, example_index)))| {
-                let example = &self.dataset.examples()[*example_index];
-                (i, (traj.final_text.as_str(), example))
-            })
+            .map(|(_, example_index)| &self.dataset.examples()[*example_index])
             .collect();
-        let items: Vec<(&str, &crate::dataset::Example)> =
-            to_score.iter().map(|(_, item)| *item).collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let scores = score_all(self.reward.as_ref(), &items, threads);
-        let scored: Vec<usize> = to_score.iter().map(|(i, _)| *i).collect();
-        for traj in trajectories.iter_mut() {
-            traj.reward = 0.0;
-        }
-        for (i, score) in scored.into_iter().zip(scores) {
-            trajectories[i].reward = score.reward;
-            if score.fault.is_some() {
-                trajectories[i].infra_fault = true;
-            }
-        }
+        let scored = score_trajectories(self.reward.as_ref(), trajectories, &examples, threads);
 
         if self.config.rollouts_every > 0
             && (self.step + 1).is_multiple_of(self.config.rollouts_every)
         {
-            self.write_rollouts(&trajectories, &requests)?;
+            self.write_rollouts(&scored, &requests)?;
         }
 
         let update_started = Instant::now();
         let micro = self.config.micro_batch;
         let spec = self.loss.requirements().divergence;
-        let divergence_temperature = self
-            .config
-            .divergence_temperature
-            .unwrap_or(self.config.temperature());
+        let temperature = self.config.temperature();
+        let divergence_temperature = self.config.divergence_temperature.unwrap_or(temperature);
+        let just_trajectories: Vec<Trajectory> =
+            scored.iter().map(|s| s.trajectory.clone()).collect();
         // The null-signal control shuffles the teacher's guidance across the batch's generated positions.
         let order = self.config.null_signal.then(|| {
             null_signal_order(
                 self.config.seed,
                 self.step,
-                GeneratedRows::of(&trajectories).len(),
+                GeneratedRows::of(&just_trajectories).len(),
             )
         });
         let scores = score(
             &self.student.model,
             self.teacher.as_ref(),
-            &trajectories,
+            &just_trajectories,
             micro,
-            self.config.temperature(),
+            temperature,
             spec.as_ref().map(|s| (s, divergence_temperature)),
             order.as_deref().filter(|_| spec.is_some()),
         )?;
-        // The behaviour ("old") log-probs are the trained model's own recomputation, as verl's are: the sampler
-        // took the same distribution through the KV cache, which differs from a full forward by float noise, and
-        // a noise-sized gap would reach the update as a signal (Adam scales any gradient to lr-sized steps).
-        for (traj, current) in trajectories.iter_mut().zip(&scores.current) {
-            for (j, &m) in traj.mask.iter().enumerate() {
-                if m == 1 {
-                    traj.behaviour_logprobs[j] = current[j];
-                }
-            }
+        drop(just_trajectories);
+        let (mut episodes, teacher_rows) = scores.into_episodes(scored)?;
+        // Metrics see the real teacher, before the null-signal control permutes what the loss sees.
+        let kl_teacher = episodes
+            .first()
+            .and_then(|e| e.teacher_logprobs.as_ref())
+            .map(|_| {
+                Episode::generated_mean(&episodes, |e, j| {
+                    e.old_logprobs[j] - e.teacher_logprobs.as_ref().map_or(0.0, |t| t[j])
+                })
+            });
+        let divergence_mean = episodes
+            .first()
+            .and_then(|e| e.divergence.as_ref())
+            .map(|_| {
+                Episode::generated_mean(&episodes, |e, j| {
+                    e.divergence.as_ref().map_or(0.0, |d| d[j])
+                })
+            });
+        // The sampled-token null signal: the loss sees the teacher's log-probs with the gaps shuffled.
+        if let (Some(order), None) = (&order, &spec) {
+            permute_sampled_signal(&mut episodes, order);
         }
-        // The sampled-token null signal: the loss sees a copy of the teacher's log-probs with the gaps shuffled.
-        let shuffled = match (&order, &scores.teacher, &spec) {
-            (Some(order), Some(teacher), None) => {
-                Some(permute_sampled_signal(&trajectories, teacher, order))
-            }
-            _ => None,
-        };
-        let batch = build_batch(
-            &trajectories,
-            &scores.current,
-            shuffled.as_deref().or(scores.teacher.as_deref()),
-            scores.divergence.as_deref(),
-        )?;
+        let batch = build_batch(&episodes);
         let advantages = compute_advantages(&mut self.loss, &batch)?;
-        let divergence = match (spec, &self.teacher, &scores.teacher_rows) {
+        let divergence = match (spec, &self.teacher, &teacher_rows) {
             (Some(spec), Some(teacher), Some(rows)) => Some(DivergenceTerm {
                 spec,
                 weights: &advantages.divergence_weights,
@@ -427,10 +410,10 @@ impl Trainer {
         };
         let update = UpdateBatch {
             divergence,
-            temperature: self.config.temperature(),
+            temperature,
             gradient_checkpointing: self.config.gradient_checkpointing,
             ..UpdateBatch::ppo(
-                &trajectories,
+                &episodes,
                 &advantages.per_trajectory,
                 PpoClip {
                     low: self.config.clip_low,
@@ -452,8 +435,8 @@ impl Trainer {
         self.data_cursor += self.config.prompts_per_step as u64;
 
         let metrics = self.step_metrics(
-            &trajectories,
-            &scores,
+            &episodes,
+            (kl_teacher, divergence_mean),
             lr,
             norm,
             surrogate,
@@ -472,37 +455,17 @@ impl Trainer {
     #[allow(clippy::too_many_arguments)]
     fn step_metrics(
         &self,
-        trajectories: &[Trajectory],
-        scores: &crate::teacher::Scores,
+        episodes: &[Episode],
+        (kl_teacher, divergence): (Option<f64>, Option<f64>),
         lr: f64,
         grad_norm: f64,
         surrogate: crate::update::SurrogateStats,
         plugin: Vec<(String, f64)>,
         mut timing: Timing,
     ) -> StepMetrics {
-        let n = trajectories.len().max(1) as f64;
-        let tokens: usize = trajectories.iter().map(|t| t.tokens.len()).sum();
-        let generated_mean = |values: &[Vec<f32>], other: Option<&[Vec<f32>]>| {
-            let (mut sum, mut count) = (0f64, 0usize);
-            for (i, traj) in trajectories.iter().enumerate() {
-                for (j, &m) in traj.mask.iter().enumerate() {
-                    if m == 1 {
-                        sum += f64::from(values[i][j] - other.map_or(0.0, |o| o[i][j]));
-                        count += 1;
-                    }
-                }
-            }
-            if count == 0 { 0.0 } else { sum / count as f64 }
-        };
-        // Always the real teacher's (the null-signal control permutes only what the loss sees).
-        let kl_teacher = scores
-            .teacher
-            .as_deref()
-            .map(|teacher| generated_mean(&scores.current, Some(teacher)));
-        let divergence = scores
-            .divergence
-            .as_deref()
-            .map(|d| generated_mean(d, None));
+        let n = episodes.len().max(1) as f64;
+        let trajectories = || episodes.iter().map(|e| &e.trajectory);
+        let tokens: usize = trajectories().map(|t| t.tokens.len()).sum();
         timing.tokens_per_s = if timing.step_seconds > 0.0 {
             tokens as f64 / timing.step_seconds
         } else {
@@ -511,14 +474,10 @@ impl Trainer {
         StepMetrics {
             step: self.step,
             lr,
-            reward_mean: trajectories
+            reward_mean: episodes.iter().map(|e| f64::from(e.reward)).sum::<f64>() / n,
+            accuracy: episodes
                 .iter()
-                .map(|t| f64::from(t.reward))
-                .sum::<f64>()
-                / n,
-            accuracy: trajectories
-                .iter()
-                .filter(|t| self.reward.is_correct(t.reward))
+                .filter(|e| self.reward.is_correct(e.reward))
                 .count() as f64
                 / n,
             kl_teacher,
@@ -526,23 +485,23 @@ impl Trainer {
             ppo_clip_fraction: surrogate.clip_fraction,
             ppo_approx_kl: surrogate.approx_kl,
             grad_norm,
-            trajectories: trajectories.len(),
+            trajectories: episodes.len(),
             tokens,
-            generated_tokens: trajectories.iter().map(Trajectory::generated_tokens).sum(),
-            turns_mean: trajectories.iter().map(|t| t.turns as f64).sum::<f64>() / n,
-            tool_calls: trajectories.iter().map(|t| t.tool_calls).sum(),
-            valid_tool_calls: trajectories.iter().map(|t| t.valid_tool_calls).sum(),
-            truncated_fraction: trajectories.iter().filter(|t| t.truncated()).count() as f64 / n,
+            generated_tokens: trajectories().map(Trajectory::generated_tokens).sum(),
+            turns_mean: trajectories().map(|t| t.turns as f64).sum::<f64>() / n,
+            tool_calls: trajectories().map(|t| t.tool_calls).sum(),
+            valid_tool_calls: trajectories().map(|t| t.valid_tool_calls).sum(),
+            truncated_fraction: trajectories().filter(|t| t.truncated()).count() as f64 / n,
             finish: Finish::ALL
                 .iter()
                 .map(|f| {
-                    let count = trajectories.iter().filter(|t| t.finish == *f).count();
+                    let count = trajectories().filter(|t| t.finish == *f).count();
                     (f.name().to_string(), count as f64 / n)
                 })
                 .collect(),
             divergence,
             divergence_term: surrogate.divergence_term,
-            infra_faults: trajectories.iter().filter(|t| t.infra_fault).count(),
+            infra_faults: episodes.iter().filter(|e| e.infra_fault).count(),
             plugin: plugin.into_iter().collect(),
             timing,
         }
@@ -560,26 +519,27 @@ pub fn null_signal_order(seed: u64, step: u64, rows: usize) -> Vec<u32> {
         .collect()
 }
 
-/// The sampled-token null signal: the teacher log-probs with generated row `r`'s replaced by
+/// The sampled-token null signal: each episode's teacher log-probs with generated row `r`'s replaced by
 /// `old[r] + (teacher[order[r]] - old[order[r]])`, so each token's gap `log pT - log pS_old` is another token's.
-fn permute_sampled_signal(
-    trajectories: &[Trajectory],
-    teacher: &[Vec<f32>],
-    order: &[u32],
-) -> Vec<Vec<f32>> {
+fn permute_sampled_signal(episodes: &mut [Episode], order: &[u32]) {
     let mut gaps = Vec::with_capacity(order.len());
     let mut places = Vec::with_capacity(order.len());
-    for (i, traj) in trajectories.iter().enumerate() {
-        for (j, &m) in traj.mask.iter().enumerate() {
+    for (i, e) in episodes.iter().enumerate() {
+        let Some(teacher) = &e.teacher_logprobs else {
+            return;
+        };
+        for (j, &m) in e.trajectory.mask.iter().enumerate() {
             if m == 1 {
-                gaps.push(teacher[i][j] - traj.behaviour_logprobs[j]);
+                gaps.push(teacher[j] - e.old_logprobs[j]);
                 places.push((i, j));
             }
         }
     }
-    let mut shuffled = teacher.to_vec();
     for (r, &(i, j)) in places.iter().enumerate() {
-        shuffled[i][j] = trajectories[i].behaviour_logprobs[j] + gaps[order[r] as usize];
+        let e = &mut episodes[i];
+        let shuffled = e.old_logprobs[j] + gaps[order[r] as usize];
+        if let Some(teacher) = &mut e.teacher_logprobs {
+            teacher[j] = shuffled;
+        }
     }
-    shuffled
 }

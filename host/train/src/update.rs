@@ -20,6 +20,7 @@ use sod_loss_abi::DivergenceSpec;
 use sod_model::Checkpoint;
 
 use crate::divergence::{CHUNK_ELEMENTS, divergence, rows_per_chunk, tempered_log_softmax};
+use crate::episode::Episode;
 use crate::error::{Result, TrainError};
 use crate::rollout::Trajectory;
 use crate::teacher::{GeneratedRows, generated_hidden, pick, right_padded};
@@ -67,8 +68,8 @@ pub struct DivergenceTerm<'a> {
 /// Everything one update differentiates.
 #[derive(Clone, Copy)]
 pub struct UpdateBatch<'a> {
-    /// The batch's trajectories (those flagged with an infrastructure fault are left out).
-    pub trajectories: &'a [Trajectory],
+    /// The batch's episodes (those flagged with an infrastructure fault are left out).
+    pub episodes: &'a [Episode],
     /// The plugin's advantage of each response token, per trajectory.
     pub advantages: &'a [Vec<f32>],
     /// The divergence term, if the loss asked for one.
@@ -90,13 +91,13 @@ pub struct UpdateBatch<'a> {
 impl<'a> UpdateBatch<'a> {
     /// A batch with only the PPO term, at temperature 1 and the default chunking.
     pub fn ppo(
-        trajectories: &'a [Trajectory],
+        episodes: &'a [Episode],
         advantages: &'a [Vec<f32>],
         clip: PpoClip,
         micro_batch: usize,
     ) -> Self {
         UpdateBatch {
-            trajectories,
+            episodes,
             advantages,
             divergence: None,
             temperature: 1.0,
@@ -115,15 +116,12 @@ pub fn policy_gradients(
     params: &Params,
     batch: &UpdateBatch<'_>,
 ) -> Result<(Vec<Tensor>, SurrogateStats)> {
-    let trajectories = batch.trajectories;
-    let rows = GeneratedRows::of(trajectories);
-    let used: Vec<usize> = (0..trajectories.len())
-        .filter(|&i| !trajectories[i].infra_fault)
+    let episodes = batch.episodes;
+    let rows = GeneratedRows::of_episodes(episodes);
+    let used: Vec<usize> = (0..episodes.len())
+        .filter(|&i| !episodes[i].infra_fault)
         .collect();
-    let total_tokens: usize = used
-        .iter()
-        .map(|&i| trajectories[i].generated_tokens())
-        .sum();
+    let total_tokens: usize = used.iter().map(|&i| episodes[i].generated_tokens()).sum();
     let mut grads: Vec<Tensor> = params
         .vars
         .iter()
@@ -145,7 +143,10 @@ pub fn policy_gradients(
     let (clip_low, clip_high) = (batch.clip.low, batch.clip.high);
     let (mut clipped, mut kl_sum, mut divergence_sum) = (0usize, 0f64, 0f64);
     for chunk_ids in used.chunks(batch.micro_batch.max(1)) {
-        let chunk: Vec<Trajectory> = chunk_ids.iter().map(|&i| trajectories[i].clone()).collect();
+        let chunk: Vec<Trajectory> = chunk_ids
+            .iter()
+            .map(|&i| episodes[i].trajectory.clone())
+            .collect();
         let (ids, mask, _) = right_padded(&chunk, &device)?;
         let (hidden, checkpoint) = trunk_forward(model, &ids, &mask, batch.gradient_checkpointing)?;
         let (rows_h, targets) = generated_hidden(&hidden, &chunk)?;
@@ -153,11 +154,11 @@ pub fn policy_gradients(
         let (mut old, mut adv, mut weight, mut teacher_row) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &i in chunk_ids {
-            let traj = &trajectories[i];
+            let episode = &episodes[i];
             let mut r = rows.start[i];
-            for (j, &m) in traj.mask.iter().enumerate() {
+            for (j, &m) in episode.trajectory.mask.iter().enumerate() {
                 if m == 1 {
-                    old.push(traj.behaviour_logprobs[j]);
+                    old.push(episode.old_logprobs[j]);
                     adv.push(batch.advantages[i][j]);
                     weight.push(batch.divergence.map_or(0.0, |d| d.weights[i][j]));
                     teacher_row.push(r as u32);

@@ -13,6 +13,7 @@ use sod_loss_abi::testing::SplitMix64;
 use sod_loss_abi::{DivergenceKind, DivergenceSpec};
 use sod_model::{Sampler, SamplingParams, load_model_dir};
 use sod_train::divergence::{divergence, tempered_log_softmax};
+use sod_train::episode::Scored;
 use sod_train::rollout::Trajectory;
 use sod_train::teacher::{Teacher, score};
 use sod_train::update::{DivergenceTerm, Params, PpoClip, UpdateBatch, policy_gradients};
@@ -181,32 +182,30 @@ fn on_a_bandit_both_objectives_lower_the_reverse_kl_at_every_step() {
                 None,
             )
             .unwrap();
-            let teacher_lp = scores.teacher.as_ref().unwrap();
-            let mut trajs = trajs;
-            for (t, cur) in trajs.iter_mut().zip(&scores.current) {
-                t.behaviour_logprobs = cur.clone();
-            }
+            let unscored = trajs.into_iter().map(Scored::unscored).collect();
+            let (episodes, teacher_rows) = scores.into_episodes(unscored).unwrap();
             // OPD's advantage; the full objective has none.
-            let advantages: Vec<Vec<f32>> = (0..trajs.len())
-                .map(|i| {
+            let advantages: Vec<Vec<f32>> = episodes
+                .iter()
+                .map(|e| {
                     if full {
                         vec![0.0]
                     } else {
-                        vec![teacher_lp[i][0] - scores.current[i][0]]
+                        vec![e.teacher_logprobs.as_ref().unwrap()[0] - e.old_logprobs[0]]
                     }
                 })
                 .collect();
-            let weights: Vec<Vec<f32>> = vec![vec![1.0]; trajs.len()];
+            let weights: Vec<Vec<f32>> = vec![vec![1.0]; episodes.len()];
             let batch = UpdateBatch {
                 divergence: full.then(|| DivergenceTerm {
                     spec,
                     weights: &weights,
                     teacher: teacher.model(),
-                    teacher_rows: scores.teacher_rows.as_ref().unwrap(),
+                    teacher_rows: teacher_rows.as_ref().unwrap(),
                     temperature: 1.0,
                 }),
                 ..UpdateBatch::ppo(
-                    &trajs,
+                    &episodes,
                     &advantages,
                     PpoClip {
                         low: 0.2,

@@ -440,6 +440,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         low: 0.2,
         high: 0.28,
     };
+    let episodes = sod_train::episode::Episode::with_behaviour_logprobs(&trajs);
     let batch = |micro: usize, chunk_elements: usize, gradient_checkpointing: bool| UpdateBatch {
         divergence: Some(DivergenceTerm {
             spec,
@@ -451,7 +452,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         temperature: 0.7,
         chunk_elements,
         gradient_checkpointing,
-        ..UpdateBatch::ppo(&trajs, &advantages, clip, micro)
+        ..UpdateBatch::ppo(&episodes, &advantages, clip, micro)
     };
     let vocab = model.model.config().vocab_size;
     let (whole, s_whole) =

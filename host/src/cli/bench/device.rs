@@ -6,6 +6,7 @@
 use candle_core::{D, Device, Tensor};
 use clap::Args;
 use sod_model::{Qwen3Config, Sampler, SamplingParams, TrainableModel, init_random};
+use sod_train::episode::Scored;
 use sod_train::rollout::Trajectory;
 use sod_train::teacher::score;
 use sod_train::update::{Params, UpdateBatch, clip_grad_norm, policy_gradients};
@@ -67,13 +68,11 @@ fn losses(
     steps: usize,
 ) -> anyhow::Result<Vec<f64>> {
     let scores = score(&model.model, None, trajectories, 2, 1.0, None, None)?;
-    let mut trajectories = trajectories.to_vec();
-    for (t, old) in trajectories.iter_mut().zip(&scores.current) {
-        t.behaviour_logprobs.clone_from(old);
-    }
+    let unscored = trajectories.iter().cloned().map(Scored::unscored).collect();
+    let (episodes, _) = scores.into_episodes(unscored)?;
     let params = Params::from_varmap(&model.varmap)?;
     let mut optimizer = super::train_step::bench_optimizer(&params)?;
-    let batch = UpdateBatch::ppo(&trajectories, advantages, super::train_step::BENCH_CLIP, 2);
+    let batch = UpdateBatch::ppo(&episodes, advantages, super::train_step::BENCH_CLIP, 2);
     let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
         let (mut grads, stats) = policy_gradients(&model.model, &params, &batch)?;

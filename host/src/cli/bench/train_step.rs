@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use clap::Args;
 use sod_model::load_model_dir;
+use sod_train::episode::Scored;
 use sod_train::metrics::peak_rss_mib;
 use sod_train::rollout::Trajectory;
 use sod_train::teacher::score;
@@ -153,7 +154,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
     );
     let mut stream = Stream::seeded(bench.seed);
     let generated = bench.tokens - bench.prompt;
-    let mut trajectories: Vec<Trajectory> = (0..bench.trajectories)
+    let trajectories: Vec<Trajectory> = (0..bench.trajectories)
         .map(|i| {
             let tokens = (0..bench.tokens)
                 .map(|_| (stream.next() % config.vocab_size as u64) as u32)
@@ -189,9 +190,8 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
         None,
     )?;
     let score_s = started.elapsed().as_secs_f64();
-    for (t, old) in trajectories.iter_mut().zip(&scores.current) {
-        t.behaviour_logprobs.clone_from(old);
-    }
+    let (episodes, _) =
+        scores.into_episodes(trajectories.into_iter().map(Scored::unscored).collect())?;
     eprintln!(
         "scored in {score_s:.1} s; the update (forward and backward, about 3 times as long: ETA {:.0} s)...",
         3.0 * score_s
@@ -201,7 +201,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
     let started = Instant::now();
     let batch = UpdateBatch {
         gradient_checkpointing: !bench.no_gradient_checkpointing,
-        ..UpdateBatch::ppo(&trajectories, &advantages, BENCH_CLIP, bench.micro_batch)
+        ..UpdateBatch::ppo(&episodes, &advantages, BENCH_CLIP, bench.micro_batch)
     };
     let (mut grads, _) = policy_gradients(&model.model, &params, &batch)?;
     let grad_norm = clip_grad_norm(&mut grads, 1.0)?;
@@ -213,7 +213,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
         peak_rss_mib: peak_rss_mib(),
         grad_norm,
     };
-    drop((grads, optimizer, params, scores, model));
+    drop((grads, optimizer, params, episodes, model));
 
     let baseline = if bench.baseline.trim().is_empty() {
         None

@@ -190,7 +190,6 @@ pub fn rollout(
                 valid_tool_calls: 0,
                 finish: Finish::Answered,
                 infra_fault: false,
-                reward: 0.0,
             },
             history: request.messages.clone(),
             sampler: Sampler::new(

@@ -29,13 +29,11 @@ pub struct Trajectory {
     pub finish: Finish,
     /// A tool call hit a sandbox failure: drop the trajectory, do not blame the model.
     pub infra_fault: bool,
-    /// Outcome reward (set by the trainer after scoring).
-    pub reward: f32,
 }
 
 impl Trajectory {
     /// A sequence that was not rolled out (SFT data, a benchmark's batch): `tokens` with the first `prompt_len` the
-    /// prompt and `mask` over the rest, answered in one turn without tool calls, behaviour log-probs 0, reward 0.
+    /// prompt and `mask` over the rest, answered in one turn without tool calls, behaviour log-probs 0.
     pub fn offline(prompt_id: String, tokens: Vec<u32>, prompt_len: usize, mask: Vec<u8>) -> Self {
         Trajectory {
             prompt_id,
@@ -51,7 +49,6 @@ impl Trajectory {
             valid_tool_calls: 0,
             finish: Finish::Answered,
             infra_fault: false,
-            reward: 0.0,
         }
     }
 }
