@@ -157,6 +157,21 @@ fn exits_end_the_code_quietly() {
 }
 
 #[test]
+fn an_exit_with_a_status_is_carried_in_the_outcome() {
+    let exited = call("import os\nos._exit(7)");
+    assert_eq!(exited.kind, OutcomeKind::Crashed, "{exited:#?}");
+    assert_eq!(exited.exit_status, Some(7), "{exited:#?}");
+    // The message a model reads still names it.
+    let message = exited.message.as_deref().unwrap_or("");
+    assert!(
+        message.starts_with("the tool exited with status 7"),
+        "{message}"
+    );
+    let raised = call("1/0");
+    assert_eq!(raised.exit_status, None, "{raised:#?}");
+}
+
+#[test]
 fn invalid_arguments_are_tool_errors() {
     for arguments in [
         json!({}),
