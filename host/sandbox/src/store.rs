@@ -17,7 +17,7 @@
 //!     v
 //!  run (crate::sandbox::run_call) -> crate::classify::finish -> Outcome
 //!     |
-//!     +-- stateless call: dropped (crate::ahead::AheadPool::drop_later, off the caller's path)
+//!     +-- stateless call: dropped (`SandboxInner::drop_later` in crate::ahead, off the caller's path)
 //!     +-- session: kept in its slot (crate::session); its next call: bind(Continue) -> run ...
 //!         released by release_session, idle or LRU eviction, or a trap (the next call starts fresh)
 //! ```
