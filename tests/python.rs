@@ -157,6 +157,26 @@ fn exits_end_the_code_quietly() {
 }
 
 #[test]
+fn an_exit_with_a_status_is_carried_in_the_outcome() {
+    // `os._exit` raises SystemExit here (above); the real one, `posix._exit`, ends the instance. WASI preview 2
+    // carries only success or failure, so 7 arrives as 1.
+    for (code, status) in [("posix._exit(7)", 1), ("posix._exit(0)", 0)] {
+        let exited = call(&format!("import posix\n{code}"));
+        assert_eq!(exited.kind, OutcomeKind::Crashed, "{exited:#?}");
+        assert_eq!(exited.exit_status, Some(status), "{exited:#?}");
+        // The message a model reads still names it.
+        let message = exited.message.as_deref().unwrap_or("");
+        assert!(
+            message.starts_with(&format!("the tool exited with status {status}")),
+            "{message}"
+        );
+    }
+    let trapped = call("import posix\nposix.abort()");
+    assert_eq!(trapped.kind, OutcomeKind::Crashed, "{trapped:#?}");
+    assert_eq!(trapped.exit_status, None, "{trapped:#?}");
+}
+
+#[test]
 fn invalid_arguments_are_tool_errors() {
     for arguments in [
         json!({}),

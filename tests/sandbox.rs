@@ -93,9 +93,13 @@ fn panic_is_crashed_and_the_next_call_works() {
 fn stack_overflow_and_exit_are_crashes() {
     let overflow = call(&hostile("stack"), None);
     assert_eq!(overflow.kind, OutcomeKind::Crashed, "{overflow:?}");
+    assert_eq!(overflow.exit_status, None);
+    assert!(!overflow.to_json().contains("exit_status"), "{overflow:?}");
     let exit = call(&hostile("exit"), None);
     assert_eq!(exit.kind, OutcomeKind::Crashed, "{exit:?}");
     // WASI preview 2 carries only success or failure: exit(3) arrives as status 1.
+    assert_eq!(exit.exit_status, Some(1), "{exit:?}");
+    assert!(exit.to_json().contains(r#""exit_status":1"#), "{exit:?}");
     assert!(
         exit.message
             .unwrap_or_default()

@@ -488,6 +488,11 @@ fn worker_processes_give_the_same_outcomes_as_the_server_process() {
             // The host keeps the instance for the top-level `session`; the guest a namespace per id.
             json!({"arguments": {"code": "n + 1", "session": "p"}, "session": "p"}),
         ),
+        // `posix._exit`, not `os._exit` (a SystemExit in the python tool), ends the instance.
+        (
+            "python",
+            json!({"arguments": {"code": "import posix\nposix._exit(7)"}}),
+        ),
     ];
     let mut seen = Vec::new();
     for (tool, body) in &requests {
@@ -503,8 +508,25 @@ fn worker_processes_give_the_same_outcomes_as_the_server_process() {
         seen[5]["output"], "42\n",
         "the session's state lives in one worker"
     );
+    // The exit status travels as its own field, through the worker's pipe as well.
+    assert_eq!(seen[6]["kind"], "crashed", "{}", seen[6]);
+    // WASI preview 2 carries only success or failure: 7 arrives as 1.
+    assert_eq!(seen[6]["exit_status"], 1, "{}", seen[6]);
+    assert!(seen[3].get("exit_status").is_none(), "{}", seen[3]);
     let response = run_code(server.addr(), python("print(6 * 7)"));
     assert_eq!(response["run_result"]["stdout"], "42\n");
+}
+
+#[test]
+fn a_remote_client_gets_the_exit_status() {
+    let remote = sod_sandbox::RemoteTools::new(&[format!("http://{}", shared())]).expect("remote");
+    let client = sandbox().clone().with_backend(std::sync::Arc::new(remote));
+    let python = sandbox().tool("python").expect("python");
+    let arguments = json!({"code": "import posix\nposix._exit(0)"}).to_string();
+    let options = sod_sandbox::CallOptions::default();
+    let over_http = client.call(&python, &arguments, &options);
+    assert_eq!(over_http.exit_status, Some(0), "{over_http:?}");
+    assert_eq!(over_http, sandbox().call(&python, &arguments, &options));
 }
 
 #[test]

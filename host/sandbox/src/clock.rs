@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{HasData, Resource, ResourceTable};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
@@ -67,8 +67,17 @@ impl HostWallClock for VirtualClock {
     }
 }
 
+/// Serves `wasi:clocks/monotonic-clock` from the store's virtual clock, shadowing wasmtime-wasi's (the linker must
+/// allow shadowing).
+pub(crate) fn add_to_linker(linker: &mut Linker<crate::store::CallState>) -> wasmtime::Result<()> {
+    monotonic_clock::add_to_linker::<crate::store::CallState, VirtualMonotonicClock>(
+        linker,
+        crate::store::CallState::clock_view,
+    )
+}
+
 /// Marker for [`HasData`]: the shadowing implementation of `wasi:clocks/monotonic-clock`.
-pub(crate) struct VirtualMonotonicClock;
+struct VirtualMonotonicClock;
 
 impl HasData for VirtualMonotonicClock {
     type Data<'a> = VirtualClockView<'a>;

@@ -13,7 +13,7 @@ use crate::bindings::sod::tool::sandbox::{
 use crate::limits::Limits;
 use crate::outcome::OutcomeKind;
 use crate::sandbox::{CallOptions, MAX_CALL_DEPTH};
-use crate::state::CallState;
+use crate::store::CallState;
 
 /// The WIT interface this module implements.
 const INTERFACE: &str = "sod:tool/sandbox@0.1.0";

@@ -20,20 +20,38 @@
 //! # Ok(()) }
 //! ```
 
+// Module map (who owns what; each module's docs say more):
+// - `sandbox`: settings, the public `Sandbox` handle, the call path every call takes, backend hand-over.
+// - `engine`: the wasmtime engine's configuration, the linker (which capability serves which interface), the
+//   wall-clock backstop's ticker.
+// - `store`: what a call's store holds, how it is made, and `bind`, the one place a call's limits and identity
+//   are set; its docs hold the lifecycle map of a store (made -> bound -> run -> dropped or kept).
+// - `registry`: loading, describing and finding tools (`Tool`, `Descriptor`).
+// - `ahead`: instances made ahead of their calls, and the background thread that makes and drops them.
+// - `session`: instances kept across calls of a session.
+// - `classify`: how a call's end becomes its `Outcome`.
+// - capabilities, one interface each with its own `add_to_linker`: `clock`, `random`, `vfs`, `compose`; and
+//   `limiter`, `pipe` (memory and output bounds the guest can see).
+// - `outcome`, `limits`, `error`: the types of the API; `backend`, `remote`, `workers`: calls run elsewhere.
+mod ahead;
 mod backend;
 mod bindings;
 mod cache;
+mod classify;
 mod clock;
 mod compose;
+mod engine;
 mod error;
 mod limiter;
 mod limits;
 mod outcome;
 mod pipe;
 mod random;
+mod registry;
 mod remote;
 mod sandbox;
-mod state;
+mod session;
+mod store;
 pub mod vfs;
 pub mod workers;
 
@@ -43,8 +61,7 @@ pub use clock::{EPOCH_UNIX_SECONDS, TICK_NANOS};
 pub use error::SandboxError;
 pub use limits::Limits;
 pub use outcome::{Outcome, OutcomeKind, files_from_base64, files_to_base64};
+pub use registry::{Descriptor, Tool};
 pub use remote::{RETRY_DEAD_AFTER, RemoteTools};
-pub use sandbox::{
-    CallOptions, Descriptor, MAX_CALL_DEPTH, Sandbox, SandboxConfig, Tool, call_key_for,
-};
+pub use sandbox::{CallOptions, MAX_CALL_DEPTH, Sandbox, SandboxConfig, call_key_for};
 pub use vfs::FsLimits;

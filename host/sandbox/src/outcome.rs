@@ -60,6 +60,11 @@ pub struct Outcome {
     /// For `tool_error`: `invalid_arguments` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// For `crashed` by the guest exiting (`wasi:cli/exit`, WASI preview 1's `proc_exit`, CPython's `os._exit`):
+    /// the status it exited with, as the host received it. Left out when the guest did not exit, so that outcomes
+    /// of every other kind serialise as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
     /// Fuel consumed by the call, including fuel charged for child calls.
     pub fuel_used: u64,
     /// Name of the tool that ran.
@@ -111,6 +116,7 @@ impl Outcome {
             output: String::new(),
             message: Some(message),
             error_code: None,
+            exit_status: None,
             fuel_used: 0,
             tool: tool.to_string(),
             artifact: String::new(),

@@ -161,8 +161,19 @@ impl InsecureSeed {
     }
 }
 
+/// Serves `wasi:random/insecure-seed` from the store's [`InsecureSeed`], shadowing wasmtime-wasi's (the linker
+/// must allow shadowing).
+pub(crate) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<crate::store::CallState>,
+) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::bindings::random::insecure_seed::add_to_linker::<
+        crate::store::CallState,
+        InsecureSeedHost,
+    >(linker, |state| &mut state.insecure_seed)
+}
+
 /// Marker for [`wasmtime::component::HasData`]: the sandbox's `wasi:random/insecure-seed`.
-pub(crate) struct InsecureSeedHost;
+struct InsecureSeedHost;
 
 impl wasmtime::component::HasData for InsecureSeedHost {
     type Data<'a> = &'a mut InsecureSeed;

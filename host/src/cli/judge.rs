@@ -652,6 +652,7 @@ mod tests {
             output: String::new(),
             message: Some("fuel limit of 5 exhausted".into()),
             error_code: None,
+            exit_status: None,
             fuel_used: 5,
             tool: "judge".into(),
             artifact: String::new(),

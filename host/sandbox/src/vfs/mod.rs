@@ -3,8 +3,9 @@
 //! call's inputs, its files are bounded by quotas ([`FsLimits`], part of [`crate::Limits`]) and never reach the
 //! host's disk, and filesystem work costs fuel like computation does.
 //!
-//! Map of the types: [`Vfs`] is the call's tree behind a mutex, shared by the store ([`crate::state::CallState`])
-//! and by the streams the guest holds; `host` serves `wasi:filesystem/{types,preopens}` over it through the
+//! Map of the types: [`Vfs`] is the call's tree behind a mutex, shared by the store ([`crate::store::CallState`])
+//! and by the streams the guest holds; [`tree`] is the tree itself, speaking the vocabulary in `types`
+//! ([`FsLimits`], [`FsError`], [`Stat`]); `host` serves `wasi:filesystem/{types,preopens}` over it through the
 //! resources in `stream` (descriptors, directory listings, file streams); [`charge_hook`] turns the fuel debt that
 //! filesystem work runs up into spent fuel each time the guest resumes.
 //!
@@ -15,6 +16,7 @@
 mod host;
 mod stream;
 pub mod tree;
+mod types;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use wasmtime::component::Linker;
 use wasmtime::{CallHook, StoreContextMut, Trap};
 
 use crate::clock::{EPOCH_UNIX_SECONDS, VirtualClock};
-use crate::state::CallState;
+use crate::store::CallState;
 
 pub(crate) use host::VfsCtxView;
 pub use tree::{FsError, FsLimits, Ino, NodeKind, Stat, Tree};
