@@ -24,6 +24,7 @@ pub mod config;
 pub mod dataset;
 pub mod divergence;
 pub mod error;
+pub mod judging;
 pub mod metrics;
 pub mod reward;
 pub mod rollout;
