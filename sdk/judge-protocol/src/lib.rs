@@ -57,7 +57,11 @@ pub struct Args<T = Tests> {
     /// Stdin/stdout tests: accept numbers written with a point or an exponent within this
     /// absolute or relative error. Default: outputs must match exactly (up to trailing
     /// whitespace and line endings).
+    // Left out when `None`, as the host always wrote it; the schema still says `default: null`
+    // (schemars drops it for a field that skips serialising). Not a doc comment: that would
+    // change the description the model sees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = null)))]
     pub float_tolerance: Option<f64>,
 }
 
