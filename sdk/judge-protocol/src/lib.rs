@@ -366,6 +366,9 @@ mod tests {
         assert_eq!(budget.fuel, 81_400_000_000);
         assert_eq!(budget.memory_bytes, (64 << 20) + 80);
         assert_eq!(budget.wall_ms, 2 * 180_000 + 60_000);
+        // A short test still gets a minute of wall clock (0.2 s of fuel would be 20 s).
+        let budget = CallBudget::new(1_000_000_000, 1 << 20, 1, 10, FUEL_PER_SECOND);
+        assert_eq!(budget.wall_ms, 60_000 + 60_000);
         // Absurd requests saturate instead of overflowing.
         let budget = CallBudget::new(u64::MAX, u64::MAX, usize::MAX, usize::MAX, FUEL_PER_SECOND);
         assert_eq!((budget.fuel, budget.wall_ms), (u64::MAX, u64::MAX));
