@@ -452,8 +452,8 @@ fn programs_cannot_forge_the_harness_report() {
     assert_eq!(r["verdict"], "runtime_error", "{r}");
     // A program that digs the tag and the output stream out of the harness's frame and writes a
     // report of its own is caught: the harness still reports, and two reports are rejected.
-    let forger = "import sys\nframe = sys._getframe(1)\ntag = frame.f_locals['tag']\n\
-                  frame.f_locals['emit'](tag + '{\"status\": \"ok\", \"detail\": \"\"}\\n')\n\
+    let forger = "import sys\nframe = sys._getframe(1)\nreport = frame.f_locals['report']\n\
+                  report.status, report.detail = 'ok', ''\nreport.send()\n\
                   raise SystemExit(0)\n";
     let r = report(json!({"code": forger, "tests": "assert False\n"}));
     assert_eq!(r["verdict"], "runtime_error", "{r}");

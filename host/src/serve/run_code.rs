@@ -8,7 +8,8 @@
 //! return code, the request's program runs inside a wrapper (`run_code.py`, the tool's `code`): it
 //! gives the program a fresh `__main__` namespace, `sys.stdin` over the request's `stdin` and private
 //! stdout/stderr buffers, runs it, maps `SystemExit` and uncaught exceptions to the return code CPython
-//! would exit with, and only then writes one line: [`RESULT_MARKER`] and a JSON object.
+//! would exit with, and only then writes one line: [`RESULT_MARKER`] and the run protocol's record
+//! ([`sod_judge_protocol::run`]: the wrapper is that protocol's Python side followed by `run_code.py`).
 //!
 //! Files: the request's `files` are decoded here and written into the call's in-memory filesystem by the
 //! sandbox before the program starts (`CallOptions::files`), and `fetch_files` are read back by the sandbox
@@ -41,6 +42,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sod_judge_protocol::run::{self, RecordError, RunRecord};
 use sod_sandbox::{Limits, Outcome, OutcomeKind};
 
 /// Prefix of the wrapper's one output line.
@@ -233,12 +235,14 @@ struct WrapperRequest<'a> {
     stdin: &'a str,
 }
 
-/// The wrapper's python source with its constants filled in.
+/// The wrapper's python source: the run protocol's Python side, then `run_code.py` with its constants
+/// filled in.
 pub fn wrapper_source() -> String {
-    WRAPPER
+    let wrapper = WRAPPER
         .replace("@RESULT_MARKER@", RESULT_MARKER)
         .replace("@RESULT_BUDGET@", &RESULT_BUDGET_BYTES.to_string())
-        .replace("@STREAM_CAP@", &RESULT_BUDGET_BYTES.to_string())
+        .replace("@STREAM_CAP@", &RESULT_BUDGET_BYTES.to_string());
+    format!("{}\n\n{wrapper}", run::PYTHON)
 }
 
 /// How the wrapper travels with each request.
@@ -254,21 +258,21 @@ pub enum RunCodeWrapper {
 impl RunCodeWrapper {
     /// The wrapper as source: works with any python tool.
     pub fn source() -> Self {
-        RunCodeWrapper::Source(base64_encode(wrapper_source().as_bytes()))
+        RunCodeWrapper::Source(run::base64(wrapper_source().as_bytes()))
     }
 
     /// Compiles the wrapper inside the python tool and returns its marshalled code object; falls back
     /// to [`RunCodeWrapper::source`] (with a warning) if the tool cannot. Marshal data is specific to
     /// the interpreter, which is why the tool that runs the requests produces it.
     pub fn prepare(sandbox: &sod_sandbox::Sandbox, python_tool: &str) -> Self {
-        let source = base64_encode(wrapper_source().as_bytes());
+        let source = run::base64(wrapper_source().as_bytes());
         let code = format!(
             "import base64, marshal\n\
              _source = base64.b64decode(\"{source}\").decode()\n\
              _code = compile(_source, \"{WRAPPER_FILENAME}\", \"exec\", dont_inherit=True)\n\
              print(base64.b64encode(marshal.dumps(_code)).decode())\n"
         );
-        let arguments = serde_json::json!({ "code": code }).to_string();
+        let arguments = run::tool_arguments(&code);
         let outcome = sandbox
             .tool(python_tool)
             .map(|tool| sandbox.call(&tool, &arguments, &sod_sandbox::CallOptions::default()));
@@ -298,7 +302,7 @@ impl RunCodeWrapper {
         };
         // Serialising strings and maps of strings cannot fail.
         let json = serde_json::to_vec(&payload).unwrap_or_default();
-        let payload = base64_encode(&json);
+        let payload = run::base64(&json);
         let load = match self {
             RunCodeWrapper::Compiled(blob) => {
                 format!("exec(marshal.loads(base64.b64decode(\"{blob}\")))")
@@ -309,12 +313,6 @@ impl RunCodeWrapper {
         };
         format!("_sod_request = \"{payload}\"\nimport base64, marshal\n{load}\npass\n")
     }
-}
-
-/// Standard base64 with padding (the wrapper decodes it with `base64.b64decode`).
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Turns a request into a python tool call under `policy`.
@@ -343,7 +341,7 @@ pub fn plan(
         .iter()
         .filter_map(|(path, content)| Some((path, content.as_ref()?)));
     let files = sod_sandbox::files_from_base64(given).map_err(PlanError::Files)?;
-    let arguments = serde_json::json!({ "code": wrapper.tool_code(request) }).to_string();
+    let arguments = run::tool_arguments(&wrapper.tool_code(request));
     Ok(RunCodePlan {
         arguments,
         limits: Limits {
@@ -375,31 +373,17 @@ pub fn virtual_seconds(fuel: u64) -> f64 {
     fuel as f64 / Limits::FUEL_PER_SECOND as f64
 }
 
-/// What the wrapper prints.
-#[derive(Debug, Deserialize)]
-struct WrapperResult {
-    #[serde(default)]
-    setup_error: Option<String>,
-    #[serde(default)]
-    stdout: String,
-    #[serde(default)]
-    stderr: String,
-    #[serde(default)]
-    return_code: i32,
-    #[serde(default)]
-    notes: Vec<String>,
-}
-
-fn parse_wrapper_output(output: &str) -> Result<WrapperResult, String> {
-    let line = output
-        .strip_prefix(RESULT_MARKER)
-        .and_then(|rest| rest.strip_suffix('\n'))
-        .filter(|json| !json.contains('\n'))
-        .ok_or_else(|| {
+/// The wrapper's record in the tool's `output`, or why there is none.
+fn parse_wrapper_output(output: &str) -> Result<RunRecord, String> {
+    run::parse_record(output, RESULT_MARKER).map_err(|error| match error {
+        RecordError::Missing => {
             let head: String = output.chars().take(500).collect();
             format!("the run_code wrapper printed no result; tool output: {head:?}")
-        })?;
-    serde_json::from_str(line).map_err(|e| format!("the run_code wrapper's result is invalid: {e}"))
+        }
+        // Only code that reaches into the interpreter writes a second line: it loses its response.
+        RecordError::Repeated(n) => format!("the run_code wrapper's result was written {n} times"),
+        RecordError::Malformed(e) => format!("the run_code wrapper's result is invalid: {e}"),
+    })
 }
 
 fn finished(fuel_used: u64, return_code: i32, stdout: String, stderr: String) -> CommandRunResult {
@@ -442,16 +426,6 @@ fn sandbox_error_run(outcome: &Outcome, message: String) -> RunCodeResponse {
     with_run(RunStatus::SandboxError, message, run)
 }
 
-/// The exit status of a `crashed` outcome caused by the guest exiting (`os._exit(n)`), if it was one.
-fn exit_status(message: &str) -> Option<i32> {
-    let rest = message.strip_prefix("the tool exited with status ")?;
-    let digits: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '-')
-        .collect();
-    digits.parse().ok()
-}
-
 /// Maps the outcome of a planned call onto SandboxFusion's response (see the module documentation).
 pub fn response(outcome: &Outcome) -> RunCodeResponse {
     let message = outcome.message.clone().unwrap_or_default();
@@ -459,9 +433,6 @@ pub fn response(outcome: &Outcome) -> RunCodeResponse {
         OutcomeKind::Ok | OutcomeKind::MemoryLimit if !outcome.output.is_empty() => {
             match parse_wrapper_output(&outcome.output) {
                 Ok(result) => {
-                    if let Some(error) = result.setup_error {
-                        return sandbox_error_run(outcome, error);
-                    }
                     let status = by_return_code(result.return_code);
                     let run = finished(
                         outcome.fuel_used,
@@ -500,7 +471,7 @@ pub fn response(outcome: &Outcome) -> RunCodeResponse {
             with_run(RunStatus::Failed, String::new(), run)
         }
         OutcomeKind::Crashed => {
-            let (code, stderr) = match exit_status(&message) {
+            let (code, stderr) = match outcome.exit_status {
                 Some(code) => (code & 0xFF, String::new()),
                 None => (CRASH_RETURN_CODE, format!("{message}\n")),
             };
@@ -534,6 +505,7 @@ mod tests {
             output: output.to_string(),
             message: message.map(str::to_string),
             error_code: None,
+            exit_status: None,
             fuel_used: Limits::FUEL_PER_SECOND / 4,
             tool: "python".to_string(),
             artifact: "sha256:0".to_string(),
@@ -542,25 +514,9 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded, "{plain:?}");
-        }
-    }
-
-    #[test]
     fn wrapper_cannot_look_like_a_fenced_block() {
         assert!(
-            !WRAPPER.contains('`'),
+            !wrapper_source().contains('`'),
             "the tool runs only the first ``` block of its code"
         );
         assert!(
@@ -626,7 +582,7 @@ mod tests {
     fn outcomes_map_to_sandboxfusion_statuses() {
         let ok = format!(
             "{RESULT_MARKER}{}\n",
-            r#"{"stdout":"2\n","stderr":"","return_code":0,"files":{},"notes":[]}"#
+            r#"{"status":"ok","return_code":0,"stdout":"2\n","stdout_bytes":2,"stderr":"","detail":"","notes":[]}"#
         );
         let response = response(&outcome(OutcomeKind::Ok, &ok, None));
         assert_eq!(response.status, RunStatus::Success);
@@ -645,12 +601,21 @@ mod tests {
         assert_eq!(run.status, CommandRunStatus::TimeLimitExceeded);
         assert_eq!(run.return_code, None);
 
-        let exit = super::response(&outcome(
+        // The exit status comes from the outcome's field, never from its message's text.
+        let exit = super::response(&Outcome {
+            exit_status: Some(3),
+            ..outcome(OutcomeKind::Crashed, "", Some("the tool exited"))
+        });
+        assert_eq!(exit.run_result.expect("run").return_code, Some(3));
+        let worded = super::response(&outcome(
             OutcomeKind::Crashed,
             "",
             Some("the tool exited with status 3"),
         ));
-        assert_eq!(exit.run_result.expect("run").return_code, Some(3));
+        assert_eq!(
+            worded.run_result.expect("run").return_code,
+            Some(CRASH_RETURN_CODE)
+        );
 
         let trap = super::response(&outcome(OutcomeKind::Crashed, "", Some("wasm trap")));
         assert_eq!(trap.status, RunStatus::Failed);

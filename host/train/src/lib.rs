@@ -25,6 +25,7 @@ pub mod dataset;
 pub mod divergence;
 pub mod episode;
 pub mod error;
+pub mod judging;
 pub mod metrics;
 pub mod reward;
 pub mod rollout;

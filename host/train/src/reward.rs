@@ -12,12 +12,14 @@
 //!
 //! Other scorers implement [`Reward`]; the trainer only sees the trait.
 
-use sod_sandbox::{CallOptions, Limits, OutcomeKind, Sandbox, Tool};
+use sod_judge_protocol::{Args, Report, Verdict};
+use sod_sandbox::{CallOptions, OutcomeKind, Sandbox, Tool};
 
 use crate::config::{CodeRewardConfig, RewardKind};
 use crate::dataset::{Dataset, Example};
 use crate::episode::Scored;
 use crate::error::{Result, TrainError};
+use crate::judging::judge_call;
 use crate::rollout::Trajectory;
 
 /// The reward of one trajectory, or why it could not be scored.
@@ -155,12 +157,6 @@ pub fn score_all(reward: &dyn Reward, items: &[(&str, &Example)], threads: usize
 
 /// Name of the tool that judges code.
 pub const JUDGE_TOOL: &str = "judge";
-/// Fuel the judge itself may spend per test, on top of the tests' own (its measured use is far below).
-const JUDGE_FUEL_PER_TEST: u64 = 200_000_000;
-/// Fuel the judge itself may spend per call, on top of the per-test allowance.
-const JUDGE_FUEL_BASE: u64 = 1_000_000_000;
-/// Output limit of a judge call: its JSON report.
-const REPORT_BYTES: u64 = 4 << 20;
 
 /// Runs the candidate program of a response against the example's tests with the `judge` tool.
 #[derive(Clone)]
@@ -183,45 +179,21 @@ impl CodeReward {
         })
     }
 
-    /// The judge's arguments and limits for `program` against `tests`.
-    fn judge_call(&self, program: &str, tests: &serde_json::Value) -> (String, Limits) {
-        let settings = &self.settings;
-        let arguments = serde_json::json!({
-            "code": program,
-            "tests": tests,
-            "fuel_per_test": settings.fuel_per_test,
-            "memory_bytes_per_test": settings.memory_bytes_per_test,
+    /// The judge's arguments for `program` against `tests`.
+    fn judge_args<'a>(
+        &self,
+        program: &str,
+        tests: &'a serde_json::Value,
+    ) -> Args<&'a serde_json::Value> {
+        Args {
+            code: program.to_string(),
+            tests,
+            fuel_per_test: Some(self.settings.fuel_per_test),
+            memory_bytes_per_test: Some(self.settings.memory_bytes_per_test),
             // Without partial credit the first failure decides.
-            "stop_on_first_failure": !settings.partial_credit,
-        })
-        .to_string();
-        let count = match tests {
-            serde_json::Value::Array(cases) => cases.len() as u64,
-            _ => 1,
-        };
-        let seconds_per_test = settings.fuel_per_test / Limits::FUEL_PER_SECOND + 1;
-        let limits = Limits {
-            fuel: settings
-                .fuel_per_test
-                .saturating_add(JUDGE_FUEL_PER_TEST)
-                .saturating_mul(count)
-                .saturating_add(JUDGE_FUEL_BASE),
-            // A child's memory is clamped to its caller's; the judge holds a few copies of its arguments.
-            memory_bytes: settings.memory_bytes_per_test.max(
-                (arguments.len() as u64)
-                    .saturating_mul(8)
-                    .saturating_add(64 << 20),
-            ),
-            output_bytes: REPORT_BYTES,
-            // A generous wall-clock backstop: fuel is the real limit.
-            wall_ms: seconds_per_test
-                .saturating_mul(20_000)
-                .max(60_000)
-                .saturating_mul(count)
-                .saturating_add(60_000),
-            fs: Limits::default().fs,
-        };
-        (arguments, limits)
+            stop_on_first_failure: !self.settings.partial_credit,
+            float_tolerance: None,
+        }
     }
 }
 
@@ -271,7 +243,7 @@ impl Reward for CodeReward {
         let Some(program) = candidate_program(response, tests) else {
             return Score::reward(0.0);
         };
-        let (arguments, limits) = self.judge_call(&program, &tests.tests);
+        let (arguments, limits) = judge_call(&self.judge_args(&program, &tests.tests));
         let options = CallOptions {
             limits: Some(limits),
             ..CallOptions::default()
@@ -284,16 +256,12 @@ impl Reward for CodeReward {
                 outcome.model_text()
             ));
         }
-        let report: JudgeReport = match serde_json::from_str(&outcome.output) {
+        let report: Report = match serde_json::from_str(&outcome.output) {
             Ok(report) => report,
             Err(e) => return Score::fault(format!("the judge's report does not parse: {e}")),
         };
-        if let Some(i) = report
-            .tests
-            .iter()
-            .position(|t| t.verdict == "internal_error")
-        {
-            let detail = report.tests[i].detail.as_deref().unwrap_or("");
+        if let Some((i, test)) = report.internal_error() {
+            let detail = test.detail.as_deref().unwrap_or("");
             return Score::fault(format!("the judge could not judge test {i}: {detail}"));
         }
         if report.total == 0 {
@@ -301,7 +269,7 @@ impl Reward for CodeReward {
         }
         let reward = if self.settings.partial_credit {
             report.passed as f32 / report.total as f32
-        } else if report.verdict == "accepted" && report.passed == report.total {
+        } else if report.verdict == Verdict::Accepted && report.passed == report.total {
             1.0
         } else {
             0.0
@@ -318,22 +286,6 @@ impl Reward for CodeReward {
             None => Ok(()),
         }
     }
-}
-
-/// The parts of the judge's JSON report the reward reads (the tool's `Report`).
-#[derive(serde::Deserialize)]
-struct JudgeReport {
-    verdict: String,
-    passed: usize,
-    total: usize,
-    tests: Vec<JudgeTest>,
-}
-
-#[derive(serde::Deserialize)]
-struct JudgeTest {
-    verdict: String,
-    #[serde(default)]
-    detail: Option<String>,
 }
 
 /// 1.0 when the answer extracted from `response` matches `reference`, else 0.0.

@@ -1,15 +1,11 @@
 """sod judge harness: runs one test of a candidate program inside the python tool.
 
-The judge (tools/judge/src/harness.rs) appends one call, ``_sod_judge(tag, mode, solution, tests,
+The judge (tools/judge/src/harness.rs) puts the run protocol's Python side (sdk/judge-protocol/
+python/sod_run.py) before this file and appends one call, ``_sod_judge(tag, mode, solution, tests,
 stdin)``, whose text arguments are base64, and runs the whole as the ``code`` of a fresh python tool
 instance. The candidate runs in a namespace of its own, with its own stdin, stdout and stderr; the
-harness then writes exactly one line to the tool's output: ``tag`` followed by a JSON record
-
-    {"status": ..., "detail": ..., "stdout": ..., "stdout_bytes": ..., "stdout_sha256": ...}
-
-``status`` is ``ok``, ``compile_error``, ``runtime_error``, ``memory_error`` (a ``MemoryError``:
-an allocation failed), ``assertion_failed`` (program mode: an assertion of the test program failed)
-or ``bad_tests`` (the test program does not compile).
+harness then writes exactly one line to the tool's output, the run protocol's record
+(``_SodReport``) after ``tag``. Its ``stderr`` stays empty (the candidate's is discarded); its
 ``stdout`` is what the candidate printed (stdin mode only), cut to fit the python tool's output cap;
 when it was cut, ``stdout_sha256`` is the SHA-256 of the whole output after :func:`normalize`.
 
@@ -22,15 +18,15 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
     import builtins
     import hashlib
     import io
-    import json
-    import linecache
     import sys
     import traceback
 
     # Everything the epilogue needs is bound now, before candidate code can replace module
-    # attributes. The record goes to the python tool's own output stream.
-    emit = sys.stdout.write
-    dumps = json.dumps
+    # attributes or the run protocol's names. The record goes to the python tool's own output.
+    report = _SodReport(tag)
+    capture = _SodCapture
+    exit_status = _sod_exit_status
+    register = _sod_register_source
     sha256 = hashlib.sha256
     text_io = io.TextIOWrapper
     bytes_io = io.BytesIO
@@ -59,9 +55,6 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
         while lines and not lines[-1]:
             lines.pop()
         return "\n".join(lines)
-
-    def register(filename, source):
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
     def innermost_file(exc):
         tb = exc.__traceback__
@@ -92,17 +85,13 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
             text = f"{type(exc).__name__}\n"
         return clean(text[-detail_limit:])
 
-    def exit_status(exc):
-        code = exc.code
-        if code is None or code == 0:
-            return None
-        return code if isinstance(code, int) else 1
-
     solution = decode(solution_b64)
     tests = decode(tests_b64) if mode == "program" else None
     input_bytes = base64.b64decode(stdin_b64)
 
     status, detail = "ok", ""
+    # The status CPython would exit with when the run does not end "ok".
+    return_code = 1
     if tests is not None:
         try:
             tests_code = compile(tests, "<tests>", "exec", dont_inherit=True)
@@ -114,13 +103,7 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
         except (SyntaxError, ValueError) as exc:
             status, detail = "compile_error", describe_syntax(exc)
 
-    class Sink(bytes_io):
-        """Collects what the candidate prints; closing it keeps the contents."""
-
-        def close(self):
-            pass
-
-    sink = Sink()
+    sink = capture()
     if status == "ok":
         register("<solution>", solution)
         if tests is not None:
@@ -154,9 +137,10 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
                 exec(tests_code, namespace)
         except system_exit as exc:
             status_code = exit_status(exc)
+            return_code = status_code & 0xFF
             if tests is not None and not (phase == "tests" and innermost_file(exc) == "<tests>"):
                 status, detail = "runtime_error", "the program exited before its tests finished\n"
-            elif status_code is not None:
+            elif status_code != 0:
                 status, detail = "runtime_error", f"the program exited with status {status_code}\n"
         except base_exception as exc:
             if isinstance(exc, memory_error):
@@ -182,14 +166,15 @@ def _sod_judge(tag, mode, solution_b64, tests_b64, stdin_b64):
         except base_exception:  # the candidate closed or broke its stdout
             pass
 
-    record = {"status": status, "detail": detail}
+    report.status, report.detail = status, detail
+    report.return_code = 0 if status == "ok" else return_code
     if mode == "stdin":
-        printed = clean(sink.getvalue().decode("utf-8", "replace"))
-        record["stdout_bytes"] = len(printed.encode("utf-8"))
+        printed = clean(sink.value().decode("utf-8", "replace"))
+        report.stdout_bytes = len(printed.encode("utf-8"))
         shown = printed[:stdout_field_limit]
-        while len(dumps(shown, ensure_ascii=False).encode("utf-8")) > stdout_field_limit:
+        while len(report.encode(shown).encode("utf-8")) > stdout_field_limit:
             shown = shown[: len(shown) // 2]
-        record["stdout"] = shown
+        report.stdout = shown
         if shown != printed:
-            record["stdout_sha256"] = sha256(normalize(printed).encode("utf-8")).hexdigest()
-    emit(tag + dumps(record, ensure_ascii=False) + "\n")
+            report.stdout_sha256 = sha256(normalize(printed).encode("utf-8")).hexdigest()
+    report.send()

@@ -1,23 +1,33 @@
-//! The protocol between the judge and the Python harness it runs in the python tool.
+//! The judge's use of the run protocol (`sod_judge_protocol::run`): the program it runs in the
+//! python tool for each test, and what it makes of the record that comes back.
 //!
-//! For every test the judge builds one program: the harness (`harness.py`) followed by a call
-//! `_sod_judge(tag, mode, solution, tests, stdin)`, the texts base64-encoded so that nothing in
-//! them can change how the python tool reads the program (it runs the first ```` ```python ````
-//! fence it finds, for example). It runs as the `code` argument of a fresh python tool instance.
+//! For every test the judge builds one program: the run protocol's Python side, the harness
+//! (`harness.py`), then a call `_sod_judge(tag, mode, solution, tests, stdin)`, the texts
+//! base64-encoded so that nothing in them can change how the python tool reads the program (it
+//! runs the first ```` ```python ```` fence it finds, for example). It runs as the `code` argument
+//! of a fresh python tool instance.
 //!
-//! The harness writes one line to the tool's output: the call's tag, then a JSON [`Record`].
-//! The tag is `sod-judge:` and 32 hex digits of a SHA-256 of the test's inputs, so it is
-//! deterministic, differs between tests, and is unknown to the candidate program unless it
-//! inspects the interpreter's own frames. [`parse_record`] accepts an output only when exactly one
+//! The harness writes one line to the tool's output: the call's tag, then a JSON
+//! [`RunRecord`](sod_judge_protocol::run::RunRecord). The tag is `sod-judge:` and 32 hex digits of a SHA-256 of the test's inputs, so
+//! it is deterministic, differs between tests, and is unknown to the candidate program unless it
+//! inspects the interpreter's own frames. [`run::parse_record`] accepts an output only when exactly one
 //! line starts with the tag: a program that prints a made-up record as well is caught by the
 //! repetition, and text outside the record (which only code outside the candidate's streams can
 //! produce) is ignored.
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use sod_judge_protocol::run::{self, RecordError, base64};
 
-/// Source of the Python harness.
-pub const SOURCE: &str = include_str!("harness.py");
+/// Source of the Python harness, after the run protocol's Python side it uses.
+pub fn source() -> String {
+    format!(
+        "{}
+
+{}",
+        run::PYTHON,
+        include_str!("harness.py")
+    )
+}
 
 /// What one harness run does with the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +86,8 @@ impl<'a> Invocation<'a> {
             Mode::Stdin { input } => ("stdin", "", input.replace("\r\n", "\n")),
         };
         format!(
-            "{SOURCE}\n\n_sod_judge({:?}, {:?}, {:?}, {:?}, {:?})\n",
+            "{}\n\n_sod_judge({:?}, {:?}, {:?}, {:?}, {:?})\n",
+            source(),
             self.tag,
             mode,
             base64(self.solution.as_bytes()),
@@ -87,119 +98,26 @@ impl<'a> Invocation<'a> {
 
     /// The python tool's arguments for this invocation: `{"code": program}`.
     pub fn python_arguments(&self) -> String {
-        serde_json::json!({ "code": self.program() }).to_string()
+        run::tool_arguments(&self.program())
     }
 }
 
-/// How the harness says the candidate's run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// The candidate (and the test program) ran to completion.
-    Ok,
-    /// The candidate does not compile (`SyntaxError`, or a NUL byte in the source).
-    CompileError,
-    /// The candidate raised an exception, or exited with a non-zero status.
-    RuntimeError,
-    /// The candidate raised `MemoryError`: an allocation failed.
-    MemoryError,
-    /// An `assert` of the test program failed.
-    AssertionFailed,
-    /// The test program does not compile: the problem is broken, not the candidate.
-    BadTests,
-}
-
-/// What the harness reports about one run.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    /// How the run ended.
-    pub status: Status,
-    /// The traceback, syntax error or exit status; empty when the run ended `ok`.
-    pub detail: String,
-    /// What the candidate printed (stdin mode), possibly a prefix: see
-    /// [`Record::stdout_sha256`].
-    #[serde(default)]
-    pub stdout: Option<String>,
-    /// UTF-8 bytes the candidate printed in all.
-    #[serde(default)]
-    pub stdout_bytes: Option<u64>,
-    /// When `stdout` is only a prefix: SHA-256 (hex) of the whole output after
-    /// [`crate::compare::normalize`].
-    #[serde(default)]
-    pub stdout_sha256: Option<String>,
-}
-
-/// Why a python tool output is not a valid harness record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    /// No line starts with the tag: the harness did not finish.
-    #[error("the judge's harness did not report (the program stopped it)")]
-    Missing,
-    /// Several lines start with the tag: the program forged a record.
-    #[error("the judge's harness reported {0} times (the program forged its report)")]
-    Repeated(usize),
-    /// The record is not the JSON the harness writes.
-    #[error("the judge's harness report is malformed: {0}")]
-    Malformed(String),
-}
-
-/// Finds and parses the one record line of `output` that starts with `tag`.
-pub fn parse_record(output: &str, tag: &str) -> Result<Record, ProtocolError> {
-    let mut lines = output.lines().filter(|line| line.starts_with(tag));
-    let Some(line) = lines.next() else {
-        return Err(ProtocolError::Missing);
-    };
-    let extra = lines.count();
-    if extra > 0 {
-        return Err(ProtocolError::Repeated(extra + 1));
-    }
-    serde_json::from_str(&line[tag.len()..]).map_err(|e| ProtocolError::Malformed(e.to_string()))
-}
-
-/// Standard base64 with padding (RFC 4648), as Python's `base64.b64decode` reads it.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let symbols = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
-        for (i, symbol) in symbols.iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[*symbol as usize]));
-            } else {
-                out.push('=');
-            }
+/// What a missing, repeated or malformed record means for the test, in the report's words.
+pub fn explain(error: &RecordError) -> String {
+    match error {
+        RecordError::Missing => {
+            "the judge's harness did not report (the program stopped it)".to_string()
         }
+        RecordError::Repeated(n) => {
+            format!("the judge's harness reported {n} times (the program forged its report)")
+        }
+        RecordError::Malformed(e) => format!("the judge's harness report is malformed: {e}"),
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
-    }
 
     #[test]
     fn tags_are_deterministic_and_distinct() {
@@ -230,7 +148,8 @@ mod tests {
             3,
         );
         let program = invocation.program();
-        assert!(program.starts_with(SOURCE));
+        assert!(program.starts_with(&source()));
+        assert!(program.starts_with(run::PYTHON));
         assert!(
             !program.contains("```"),
             "a fence would make the tool run only its block"
@@ -251,28 +170,11 @@ mod tests {
     }
 
     #[test]
-    fn records_are_found_by_their_tag() {
-        let tag = "sod-judge:00:";
-        let line =
-            format!(r#"{tag}{{"status": "ok", "detail": "", "stdout": "3\n", "stdout_bytes": 2}}"#);
-        let record = parse_record(&format!("noise\n{line}\nlate noise\n"), tag).expect("record");
-        assert_eq!(record.status, Status::Ok);
-        assert_eq!(record.stdout.as_deref(), Some("3\n"));
-        assert_eq!(record.stdout_bytes, Some(2));
-        assert_eq!(record.stdout_sha256, None);
-        assert_eq!(parse_record("3\n", tag), Err(ProtocolError::Missing));
-        assert_eq!(
-            parse_record(&format!("{line}\n{line}\n"), tag),
-            Err(ProtocolError::Repeated(2))
+    fn record_errors_are_explained_as_the_report_says_them() {
+        assert!(explain(&RecordError::Missing).contains("did not report"));
+        assert!(
+            explain(&RecordError::Repeated(2)).contains("reported 2 times (the program forged")
         );
-        assert!(matches!(
-            parse_record(&format!("{tag}{{\"status\": \"fine\"}}"), tag),
-            Err(ProtocolError::Malformed(_))
-        ));
-        // A record of another test does not count.
-        assert_eq!(
-            parse_record(&line.replace("sod-judge:00:", "sod-judge:01:"), tag),
-            Err(ProtocolError::Missing)
-        );
+        assert!(explain(&RecordError::Malformed("eof".into())).ends_with("malformed: eof"));
     }
 }

@@ -24,17 +24,13 @@
 pub mod compare;
 pub mod harness;
 
-use serde::{Deserialize, Serialize};
+use sod_judge_protocol::run::{Ending, RecordError, RunRecord};
+pub use sod_judge_protocol::{Args, Case, Report, TestResult, Tests, Verdict};
 use sod_tool_sdk::sandbox::{Limits, Outcome, OutcomeKind};
 use sod_tool_sdk::{Tool, ToolError};
 
-use harness::{Invocation, Mode, ProtocolError, Record, Status};
+use harness::{Invocation, Mode};
 
-/// Fuel of one test when the arguments name none: about 2 s of CPython compute at the host's
-/// documented rate of 5·10⁹ fuel per second.
-pub const DEFAULT_FUEL_PER_TEST: u64 = 10_000_000_000;
-/// Memory of one test when the arguments name none: 256 MiB.
-pub const DEFAULT_MEMORY_BYTES_PER_TEST: u64 = 256 << 20;
 /// Output limit of one python run; the harness's record stays well below it.
 pub const PYTHON_OUTPUT_BYTES: u64 = 64 << 10;
 /// Bytes of a test's `detail` kept (the tail of a traceback, the head of anything else).
@@ -44,123 +40,6 @@ pub const DETAIL_BYTES: usize = 1500;
 pub const REPORT_DETAIL_BYTES: usize = 16 << 10;
 /// The tool that runs the candidate.
 pub const PYTHON_TOOL: &str = "python";
-
-/// Arguments of the judge.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    /// The candidate: a complete Python program (for HumanEval, the prompt followed by the
-    /// completion).
-    pub code: String,
-    /// The tests: a Python test program run after the candidate in the same namespace (e.g.
-    /// HumanEval's `check(entry_point)` or MBPP's asserts), or a list of stdin/stdout cases.
-    pub tests: Tests,
-    /// Fuel of each test (deterministic time limit; 5e9 is about one second of CPython).
-    /// Default 1e10.
-    #[serde(default)]
-    pub fuel_per_test: Option<u64>,
-    /// Memory of each test in bytes. Default 256 MiB.
-    #[serde(default)]
-    pub memory_bytes_per_test: Option<u64>,
-    /// Stop after the first test that is not accepted. Default false.
-    #[serde(default)]
-    pub stop_on_first_failure: bool,
-    /// Stdin/stdout tests: accept numbers written with a point or an exponent within this
-    /// absolute or relative error. Default: outputs must match exactly (up to trailing
-    /// whitespace and line endings).
-    #[serde(default)]
-    pub float_tolerance: Option<f64>,
-}
-
-/// The tests of a problem.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
-pub enum Tests {
-    /// A Python test program; the candidate passes when it runs to completion.
-    Program(String),
-    /// Stdin/stdout cases; each is one test.
-    Cases(Vec<Case>),
-}
-
-/// One stdin/stdout test.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Case {
-    /// Standard input of the program.
-    pub input: String,
-    /// The expected standard output.
-    pub output: String,
-}
-
-/// How one test ended. The serialised names are stable: trainers and stored results key on
-/// them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The test passed.
-    Accepted,
-    /// The output differs from the expected one, or an assertion of the test program failed.
-    WrongAnswer,
-    /// The test ran out of fuel.
-    TimeLimit,
-    /// The test exceeded its memory limit.
-    MemoryLimit,
-    /// The program raised an exception, exited with a non-zero status, crashed the
-    /// interpreter or interfered with the judge's harness.
-    RuntimeError,
-    /// The program does not compile (a `SyntaxError`).
-    CompileError,
-    /// The test could not be judged (the sandbox failed, or the test program itself is
-    /// broken): not the candidate's fault; trainers drop such results.
-    InternalError,
-}
-
-impl Verdict {
-    /// The stable name (`accepted`, `wrong_answer`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Accepted => "accepted",
-            Verdict::WrongAnswer => "wrong_answer",
-            Verdict::TimeLimit => "time_limit",
-            Verdict::MemoryLimit => "memory_limit",
-            Verdict::RuntimeError => "runtime_error",
-            Verdict::CompileError => "compile_error",
-            Verdict::InternalError => "internal_error",
-        }
-    }
-}
-
-/// The result of one test.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TestResult {
-    /// How the test ended.
-    pub verdict: Verdict,
-    /// Fuel the test's python run used (0 for a test decided without running it).
-    pub fuel_used: u64,
-    /// What went wrong: a short diff (`wrong_answer`), the tail of the traceback
-    /// (`runtime_error`, and `wrong_answer` of a test program), the syntax error
-    /// (`compile_error`), the limit that was hit. Absent for accepted tests, and for failures
-    /// past [`REPORT_DETAIL_BYTES`] of details.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-/// The judge's output: the verdict of every test that ran and a summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    /// `accepted` when every test passed, else the verdict of the first failing test.
-    pub verdict: Verdict,
-    /// Tests accepted.
-    pub passed: usize,
-    /// Tests of the problem (a test program counts as one).
-    pub total: usize,
-    /// Index of the first test not accepted, if any.
-    pub first_failure: Option<usize>,
-    /// Fuel used by all the tests' runs.
-    pub fuel_used: u64,
-    /// Results in test order. Shorter than `total` when the judge stopped at the first failure.
-    pub tests: Vec<TestResult>,
-}
 
 /// Runs one harness invocation under limits; the real one calls the python tool through the
 /// host, tests substitute their own.
@@ -205,10 +84,8 @@ fn settings(args: &Args) -> Result<Settings, ToolError> {
             "`float_tolerance` must be a finite number >= 0",
         ));
     }
-    let fuel = args.fuel_per_test.unwrap_or(DEFAULT_FUEL_PER_TEST);
-    let memory = args
-        .memory_bytes_per_test
-        .unwrap_or(DEFAULT_MEMORY_BYTES_PER_TEST);
+    let fuel = args.fuel_per_test_or_default();
+    let memory = args.memory_bytes_per_test_or_default();
     if fuel == 0 || memory == 0 {
         return Err(ToolError::invalid_arguments(
             "`fuel_per_test` and `memory_bytes_per_test` must be positive",
@@ -346,34 +223,37 @@ fn verdict_of(
             );
         }
     }
-    let record = match harness::parse_record(&outcome.output, &invocation.tag) {
+    let record = match sod_judge_protocol::run::parse_record(&outcome.output, &invocation.tag) {
         Ok(record) => record,
-        Err(error @ (ProtocolError::Missing | ProtocolError::Repeated(_))) => {
-            return result(Verdict::RuntimeError, Some(error.to_string()));
+        Err(error @ (RecordError::Missing | RecordError::Repeated(_))) => {
+            return result(Verdict::RuntimeError, Some(harness::explain(&error)));
         }
-        Err(error @ ProtocolError::Malformed(_)) => {
-            return result(Verdict::InternalError, Some(head(&error.to_string())));
+        Err(error @ RecordError::Malformed(_)) => {
+            return result(
+                Verdict::InternalError,
+                Some(head(&harness::explain(&error))),
+            );
         }
     };
     match record.status {
-        Status::CompileError => result(Verdict::CompileError, Some(tail(&record.detail))),
-        Status::RuntimeError => result(Verdict::RuntimeError, Some(tail(&record.detail))),
-        Status::MemoryError => {
+        Ending::CompileError => result(Verdict::CompileError, Some(tail(&record.detail))),
+        Ending::RuntimeError => result(Verdict::RuntimeError, Some(tail(&record.detail))),
+        Ending::MemoryError => {
             let limit = settings.limits.memory_bytes.unwrap_or_default();
             result(
                 Verdict::MemoryLimit,
                 Some(format!("memory limit of {limit} bytes reached")),
             )
         }
-        Status::AssertionFailed => result(Verdict::WrongAnswer, Some(tail(&record.detail))),
-        Status::BadTests => result(
+        Ending::AssertionFailed => result(Verdict::WrongAnswer, Some(tail(&record.detail))),
+        Ending::BadTests => result(
             Verdict::InternalError,
             Some(tail(&format!(
                 "the test program does not compile:\n{}",
                 record.detail
             ))),
         ),
-        Status::Ok => match expected {
+        Ending::Ok => match expected {
             None => result(Verdict::Accepted, None),
             Some(expected) => compare_output(&record, expected, settings, result),
         },
@@ -381,12 +261,12 @@ fn verdict_of(
 }
 
 fn compare_output(
-    record: &Record,
+    record: &RunRecord,
     expected: &str,
     settings: &Settings,
     result: impl Fn(Verdict, Option<String>) -> TestResult,
 ) -> TestResult {
-    let got = record.stdout.as_deref().unwrap_or("");
+    let got = record.stdout.as_str();
     let accepted = match &record.stdout_sha256 {
         // Only a prefix came back: the harness hashed the whole normalized output.
         Some(digest) => {
@@ -406,7 +286,7 @@ fn compare_output(
         diff = format!(
             "{diff} (the program printed {} bytes; the first {} were compared line by line, the \
              rest by hash)",
-            record.stdout_bytes.unwrap_or_default(),
+            record.stdout_bytes,
             got.len()
         );
     }

@@ -2,6 +2,7 @@
 //! The harness itself runs under the real python tool in `tests/judge.rs`.
 
 use super::*;
+use sod_judge_protocol::{DEFAULT_FUEL_PER_TEST, DEFAULT_MEMORY_BYTES_PER_TEST};
 
 /// A runner that answers every run with what `script` says, and records the runs.
 struct Scripted<F> {
@@ -28,8 +29,13 @@ fn scripted<F: FnMut(&Invocation<'_>) -> (OutcomeKind, String)>(script: F) -> Sc
     }
 }
 
-/// The record line the harness would write.
-fn record(invocation: &Invocation<'_>, record: serde_json::Value) -> (OutcomeKind, String) {
+/// The record line the harness would write: `fields` over those of a run that printed nothing.
+fn record(invocation: &Invocation<'_>, fields: serde_json::Value) -> (OutcomeKind, String) {
+    let mut record = serde_json::json!({"status": "ok", "return_code": 0, "stdout": "",
+        "stdout_bytes": 0, "stderr": "", "detail": "", "notes": []});
+    for (key, value) in fields.as_object().into_iter().flatten() {
+        record[key] = value.clone();
+    }
     (OutcomeKind::Ok, format!("{}{record}\n", invocation.tag))
 }
 
