@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pipeline::{
-    Arm, ColdStartStop, DemoOptions, DemoOutcome, DemoPaths, DemoSettings, ModelSize, RlSettings,
-    Role, TeacherKind, run_demo,
-};
+use super::pipeline::{DemoOptions, DemoOutcome, DemoPaths, run_demo};
 use super::report::{table, write_report};
+use super::settings::{
+    Arm, ColdStartStop, DemoModel, DemoSettings, ModelSize, RlSettings, TeacherKind,
+};
 use sod_train::sft::SftConfig;
 
 fn target_dir() -> PathBuf {
@@ -163,9 +163,9 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     write_report(&first, &paths("first").out_dir).expect("report");
     assert!(first.models.teachers.iter().all(|(_, m)| !m.cached) && !first.models.student.cached);
     for role in [
-        Role::Teacher(TeacherKind::Gold),
-        Role::Teacher(TeacherKind::Recovery),
-        Role::Student,
+        DemoModel::Teacher(TeacherKind::Gold),
+        DemoModel::Teacher(TeacherKind::Recovery),
+        DemoModel::Student,
     ] {
         let model = scratch
             .path()

@@ -10,8 +10,11 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::pipeline::{Arm, DemoOutcome, Evaluation, ModelSize, RlRun, TeacherKind, finish_text};
+use super::evaluate::Evaluation;
+use super::onpolicy::RlRun;
+use super::pipeline::{DemoOutcome, finish_text};
 use super::plot::{Bar, ChartLabels, Series, bar_chart_png, line_chart_png, y_range};
+use super::settings::{Arm, ModelSize, TeacherKind};
 
 /// Ten distinguishable colours (matplotlib's tab10), one per row in table order.
 const PALETTE: [[u8; 3]; 10] = [
@@ -560,7 +563,7 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
     );
     let mut models: Vec<(
         String,
-        crate::demo::pipeline::BuiltModel,
+        crate::demo::build::BuiltModel,
         sod_train::sft::SftConfig,
     )> = m
         .teachers
@@ -664,10 +667,9 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
 #[cfg(test)]
 mod verdict_tests {
     use super::*;
-    use crate::demo::pipeline::{
-        BuiltModel, DemoOutcome, DemoSettings, Evaluation, ModelsRecord, RlRun, RunSpec,
-        TeacherRecord,
-    };
+    use crate::demo::build::{BuiltModel, ModelsRecord};
+    use crate::demo::pipeline::{DemoOutcome, TeacherRecord};
+    use crate::demo::settings::{DemoSettings, RunSpec};
     use crate::demo::takeover::{SampledStart, TakeOver};
 
     /// `k` of `n` problems right, the first `k`.
