@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod report;
 pub mod settings;
+pub mod stats;
 pub mod takeover;
 pub mod tasks;
 
