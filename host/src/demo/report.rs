@@ -580,10 +580,10 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
 #[cfg(test)]
 mod verdict_tests {
     use super::*;
-    use crate::demo::stats::paired_difference;
     use crate::demo::build::{BuiltModel, ModelsRecord};
     use crate::demo::pipeline::{DemoOutcome, TeacherRecord};
     use crate::demo::settings::{DemoSettings, RunSpec};
+    use crate::demo::stats::paired_difference;
     use crate::demo::takeover::{SampledStart, TakeOver};
 
     /// `k` of `n` problems right, the first `k`.
