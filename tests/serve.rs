@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sod::sandbox::{Limits, Sandbox, SandboxConfig};
-use sod::serve::{Backend, ServeConfig, Server};
 use sod_sandbox::workers::{WorkerCommand, WorkerPool};
+use sod_sandbox::{Limits, Sandbox, SandboxConfig};
+use sod_serve::{Backend, ServeConfig, Server};
 use sod_tests::{sod_binary, target_dir, test_config};
 
 /// One sandbox (tools loaded from `target/tools`) shared by every server of this test binary.
@@ -641,7 +641,7 @@ fn cli_serves_logs_json_and_stops_on_sigterm() {
 #[cfg(unix)]
 #[test]
 fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
-    use sod::sandbox::{CallOptions, OutcomeKind, RemoteTools};
+    use sod_sandbox::{CallOptions, OutcomeKind, RemoteTools};
     let local = Sandbox::new(SandboxConfig {
         tools_dir: Some(target_dir().join("tools")),
         ..test_config()
@@ -773,7 +773,7 @@ fn remote_endpoints_give_in_process_outcomes_and_survive_a_lost_one() {
 /// with another calculator it never takes a call again; restarted with the same tools it does.
 #[test]
 fn an_endpoint_back_from_being_lost_is_checked_again() {
-    use sod::sandbox::{CallOptions, OutcomeKind, RemoteTools};
+    use sod_sandbox::{CallOptions, OutcomeKind, RemoteTools};
     use std::sync::atomic::Ordering;
     let tools = target_dir().join("tools");
     // Another calculator: the same component with a custom section appended (id 0, name "x", payload "y").
@@ -804,7 +804,7 @@ fn an_endpoint_back_from_being_lost_is_checked_again() {
     let call = |k: usize| {
         let options = CallOptions {
             seed: Some(1),
-            limits: Some(sod::sandbox::Limits::default()),
+            limits: Some(sod_sandbox::Limits::default()),
             ..CallOptions::default()
         };
         let arguments = format!("{{\"expression\": \"{k} * 3\"}}");
@@ -824,7 +824,7 @@ fn an_endpoint_back_from_being_lost_is_checked_again() {
         .zip(&servers)
         .map(|(dir, (_, addr, _))| sod_tests::serve_process_at(dir, &addr.to_string()))
         .collect();
-    std::thread::sleep(sod::sandbox::RETRY_DEAD_AFTER + std::time::Duration::from_millis(200));
+    std::thread::sleep(sod_sandbox::RETRY_DEAD_AFTER + std::time::Duration::from_millis(200));
     for k in 2..6 {
         call(k);
     }

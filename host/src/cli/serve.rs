@@ -8,10 +8,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use sod_sandbox::SandboxConfig;
 
 use super::{Cli, open_sandbox, usage};
-use crate::serve::bench::{LoadReport, LoadSpec, run_load_across};
-use crate::serve::run_code::RunCodePolicy;
-use crate::serve::{Backend, ServeConfig, Server};
 use sod_sandbox::workers::WorkerPool;
+use sod_serve::bench::{LoadReport, LoadSpec, run_load_across};
+use sod_serve::run_code::RunCodePolicy;
+use sod_serve::{Backend, ServeConfig, Server};
 
 /// `sod serve [--bind ADDR] ...` or `sod serve bench ...`
 #[derive(Debug, Args)]
@@ -200,14 +200,14 @@ fn run_server(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     // Load (and compile, the first time) every tool before listening: a listening server is ready.
     tracing::info!("loading tools");
     let backend = args.server.backend(cli, &config)?;
-    let listener = crate::serve::bind(args.bind)?;
+    let listener = sod_serve::bind(args.bind)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sod-serve")
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        crate::serve::serve(listener, backend, config, shutdown_signal()).await
+        sod_serve::serve(listener, backend, config, shutdown_signal()).await
     })?;
     Ok(())
 }

@@ -146,9 +146,9 @@ fn tiny_demo_writes_its_report_and_reuses_cached_models() {
     server_sandbox
         .load_tools_dir(&tools_dir)
         .expect("load tools");
-    let server = crate::serve::Server::start(
+    let server = sod_serve::Server::start(
         server_sandbox,
-        crate::serve::ServeConfig::default(),
+        sod_serve::ServeConfig::default(),
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .expect("server starts");

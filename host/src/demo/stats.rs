@@ -14,6 +14,7 @@ pub fn wilson_interval(p: f64, n: usize) -> (f64, f64) {
 
 /// Mean of the paired per-problem difference `a - b` (each 1, 0 or -1) and its 95% interval (normal
 /// approximation with the sample standard deviation of the differences).
+#[cfg(test)]
 pub fn paired_difference(a: &[bool], b: &[bool]) -> (f64, f64, f64) {
     paired_over_seeds(&[a], &[b])
 }

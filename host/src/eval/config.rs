@@ -169,10 +169,4 @@ impl EvalConfig {
     pub fn has_code(&self) -> bool {
         self.datasets.iter().any(|d| d.kind == RewardKind::Code)
     }
-
-    /// The sampling temperature in force: the configured one, else greedy.
-    pub fn temperature(&self) -> f64 {
-        self.rollout
-            .temperature_or(sod_train::config::EVALUATION_TEMPERATURE)
-    }
 }

@@ -199,8 +199,9 @@ pub struct EvalOptions {
     pub code_version: CodeVersion,
 }
 
-/// What a finished run wrote.
+/// What a finished run wrote (the CLI prints the summary; the tests read the rest).
 #[derive(Debug, Clone)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub struct EvalOutcome {
     /// The output directory.
     pub out_dir: PathBuf,

@@ -18,9 +18,5 @@ pub mod run;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DatasetConfig, EvalConfig};
-pub use manifest::{
-    CodeVersion, EvalOptions, EvalOutcome, Inputs, MANIFEST_FILE, Manifest, RESULTS_FILE,
-    SUMMARY_FILE, VerifyReport, run_eval, verify,
-};
-pub use run::{ProblemResult, SampleResult, pass_at_k, rollout_chunked};
+pub use manifest::{CodeVersion, EvalOptions, run_eval, verify};
+pub use run::rollout_chunked;
