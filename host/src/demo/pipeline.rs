@@ -341,7 +341,12 @@ pub fn finish_text(finish: &std::collections::BTreeMap<String, f64>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::demo::evaluate::rollout_config;
+    use crate::demo::onpolicy::rl_config;
+    use sod_train::RunConfig;
 
     #[test]
     fn run_configs_have_absolute_paths_and_the_arms_settings() {

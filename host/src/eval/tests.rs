@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use sod_model::{Qwen3Config, write_tiny_model_dir};
 
-use super::manifest::{first_difference, sha256};
+use super::config::EvalConfig;
+use super::manifest::{
+    EvalOutcome, MANIFEST_FILE, Manifest, RESULTS_FILE, SUMMARY_FILE, VerifyReport,
+    first_difference, sha256,
+};
+use super::run::pass_at_k;
 use super::*;
 
 fn target_dir() -> PathBuf {
