@@ -170,3 +170,44 @@ impl EvalConfig {
         self.datasets.iter().any(|d| d.kind == RewardKind::Code)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sod_train::config::{EVALUATION_TEMPERATURE, TRAINING_TEMPERATURE};
+
+    const MINIMAL: &str = "model = \"m\"\nout_dir = \"o\"\n[[datasets]]\nname = \"d\"\npath = \"d.jsonl\"\nkind = \"math\"\n";
+
+    fn load(overrides: &[&str]) -> anyhow::Result<EvalConfig> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        EvalConfig::from_toml_str(MINIMAL, &overrides, Path::new("/e"))
+    }
+
+    #[test]
+    fn rollout_keys_are_the_trainers_and_typos_are_refused() {
+        let c = load(&[]).unwrap();
+        // The trainer's rollout defaults, but greedy unless told otherwise.
+        assert_eq!(c.rollout, RolloutConfig::default());
+        assert_eq!(c.rollout.temperature_or(EVALUATION_TEMPERATURE), 0.0);
+        let run = sod_train::RunConfig::new("s".into(), "d".into(), "o".into(), 1);
+        assert_eq!(run.temperature(), TRAINING_TEMPERATURE);
+        assert_eq!(run.rollout, c.rollout);
+        // The same keys, at the top level, with the same checks.
+        let set = load(&["max_turns=2", "tool_limits.fuel=7", "temperature=0.6"]).unwrap();
+        assert_eq!(
+            (set.rollout.max_turns, set.rollout.tool_limits.fuel),
+            (2, 7)
+        );
+        assert_eq!(set.rollout.temperature, Some(0.6));
+        assert!(
+            load(&["max_turns=0"])
+                .unwrap_err()
+                .to_string()
+                .contains("max_turns")
+        );
+        let typo = load(&["max_turn=3"]).unwrap_err().to_string();
+        assert!(typo.contains("max_turn"), "{typo}");
+        let nested = format!("{:#}", load(&["tool_limits.fule=3"]).unwrap_err());
+        assert!(nested.contains("fule"), "{nested}");
+    }
+}
