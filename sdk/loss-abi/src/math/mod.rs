@@ -14,6 +14,7 @@ pub mod steps;
 pub use grpo::*;
 pub use steps::*;
 
+/// The sum of `values`, taken in sorted order so that the result does not depend on the order
 /// the values came in.
 pub fn order_independent_sum(values: &mut [f64]) -> f64 {
     values.sort_unstable_by(f64::total_cmp);
