@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use sod_loss::{Batch, LossPlugin};
-use sod_loss_abi::math::{DistillConfig, StepWeighting, distill_advantages};
 use sod_loss_abi::testing::synthetic_batch;
+use sod_loss_distill::{DistillConfig, Signal, StepWeighting, distill_advantages};
 
 const SEQUENCES: usize = 64;
 const TOKENS_PER_SEQUENCE: usize = 20_000;
@@ -103,7 +103,7 @@ fn main() {
         grpo_weight: 1.0,
         grpo: Default::default(),
         step_weighting: Some(StepWeighting::default()),
-        signal: sod_loss_abi::math::Signal::Sampled,
+        signal: Signal::Sampled,
     };
     let steps = sod_loss_abi::math::derive_step_indices(&batch.mask, &batch.seq_offsets);
     let mut with_steps = batch.clone();

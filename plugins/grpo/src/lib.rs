@@ -14,7 +14,9 @@
 
 #![warn(missing_docs)]
 
-use sod_loss_abi::math::{GrpoConfig, grpo_advantages, take_min_group_size};
+use sod_loss_abi::math::{
+    GrpoConfig, broadcast_over_generated, grpo_advantages, take_min_group_size,
+};
 use sod_loss_abi::plugin::on_policy;
 use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};
 
@@ -48,12 +50,7 @@ impl LossImpl for GrpoLoss {
         metrics: &mut MetricSink<'_>,
     ) -> Result<(), PluginError> {
         let outcome = grpo_advantages(batch, &self.config);
-        for (seq, range) in batch.sequences().enumerate() {
-            let value = outcome.advantages[seq] as f32;
-            for (a, &m) in advantages[range.clone()].iter_mut().zip(&batch.mask[range]) {
-                *a = if m == 1 { value } else { 0.0 };
-            }
-        }
+        broadcast_over_generated(batch, advantages, |seq| outcome.advantages[seq] as f32);
         outcome.emit(&self.config, metrics)
     }
 }

@@ -17,51 +17,21 @@
 
 #![warn(missing_docs)]
 
-use sod_loss_abi::math::{DistillConfig, distill_compute, take_min_group_size};
-use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};
+use sod_loss_distill::{DistillLoss, Flavour};
 
-/// The configured OPD loss.
+/// The `opd` flavour of the distillation loss (OPD: every step weight 1).
 #[derive(Debug, Clone)]
-pub struct OpdLoss {
-    config: DistillConfig,
-    min_group_size: u32,
-}
+pub struct Opd;
 
-impl LossImpl for OpdLoss {
+impl Flavour for Opd {
     const NAME: &'static std::ffi::CStr = c"opd";
     const DESCRIPTION: &'static std::ffi::CStr =
         c"On-policy distillation: c * (log pT - log pS_old) per generated token plus the GRPO outcome term";
-
-    fn configure(settings: &mut Settings) -> Result<Self, PluginError> {
-        Ok(OpdLoss {
-            config: DistillConfig::from_settings(settings, false)?,
-            min_group_size: take_min_group_size(settings, 1)?,
-        })
-    }
-
-    fn requirements(&self) -> Requirements {
-        self.config.requirements(self.min_group_size)
-    }
-
-    fn compute(
-        &mut self,
-        batch: &BatchView<'_>,
-        advantages: &mut [f32],
-        metrics: &mut MetricSink<'_>,
-    ) -> Result<(), PluginError> {
-        self.compute_weighted(batch, advantages, &mut [], metrics)
-    }
-
-    fn compute_weighted(
-        &mut self,
-        batch: &BatchView<'_>,
-        advantages: &mut [f32],
-        divergence_weights: &mut [f32],
-        metrics: &mut MetricSink<'_>,
-    ) -> Result<(), PluginError> {
-        distill_compute(&self.config, batch, advantages, divergence_weights, metrics)
-    }
+    const STEP_WEIGHTED: bool = false;
 }
+
+/// The configured OPD loss.
+pub type OpdLoss = DistillLoss<Opd>;
 
 sod_loss_abi::export_loss_plugin!(OpdLoss);
 
@@ -70,6 +40,7 @@ mod tests {
     use super::*;
     use sod_loss_abi::run_loss;
     use sod_loss_abi::testing::{SplitMix64, random_batch};
+    use sod_loss_abi::{LossImpl, PluginError, Settings};
 
     fn configure(pairs: &[(&str, &str)]) -> Result<OpdLoss, PluginError> {
         let mut settings = Settings::new(pairs.iter().copied())?;

@@ -8,7 +8,7 @@
 
 #![warn(missing_docs)]
 
-use sod_loss_abi::math::is_dropped;
+use sod_loss_abi::math::{broadcast_over_generated, generated_lengths, is_dropped};
 use sod_loss_abi::{
     BatchView, DataSource, LossImpl, MetricSink, PluginError, Requirements, Settings,
 };
@@ -41,17 +41,16 @@ impl LossImpl for SftLoss {
         advantages: &mut [f32],
         metrics: &mut MetricSink<'_>,
     ) -> Result<(), PluginError> {
+        let lengths = generated_lengths(batch);
         let mut target_tokens = 0u64;
         let mut dropped = 0u64;
-        for (seq, range) in batch.sequences().enumerate() {
+        broadcast_over_generated(batch, advantages, |seq| {
             let keep = !is_dropped(batch.flags[seq], false);
             dropped += u64::from(!keep);
-            for (a, &m) in advantages[range.clone()].iter_mut().zip(&batch.mask[range]) {
-                let target = keep && m == 1;
-                target_tokens += u64::from(target);
-                *a = if target { 1.0 } else { 0.0 };
-            }
-        }
+            // A dropped sequence gets 0 everywhere: no target tokens.
+            target_tokens += if keep { lengths[seq] } else { 0 };
+            if keep { 1.0 } else { 0.0 }
+        });
         metrics.emit("target_tokens", target_tokens as f64)?;
         metrics.emit("sequences", batch.num_sequences() as f64)?;
         metrics.emit("dropped_sequences", dropped as f64)

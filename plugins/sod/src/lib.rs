@@ -31,51 +31,21 @@
 
 #![warn(missing_docs)]
 
-use sod_loss_abi::math::{DistillConfig, distill_compute, take_min_group_size};
-use sod_loss_abi::{BatchView, LossImpl, MetricSink, PluginError, Requirements, Settings};
+use sod_loss_distill::{DistillLoss, Flavour};
 
-/// The configured SOD loss.
+/// The `sod` flavour of the distillation loss (SOD: step-weighted).
 #[derive(Debug, Clone)]
-pub struct SodLoss {
-    config: DistillConfig,
-    min_group_size: u32,
-}
+pub struct Sod;
 
-impl LossImpl for SodLoss {
+impl Flavour for Sod {
     const NAME: &'static std::ffi::CStr = c"sod";
     const DESCRIPTION: &'static std::ffi::CStr =
         c"Step-wise on-policy distillation: GRPO outcome term plus step-weighted teacher signal";
-
-    fn configure(settings: &mut Settings) -> Result<Self, PluginError> {
-        Ok(SodLoss {
-            config: DistillConfig::from_settings(settings, true)?,
-            min_group_size: take_min_group_size(settings, 1)?,
-        })
-    }
-
-    fn requirements(&self) -> Requirements {
-        self.config.requirements(self.min_group_size)
-    }
-
-    fn compute(
-        &mut self,
-        batch: &BatchView<'_>,
-        advantages: &mut [f32],
-        metrics: &mut MetricSink<'_>,
-    ) -> Result<(), PluginError> {
-        self.compute_weighted(batch, advantages, &mut [], metrics)
-    }
-
-    fn compute_weighted(
-        &mut self,
-        batch: &BatchView<'_>,
-        advantages: &mut [f32],
-        divergence_weights: &mut [f32],
-        metrics: &mut MetricSink<'_>,
-    ) -> Result<(), PluginError> {
-        distill_compute(&self.config, batch, advantages, divergence_weights, metrics)
-    }
+    const STEP_WEIGHTED: bool = true;
 }
+
+/// The configured SOD loss.
+pub type SodLoss = DistillLoss<Sod>;
 
 sod_loss_abi::export_loss_plugin!(SodLoss);
 
@@ -85,6 +55,7 @@ mod tests {
     use sod_loss_abi::math::{GrpoConfig, grpo_advantages};
     use sod_loss_abi::testing::{SplitMix64, random_batch};
     use sod_loss_abi::{Batch, SOD_LOSS_FLAG_INFRA_FAULT, SOD_LOSS_NO_STEP, run_loss};
+    use sod_loss_abi::{LossImpl, Settings};
 
     type Metrics = Vec<(String, f64)>;
 

@@ -15,7 +15,8 @@
 //! - [`plugin`]: the [`LossImpl`] trait and the [`export_loss_plugin!`] macro that turn a Rust type
 //!   into a plugin, catching panics at the boundary;
 //! - [`batch`]: the owned [`Batch`], the borrowed [`BatchView`] and their validation;
-//! - [`math`]: step derivation, GRPO group normalisation, the SOD step weights;
+//! - [`math`]: what every built-in loss shares: step derivation, dropping rules, order-independent
+//!   sums and the GRPO outcome term (the OPD/SOD distillation math lives in plugins/distill);
 //! - [`settings`]: parsing and validating key/value settings;
 //! - [`testing`]: seeded batch generators for tests and benchmarks.
 
