@@ -311,8 +311,14 @@ impl std::fmt::Display for VerifyReport {
         if let Some(e) = &self.rerun_error {
             writeln!(f, "rerun failed: {e}")?;
         }
-        if let Some(d) = &self.first_difference {
-            writeln!(f, "results differ: {d}")?;
+        match (&self.rerun_error, &self.first_difference) {
+            (_, Some(d)) => writeln!(f, "results differ: {d}")?,
+            // Changed inputs with the same results (a new commit of the code, say): worth saying apart.
+            (None, None) => writeln!(
+                f,
+                "results identical: every result is byte-identical to the recorded one"
+            )?,
+            (Some(_), None) => {}
         }
         Ok(())
     }
