@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pipeline::{DemoOptions, DemoOutcome, DemoPaths, run_demo};
+use super::pipeline::{DemoOptions, DemoPaths, DemoResults, run_demo};
 use super::report::{table, write_report};
 use super::settings::{
     Arm, ColdStartStop, DemoModel, DemoSettings, ModelSize, RlSettings, TeacherKind,
@@ -91,7 +91,7 @@ fn tiny_settings() -> DemoSettings {
 }
 
 /// The outcome without wall-clock measurements.
-fn reproducible(outcome: &DemoOutcome) -> serde_json::Value {
+fn reproducible(outcome: &DemoResults) -> serde_json::Value {
     let mut value = serde_json::to_value(outcome).expect("outcome as JSON");
     let clear = |model: &mut serde_json::Value| {
         model["build_seconds"] = serde_json::Value::Null;

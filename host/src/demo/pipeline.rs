@@ -47,7 +47,7 @@ pub struct TeacherRecord {
 
 /// Everything the demo measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DemoOutcome {
+pub struct DemoResults {
     /// The settings.
     pub settings: DemoSettings,
     /// How the models were built, and whether this run built them.
@@ -100,7 +100,7 @@ pub fn run_demo(
     paths: &DemoPaths,
     options: DemoOptions,
     log: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<DemoOutcome> {
+) -> anyhow::Result<DemoResults> {
     settings.validate()?;
     if paths.out_dir.join("report.md").exists() {
         bail!(
@@ -318,7 +318,7 @@ pub fn run_demo(
         .collect();
     let runs = jobs::run(jobs, runs)?;
     let cold = *cold;
-    Ok(DemoOutcome {
+    Ok(DemoResults {
         settings: *settings,
         models: record,
         teachers,

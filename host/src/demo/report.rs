@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use super::evaluate::Evaluation;
 use super::onpolicy::RlRun;
-use super::pipeline::{DemoOutcome, finish_text};
+use super::pipeline::{DemoResults, finish_text};
 use super::plot::{Bar, ChartLabels, Series, bar_chart_png, line_chart_png, y_range};
 use super::settings::{Arm, ModelSize, TeacherKind};
 use super::stats::{accuracy_interval, paired_over_seeds, wilson_interval};
@@ -101,7 +101,7 @@ impl Row<'_> {
 }
 
 /// The rows in table order: the cold start, then each arm and teacher in plan order.
-pub fn rows(outcome: &DemoOutcome) -> Vec<Row<'_>> {
+pub fn rows(outcome: &DemoResults) -> Vec<Row<'_>> {
     let mut rows = vec![Row {
         name: "student (cold start)".to_string(),
         key: None,
@@ -129,7 +129,7 @@ pub fn rows(outcome: &DemoOutcome) -> Vec<Row<'_>> {
     rows
 }
 
-fn seeds_of(outcome: &DemoOutcome) -> usize {
+fn seeds_of(outcome: &DemoResults) -> usize {
     rows(outcome)
         .iter()
         .map(|r| r.runs.len())
@@ -138,7 +138,7 @@ fn seeds_of(outcome: &DemoOutcome) -> usize {
 }
 
 /// The table printed at the end of the demo (fixed-width text).
-pub fn table(outcome: &DemoOutcome) -> String {
+pub fn table(outcome: &DemoResults) -> String {
     let rows = rows(outcome);
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(20);
     let mut out = String::new();
@@ -186,7 +186,7 @@ pub fn table(outcome: &DemoOutcome) -> String {
 
 /// The teachers' take-over table: success from the cold-start student's off-track and on-track prefixes, and from
 /// perturbed gold prefixes.
-pub fn take_over_table(outcome: &DemoOutcome) -> String {
+pub fn take_over_table(outcome: &DemoResults) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -226,7 +226,7 @@ fn verdict_line(name: &str, a: &[&[bool]], b: &[&[bool]], words: [&str; 2]) -> S
 /// What the run separates and what it does not: each row against the cold start, SOD against OPD for each signal
 /// and teacher, and the recovery teacher against the gold-only one, as paired per-problem differences with 95%
 /// intervals.
-pub fn verdict(outcome: &DemoOutcome) -> String {
+pub fn verdict(outcome: &DemoResults) -> String {
     let rows = rows(outcome);
     let Some(start) = rows.first() else {
         return "The run has no rows.".to_string();
@@ -294,7 +294,7 @@ fn chart(
     out_dir: &Path,
     file: &str,
     (title, y_label): (&str, &str),
-    outcome: &DemoOutcome,
+    outcome: &DemoResults,
     metric: impl Fn(&sod_train::StepMetrics) -> Option<f64>,
     markdown: &mut String,
 ) -> anyhow::Result<()> {
@@ -351,7 +351,7 @@ fn chart(
 
 /// `accuracy_bars.png`: the test accuracy of every row with its 95% interval.
 fn accuracy_bars(
-    outcome: &DemoOutcome,
+    outcome: &DemoResults,
     out_dir: &Path,
     markdown: &mut String,
 ) -> anyhow::Result<()> {
@@ -397,7 +397,7 @@ fn accuracy_bars(
 
 /// Writes `report.md`, `accuracy_bars.png`, `reward.png`, `accuracy.png`, `kl.png` and `outcome.json` into
 /// `out_dir`.
-pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()> {
+pub fn write_report(outcome: &DemoResults, out_dir: &Path) -> anyhow::Result<()> {
     let s = &outcome.settings;
     let m = &outcome.models;
     let mut md = String::new();
@@ -581,7 +581,7 @@ pub fn write_report(outcome: &DemoOutcome, out_dir: &Path) -> anyhow::Result<()>
 mod verdict_tests {
     use super::*;
     use crate::demo::build::{BuiltModel, ModelsRecord};
-    use crate::demo::pipeline::{DemoOutcome, TeacherRecord};
+    use crate::demo::pipeline::{DemoResults, TeacherRecord};
     use crate::demo::settings::{DemoSettings, RunSpec};
     use crate::demo::stats::paired_difference;
     use crate::demo::takeover::{SampledStart, TakeOver};
@@ -603,7 +603,7 @@ mod verdict_tests {
     }
 
     /// The default plan (recovery teacher, the four main arms, one seed) with `arms[k]` problems right.
-    fn outcome(start: usize, arms: [usize; 4]) -> DemoOutcome {
+    fn outcome(start: usize, arms: [usize; 4]) -> DemoResults {
         let n = 256;
         let runs = Arm::MAIN
             .iter()
@@ -623,7 +623,7 @@ mod verdict_tests {
         }
     }
 
-    fn with_runs(start: usize, n: usize, runs: Vec<RlRun>) -> DemoOutcome {
+    fn with_runs(start: usize, n: usize, runs: Vec<RlRun>) -> DemoResults {
         let model = BuiltModel {
             key: "k".into(),
             conversations: 1,
@@ -636,7 +636,7 @@ mod verdict_tests {
             build_seconds: 0.0,
             cached: true,
         };
-        DemoOutcome {
+        DemoResults {
             settings: DemoSettings::standard(0),
             models: ModelsRecord {
                 teachers: vec![(TeacherKind::Recovery, model.clone())],

@@ -202,7 +202,7 @@ pub struct EvalOptions {
 /// What a finished run wrote (the CLI prints the summary; the tests read the rest).
 #[derive(Debug, Clone)]
 #[cfg_attr(not(test), allow(dead_code))]
-pub struct EvalOutcome {
+pub struct EvalRun {
     /// The output directory.
     pub out_dir: PathBuf,
     /// The per-problem results.
@@ -218,7 +218,7 @@ fn write_run(
     config: &EvalConfig,
     inputs: Inputs,
     results: Vec<ProblemResult>,
-) -> anyhow::Result<EvalOutcome> {
+) -> anyhow::Result<EvalRun> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let results_bytes = results_jsonl(&results)?;
     let summary = summary(config, &results);
@@ -237,7 +237,7 @@ fn write_run(
         let path = out_dir.join(name);
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(EvalOutcome {
+    Ok(EvalRun {
         out_dir: out_dir.to_path_buf(),
         results,
         summary,
@@ -252,7 +252,7 @@ pub fn run_eval(
     overrides: &[String],
     options: &EvalOptions,
     log: &dyn Fn(&str),
-) -> anyhow::Result<EvalOutcome> {
+) -> anyhow::Result<EvalRun> {
     let config = EvalConfig::load(config_path, overrides)?;
     if config.out_dir.join(MANIFEST_FILE).exists() {
         anyhow::bail!(

@@ -8,8 +8,8 @@ use sod_model::{Qwen3Config, write_tiny_model_dir};
 
 use super::config::EvalConfig;
 use super::manifest::{
-    EvalOutcome, MANIFEST_FILE, Manifest, RESULTS_FILE, SUMMARY_FILE, VerifyReport,
-    first_difference, sha256,
+    EvalRun, MANIFEST_FILE, Manifest, RESULTS_FILE, SUMMARY_FILE, VerifyReport, first_difference,
+    sha256,
 };
 use super::run::pass_at_k;
 use super::*;
@@ -86,7 +86,7 @@ impl Fixture {
         }
     }
 
-    fn run(&self) -> EvalOutcome {
+    fn run(&self) -> EvalRun {
         run_eval(&self.path("eval.toml"), &[], &self.options(), &|_| {}).unwrap()
     }
 

@@ -2,7 +2,7 @@
 //! term, the divergence weights of the full signal, and the distillation metrics.
 
 use sod_loss_abi::math::{
-    GrpoOutcome, fill_generated, grpo_advantages, order_independent_mean, order_independent_sum,
+    GrpoAdvantages, fill_generated, grpo_advantages, order_independent_mean, order_independent_sum,
 };
 use sod_loss_abi::{BatchView, MetricSink, PluginError, SOD_LOSS_NO_STEP};
 
@@ -90,7 +90,7 @@ pub fn distill_advantages(
     config: &DistillConfig,
     advantages: &mut [f32],
     divergence_weights: &mut [f32],
-) -> (GrpoOutcome, DistillStats) {
+) -> (GrpoAdvantages, DistillStats) {
     let grpo = grpo_advantages(batch, &config.grpo);
     let full = config.divergence().is_some() && batch.divergence.is_some();
     let mut divergences = Vec::new();

@@ -114,7 +114,7 @@ pub fn take_min_group_size(settings: &mut Settings, default: u32) -> Result<u32,
 
 /// Per-sequence GRPO results and batch statistics.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GrpoOutcome {
+pub struct GrpoAdvantages {
     /// Advantage per sequence (0 for dropped sequences).
     pub advantages: Vec<f64>,
     /// Whether each sequence was dropped (see [`is_dropped`]).
@@ -129,7 +129,7 @@ pub struct GrpoOutcome {
     pub overlong_penalty_mean: f64,
 }
 
-impl GrpoOutcome {
+impl GrpoAdvantages {
     /// Emits `reward_mean`, `groups`, `zero_variance_groups`, `dropped_sequences`, and
     /// `overlong_penalty_mean` when the penalty is enabled.
     pub fn emit(
@@ -152,7 +152,7 @@ impl GrpoOutcome {
 /// GRPO outcome advantages: each sequence's shaped reward (reward plus overlong penalty) minus
 /// its group's mean, divided by the group's population standard deviation plus `std_eps` when
 /// `normalize_std` is on. A group of one sample gets exactly 0.
-pub fn grpo_advantages(batch: &BatchView<'_>, config: &GrpoConfig) -> GrpoOutcome {
+pub fn grpo_advantages(batch: &BatchView<'_>, config: &GrpoConfig) -> GrpoAdvantages {
     let sequences = batch.num_sequences();
     let dropped: Vec<bool> = batch
         .flags
@@ -210,7 +210,7 @@ pub fn grpo_advantages(batch: &BatchView<'_>, config: &GrpoConfig) -> GrpoOutcom
         }
     }
     let mut used_penalties: Vec<f64> = used.iter().map(|&i| penalties[i]).collect();
-    GrpoOutcome {
+    GrpoAdvantages {
         advantages,
         dropped,
         reward_mean: if used.is_empty() {
