@@ -27,6 +27,12 @@ pub struct Scored {
     pub scorer_fault: bool,
 }
 
+impl AsRef<Trajectory> for Scored {
+    fn as_ref(&self) -> &Trajectory {
+        &self.trajectory
+    }
+}
+
 impl Scored {
     /// A trajectory that was not scored (reward 0): offline data, benchmarks.
     pub fn unscored(trajectory: Trajectory) -> Self {
@@ -62,6 +68,12 @@ pub struct Episode {
     pub teacher_logprobs: Option<Vec<f32>>,
     /// The loss's full-distribution divergence at each token; `None` for a sampled-token loss.
     pub divergence: Option<Vec<f32>>,
+}
+
+impl AsRef<Trajectory> for Episode {
+    fn as_ref(&self) -> &Trajectory {
+        &self.trajectory
+    }
 }
 
 impl Episode {

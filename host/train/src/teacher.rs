@@ -91,19 +91,20 @@ pub fn check_same_tokenizer(student: &ChatTokenizer, teacher: &ChatTokenizer) ->
 }
 
 /// Token ids `[b, len]` and padding mask `[b, len]` of right-padded trajectories, and `len`.
-pub(crate) fn right_padded(
-    chunk: &[Trajectory],
+pub(crate) fn right_padded<T: AsRef<Trajectory>>(
+    chunk: &[T],
     device: &Device,
 ) -> Result<(Tensor, Tensor, usize)> {
     let len = chunk
         .iter()
-        .map(|t| t.tokens.len())
+        .map(|t| t.as_ref().tokens.len())
         .max()
         .unwrap_or(0)
         .max(2);
     let mut ids = Vec::with_capacity(chunk.len() * len);
     let mut mask = Vec::with_capacity(chunk.len() * len);
     for traj in chunk {
+        let traj = traj.as_ref();
         if traj.prompt_len == 0 {
             return Err(TrainError::Config(format!(
                 "trajectory {:?}/{} has an empty prompt",
@@ -139,20 +140,11 @@ pub struct GeneratedRows {
 
 impl GeneratedRows {
     /// The rows of `trajectories`' generated tokens.
-    pub fn of(trajectories: &[Trajectory]) -> Self {
-        Self::counted(trajectories.iter().map(Trajectory::generated_tokens))
-    }
-
-    /// The rows of `episodes`' generated tokens.
-    pub fn of_episodes(episodes: &[crate::episode::Episode]) -> Self {
-        Self::counted(episodes.iter().map(|e| e.generated_tokens()))
-    }
-
-    fn counted(generated: impl ExactSizeIterator<Item = usize>) -> Self {
-        let mut start = Vec::with_capacity(generated.len() + 1);
+    pub fn of<T: AsRef<Trajectory>>(trajectories: &[T]) -> Self {
+        let mut start = Vec::with_capacity(trajectories.len() + 1);
         start.push(0);
-        for n in generated {
-            start.push(start.last().copied().unwrap_or(0) + n);
+        for t in trajectories {
+            start.push(start.last().copied().unwrap_or(0) + t.as_ref().generated_tokens());
         }
         GeneratedRows { start }
     }
@@ -171,14 +163,15 @@ impl GeneratedRows {
 /// Hidden states `[n, hidden]` at the positions that predict the generated tokens of `chunk` (in order), from
 /// the model's final hidden states `hidden: [b, len, hidden]` of the right-padded chunk, and the tokens they
 /// predict. Differentiable when `hidden` is.
-pub(crate) fn generated_hidden(
+pub(crate) fn generated_hidden<T: AsRef<Trajectory>>(
     hidden: &Tensor,
-    chunk: &[Trajectory],
+    chunk: &[T],
 ) -> Result<(Tensor, Vec<u32>)> {
     let (b, len, width) = hidden.dims3()?;
     let mut index = Vec::new();
     let mut targets = Vec::new();
     for (row, traj) in chunk.iter().enumerate() {
+        let traj = traj.as_ref();
         for (j, &m) in traj.mask.iter().enumerate() {
             if m == 1 {
                 // Response token j sits at position prompt_len + j and is predicted at the position before.
@@ -221,10 +214,10 @@ pub struct Scores {
 /// has at row `teacher_order[r]` (the null-signal control: the teacher's guidance shuffled across positions); the
 /// teacher log-probs of the sampled tokens stay the real ones. Logits exist `CHUNK_ELEMENTS` at a time, whatever
 /// the vocabulary.
-pub fn score(
+pub fn score<T: AsRef<Trajectory>>(
     student: &Qwen3,
     teacher: Option<&Teacher>,
-    trajectories: &[Trajectory],
+    trajectories: &[T],
     micro_batch: usize,
     temperature: f64,
     divergence_at: Option<(&DivergenceSpec, f64)>,
@@ -250,7 +243,7 @@ pub fn score(
     let zeros = || -> Vec<Vec<f32>> {
         trajectories
             .iter()
-            .map(|t| vec![0.0; t.mask.len()])
+            .map(|t| vec![0.0; t.as_ref().mask.len()])
             .collect()
     };
     let mut scores = Scores {
@@ -317,7 +310,7 @@ pub fn score(
     // Back to per-trajectory arrays over response tokens.
     for (i, traj) in trajectories.iter().enumerate() {
         let mut r = rows.start[i];
-        for (j, &m) in traj.mask.iter().enumerate() {
+        for (j, &m) in traj.as_ref().mask.iter().enumerate() {
             if m == 1 {
                 scores.current[i][j] = current[r];
                 if let Some(t) = &mut scores.teacher {

@@ -354,44 +354,37 @@ impl Trainer {
         let spec = self.loss.requirements().divergence;
         let temperature = self.config.temperature();
         let divergence_temperature = self.config.divergence_temperature.unwrap_or(temperature);
-        let just_trajectories: Vec<Trajectory> =
-            scored.iter().map(|s| s.trajectory.clone()).collect();
         // The null-signal control shuffles the teacher's guidance across the batch's generated positions.
         let order = self.config.null_signal.then(|| {
             null_signal_order(
                 self.config.seed,
                 self.step,
-                GeneratedRows::of(&just_trajectories).len(),
+                GeneratedRows::of(&scored).len(),
             )
         });
         let scores = score(
             &self.student.model,
             self.teacher.as_ref(),
-            &just_trajectories,
+            &scored,
             micro,
             temperature,
             spec.as_ref().map(|s| (s, divergence_temperature)),
             order.as_deref().filter(|_| spec.is_some()),
         )?;
-        drop(just_trajectories);
+        let (with_teacher, with_divergence) =
+            (scores.teacher.is_some(), scores.divergence.is_some());
         let (mut episodes, teacher_rows) = scores.into_episodes(scored)?;
         // Metrics see the real teacher, before the null-signal control permutes what the loss sees.
-        let kl_teacher = episodes
-            .first()
-            .and_then(|e| e.teacher_logprobs.as_ref())
-            .map(|_| {
-                Episode::generated_mean(&episodes, |e, j| {
-                    e.old_logprobs[j] - e.teacher_logprobs.as_ref().map_or(0.0, |t| t[j])
-                })
-            });
-        let divergence_mean = episodes
-            .first()
-            .and_then(|e| e.divergence.as_ref())
-            .map(|_| {
-                Episode::generated_mean(&episodes, |e, j| {
-                    e.divergence.as_ref().map_or(0.0, |d| d[j])
-                })
-            });
+        let kl_teacher = with_teacher.then(|| {
+            Episode::generated_mean(&episodes, |e, j| {
+                e.old_logprobs[j] - e.teacher_logprobs.as_ref().map_or(0.0, |t| t[j])
+            })
+        });
+        let divergence_mean = with_divergence.then(|| {
+            Episode::generated_mean(&episodes, |e, j| {
+                e.divergence.as_ref().map_or(0.0, |d| d[j])
+            })
+        });
         // The sampled-token null signal: the loss sees the teacher's log-probs with the gaps shuffled.
         if let (Some(order), None) = (&order, &spec) {
             permute_sampled_signal(&mut episodes, order);

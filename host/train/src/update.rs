@@ -117,7 +117,7 @@ pub fn policy_gradients(
     batch: &UpdateBatch<'_>,
 ) -> Result<(Vec<Tensor>, SurrogateStats)> {
     let episodes = batch.episodes;
-    let rows = GeneratedRows::of_episodes(episodes);
+    let rows = GeneratedRows::of(episodes);
     let used: Vec<usize> = (0..episodes.len())
         .filter(|&i| !episodes[i].infra_fault)
         .collect();
@@ -143,10 +143,7 @@ pub fn policy_gradients(
     let (clip_low, clip_high) = (batch.clip.low, batch.clip.high);
     let (mut clipped, mut kl_sum, mut divergence_sum) = (0usize, 0f64, 0f64);
     for chunk_ids in used.chunks(batch.micro_batch.max(1)) {
-        let chunk: Vec<Trajectory> = chunk_ids
-            .iter()
-            .map(|&i| episodes[i].trajectory.clone())
-            .collect();
+        let chunk: Vec<&Trajectory> = chunk_ids.iter().map(|&i| &episodes[i].trajectory).collect();
         let (ids, mask, _) = right_padded(&chunk, &device)?;
         let (hidden, checkpoint) = trunk_forward(model, &ids, &mask, batch.gradient_checkpointing)?;
         let (rows_h, targets) = generated_hidden(&hidden, &chunk)?;

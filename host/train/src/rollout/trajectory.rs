@@ -98,6 +98,14 @@ impl Finish {
     }
 }
 
+// Stages after the rollout hand on types that carry the trajectory (`Scored`, `Episode`); the teacher's scoring
+// and the update's padding read any of them through this.
+impl AsRef<Trajectory> for Trajectory {
+    fn as_ref(&self) -> &Trajectory {
+        self
+    }
+}
+
 impl Trajectory {
     /// Ended by a budget rather than by a final answer (see [`Finish::is_truncation`]).
     pub fn truncated(&self) -> bool {
