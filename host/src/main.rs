@@ -7,15 +7,16 @@
 //! - [`sod_loss`]: loss plugins behind a versioned C ABI;
 //! - [`sod_train`]: the trainer (rollouts with tools, rewards, loss plugins, PPO update, checkpoints), SFT and
 //!   the code judge's client;
-//! - [`sod_model`]: the Qwen3 model, tokenizer, chat template and sampler.
+//! - [`sod_model`]: the Qwen3 model, tokenizer, chat template and sampler;
+//! - [`sod_eval`]: `sod eval` (config, run, verifiable manifest);
+//! - [`sod_demo`]: the main job (`sod demo`);
+//! - [`sod_bench`]: `sod bench`'s measurements.
 //!
-//! Its own modules: [`cli`] (one file per subcommand), [`eval`] (`sod eval`: config, run, verifiable manifest),
-//! [`demo`] (the main job), and the process set-up ([`alloc`], [`locate`], [`threads`]).
+//! Its own modules: [`cli`] (one file per subcommand: flags to a typed config, then one library call) and the
+//! process set-up ([`alloc`], [`locate`], [`threads`]).
 
 mod alloc;
 mod cli;
-mod demo;
-mod eval;
 mod locate;
 mod threads;
 

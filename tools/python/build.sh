@@ -19,6 +19,8 @@ case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 venv="$root/.venv"
 wit="$root/sdk/wit"
 sdk="$root/sdk/python"
+# sod_run.py: the Python-run rules shared with the judge's harness and `sod serve`'s run_code wrapper.
+run_protocol="$root/sdk/judge-protocol/python"
 requirements="$here/requirements.txt"
 bindings="$root/target/tools/python-bindings"
 stamp="$out.inputs.sha256"
@@ -49,7 +51,7 @@ inputs_hash="$(
     {
         echo "componentize-py $("$cpy" --version)"
         cd "$root"
-        find tools/python sdk/python sdk/wit -type f \
+        find tools/python sdk/python sdk/judge-protocol/python sdk/wit -type f \
             \( -name '*.py' -o -name '*.wit' -o -name 'requirements.txt' -o -name 'build.sh' \) \
             -not -path '*/tests/*' -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum
     } | sha256sum | cut -d' ' -f1
@@ -71,7 +73,7 @@ log="$(mktemp)"
 # componentize-py adds the site-packages of $VIRTUAL_ENV to the module path; without it, it
 # asks the first python3 on PATH, which would leak that interpreter's packages into the build.
 if ! VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$cpy" -d "$wit" -w tool componentize app \
-        -p "$here" -p "$sdk" -o "$tmp" >"$log" 2>&1; then
+        -p "$here" -p "$sdk" -p "$run_protocol" -o "$tmp" >"$log" 2>&1; then
     # componentize-py appends a long native backtrace; the Python part comes first.
     grep -v -E '^ +[0-9]+: |^ +at ' "$log" | head -n 80 >&2
     rm -f "$log"

@@ -31,6 +31,10 @@ import re
 import sys
 import traceback
 
+# The Python-run rules every wrapper of this tool shares (sdk/judge-protocol/python/sod_run.py, put on the
+# module path by build.sh): the exit status of a SystemExit, and how a cell's source reaches tracebacks.
+from sod_run import _sod_exit_status, _sod_register_source
+
 #: Bytes (UTF-8) of stdout kept per call; past it stdout is cut and marked.
 OUTPUT_LIMIT_BYTES = 48 * 1024
 #: Bytes (UTF-8) of stderr kept per call.
@@ -238,7 +242,7 @@ def new_namespace() -> dict:
 
 def register_source(filename: str, source: str) -> None:
     """Makes ``source`` visible to tracebacks under ``filename``."""
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    _sod_register_source(filename, source)
 
 
 def forget_source(filename: str) -> None:
@@ -267,7 +271,9 @@ def run(code: str, namespace: dict, filename: str = "<cell 1>") -> str:
             if value is not None:
                 print(value)
     except SystemExit as e:
-        if e.code is not None and e.code != 0:
+        # Quiet when CPython would exit with status 0; otherwise shown as CPython shows it (a string code
+        # itself, any other code as ``SystemExit: <code>``).
+        if _sod_exit_status(e) != 0:
             error_text = f"{e.code}\n" if isinstance(e.code, str) else f"SystemExit: {e.code}\n"
     except BaseException as e:  # noqa: BLE001 - everything the user code raises is output
         error_text = format_exception(e)

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Cli, usage};
-use crate::demo::pipeline::{DemoOptions, DemoPaths, run_demo};
-use crate::demo::report::{table, take_over_table, verdict, write_report};
-use crate::demo::settings::DemoSettings;
+use sod_demo::pipeline::{DemoOptions, DemoPaths, run_demo};
+use sod_demo::report::{table, take_over_table, verdict, write_report};
+use sod_demo::settings::DemoSettings;
 
 /// `sod demo ...`
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `sod eval --config eval.toml` evaluates a model with tools on benchmarks (see [`crate::eval`]) and prints the
+//! `sod eval --config eval.toml` evaluates a model with tools on benchmarks (see [`sod_eval`]) and prints the
 //! summary; `sod eval --verify MANIFEST` reruns a finished evaluation and reports whether every input and every
 //! result is byte-identical (exit code 0) or names what changed (exit code 1).
 
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{Cli, usage};
-use crate::eval::{CodeVersion, EvalOptions, run_eval, verify};
+use sod_eval::{CodeVersion, EvalOptions, run_eval, verify};
 
 /// `sod eval ...`
 #[derive(Debug, Args)]

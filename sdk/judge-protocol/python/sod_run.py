@@ -1,10 +1,12 @@
 # sod run protocol, Python side: how a program wrapped in the python tool reports what it did.
 #
-# A wrapper (the judge's harness, tools/judge/src/harness.py; POST /run_code's, host/src/serve/
+# A wrapper (the judge's harness, tools/judge/src/harness.py; POST /run_code's, host/serve/src/
 # run_code.py) runs a program inside the python tool with private streams, then writes exactly one
 # line to the tool's output: its tag, then one compact JSON object, the record below. The Rust side
 # is sdk/judge-protocol/src/run.rs (RunRecord, parse_record), which finds the one line that starts
-# with the tag. Wrappers prepend this file to their own source; it defines names only.
+# with the tag. Wrappers prepend this file to their own source; it defines names only. The python
+# tool itself (tools/python/sod_runner.py) imports its exit-status rule and source registration, so
+# a program's status and tracebacks read the same in the tool's text and in a wrapper's record.
 #
 # No backticks and no at-signs may appear in this file: the python tool runs only the first fenced
 # block of its code, and the run_code wrapper fills at-sign placeholders.

@@ -12,7 +12,11 @@ import unittest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path[:0] = [str(ROOT / "tools" / "python"), str(ROOT / "sdk" / "python")]
+sys.path[:0] = [
+    str(ROOT / "tools" / "python"),
+    str(ROOT / "sdk" / "python"),
+    str(ROOT / "sdk" / "judge-protocol" / "python"),
+]
 
 import sod_runner  # noqa: E402
 import sod_tool  # noqa: E402
@@ -125,6 +129,10 @@ class Errors(unittest.TestCase):
         self.assertEqual(run("import sys\nprint(1)\nsys.exit(0)\nprint(2)"), "1\n")
         self.assertEqual(run("import sys\nsys.exit(3)"), "SystemExit: 3\n")
         self.assertEqual(run("import sys\nsys.exit('bye')"), "bye\n")
+        # The status rule of sod_run: False is 0, so quiet; None is 0; a non-int, non-str code is status 1.
+        self.assertEqual(run("import sys\nsys.exit(False)\nprint(2)"), "")
+        self.assertEqual(run("raise SystemExit(None)"), "")
+        self.assertEqual(run("raise SystemExit([1])"), "SystemExit: [1]\n")
 
     def test_streams_are_restored(self):
         before = sys.stdout, sys.stderr

@@ -1,23 +1,10 @@
-//! `sod bench device --device cuda:N`: a device against the CPU on one tiny random model (the same weights on
-//! both, from the same seed): logits and log-probs of a batch, greedy and sampled generation with the KV cache, and
-//! a few PPO + AdamW update steps. Prints one JSON report with the differences, the tolerances and whether each
-//! check passed; exits 1 if one failed. With `--device cpu` both sides are the CPU (the check of the check).
+//! `sod bench device --device cuda:N`: a device against the CPU on one tiny random model ([`sod_bench::device`]).
+//! Prints one JSON report with the differences, the tolerances and whether each check passed; exits 1 if one
+//! failed. With `--device cpu` both sides are the CPU (the check of the check).
 
-use candle_core::{D, Device, Tensor};
 use clap::Args;
-use sod_model::{Qwen3Config, Sampler, SamplingParams, TrainableModel, init_random};
-use sod_train::episode::Scored;
-use sod_train::rollout::Trajectory;
-use sod_train::teacher::score;
-use sod_train::update::{Params, UpdateBatch, clip_grad_norm, policy_gradients};
 
 use crate::cli::usage;
-
-/// Largest absolute difference allowed between the devices' logits and log-probs (f32 with other summation orders:
-/// about 1e-6 is seen on the CPU between batch sizes).
-const LOGIT_TOLERANCE: f64 = 1e-3;
-/// Largest relative difference allowed between the devices' losses at each update step.
-const LOSS_TOLERANCE: f64 = 1e-3;
 
 /// `sod bench device ...`
 #[derive(Debug, Args)]
@@ -33,152 +20,19 @@ pub(super) struct DeviceBench {
     steps: usize,
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f64> {
-    let b = b.to_device(a.device())?;
-    Ok(f64::from(
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?,
-    ))
-}
-
-/// Tokens generated for four prompts, greedily or sampled at temperature 1.
-fn generate(
-    model: &TrainableModel,
-    prompts: &[Vec<u32>],
-    temperature: f64,
-    seed: u64,
-) -> anyhow::Result<Vec<Vec<u32>>> {
-    let params = SamplingParams {
-        temperature,
-        top_p: 1.0,
-    };
-    let mut samplers = (0..prompts.len())
-        .map(|i| Sampler::new(params, seed, "device-check", i as u64))
-        .collect::<Result<Vec<_>, _>>()?;
-    let generations = model
-        .model
-        .generate_batch(prompts, 32, &[], &mut samplers)?;
-    Ok(generations.into_iter().map(|g| g.tokens).collect())
-}
-
-/// The loss at each of `steps` updates (lr 1e-3, so that the weights move).
-fn losses(
-    model: &TrainableModel,
-    trajectories: &[Trajectory],
-    advantages: &[Vec<f32>],
-    steps: usize,
-) -> anyhow::Result<Vec<f64>> {
-    let scores = score(&model.model, None, trajectories, 2, 1.0, None, None)?;
-    let unscored = trajectories.iter().cloned().map(Scored::unscored).collect();
-    let (episodes, _) = scores.into_episodes(unscored)?;
-    let params = Params::from_varmap(&model.varmap)?;
-    let mut optimizer = super::train_step::bench_optimizer(&params)?;
-    let batch = UpdateBatch::ppo(&episodes, advantages, super::train_step::BENCH_CLIP, 2);
-    let mut out = Vec::with_capacity(steps);
-    for _ in 0..steps {
-        let (mut grads, stats) = policy_gradients(&model.model, &params, &batch)?;
-        clip_grad_norm(&mut grads, 1.0)?;
-        optimizer.step(&params, &grads, 1e-3)?;
-        out.push(stats.loss);
-    }
-    Ok(out)
-}
-
 pub(super) fn run(bench: &DeviceBench) -> anyhow::Result<()> {
     if bench.steps == 0 {
         return Err(usage("--steps must be at least 1"));
     }
-    let device = sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?;
-    let config = Qwen3Config::tiny(512, 64, 2);
-    let cpu = init_random(&config, bench.seed, &Device::Cpu)?;
-    let other = init_random(&config, bench.seed, &device)?;
-    let mut stream = super::train_step::Stream::seeded(bench.seed);
-    let mut ids = |n: usize| -> Vec<u32> {
-        (0..n)
-            .map(|_| (stream.next() % config.vocab_size as u64) as u32)
-            .collect()
+    let config = sod_bench::device::DeviceBench {
+        device: sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?,
+        device_name: bench.device.clone(),
+        seed: bench.seed,
+        steps: bench.steps,
     };
-
-    // 1. Logits and log-probs of a batch of 4 x 48 tokens.
-    let batch = ids(4 * 48);
-    let logits = |m: &TrainableModel, on: &Device| -> anyhow::Result<Tensor> {
-        let input = Tensor::from_vec(batch.clone(), (4, 48), on)?;
-        Ok(m.model.forward(&input, None)?)
-    };
-    let (l_cpu, l_other) = (logits(&cpu, &Device::Cpu)?, logits(&other, &device)?);
-    let logit_diff = max_abs_diff(&l_cpu, &l_other)?;
-    let logprob_diff = max_abs_diff(
-        &candle_nn::ops::log_softmax(&l_cpu, D::Minus1)?,
-        &candle_nn::ops::log_softmax(&l_other, D::Minus1)?,
-    )?;
-
-    // 2. Generation with the KV cache: 4 prompts of 16 tokens, 32 new tokens each.
-    let prompts: Vec<Vec<u32>> = (0..4).map(|_| ids(16)).collect();
-    let agree = |a: &[Vec<u32>], b: &[Vec<u32>]| -> f64 {
-        let same: usize = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| x.iter().zip(y).take_while(|(p, q)| p == q).count())
-            .sum();
-        same as f64 / a.iter().map(Vec::len).sum::<usize>().max(1) as f64
-    };
-    let greedy = agree(
-        &generate(&cpu, &prompts, 0.0, bench.seed)?,
-        &generate(&other, &prompts, 0.0, bench.seed)?,
-    );
-    let sampled = agree(
-        &generate(&cpu, &prompts, 1.0, bench.seed)?,
-        &generate(&other, &prompts, 1.0, bench.seed)?,
-    );
-
-    // 3. Update steps on 4 trajectories of 64 tokens (16 of prompt), fixed advantages.
-    let trajectories: Vec<Trajectory> = (0..4)
-        .map(|i| Trajectory::offline(format!("check-{i}"), ids(64), 16, vec![1; 48]))
-        .collect();
-    let advantages: Vec<Vec<f32>> = (0..4)
-        .map(|_| {
-            (0..48)
-                .map(|_| (stream.next() % 2001) as f32 / 1000.0 - 1.0)
-                .collect()
-        })
-        .collect();
-    let loss_cpu = losses(&cpu, &trajectories, &advantages, bench.steps)?;
-    let loss_other = losses(&other, &trajectories, &advantages, bench.steps)?;
-    let loss_diff = loss_cpu
-        .iter()
-        .zip(&loss_other)
-        // Relative, but not to a loss near zero: the first step's is about 0.003.
-        .map(|(a, b)| (a - b).abs() / a.abs().max(1e-2))
-        .fold(0.0, f64::max);
-
-    let checks = serde_json::json!({
-        "logits": logit_diff <= LOGIT_TOLERANCE,
-        "logprobs": logprob_diff <= LOGIT_TOLERANCE,
-        // Greedy decoding may part where two logits tie within rounding: a quarter of the tokens, counted up to where
-        // each sequence parts, must agree.
-        "greedy": greedy >= 0.25,
-        "losses": loss_diff <= LOSS_TOLERANCE,
-    });
-    let pass = checks
-        .as_object()
-        .is_some_and(|c| c.values().all(|v| v == true));
-    println!(
-        "{}",
-        serde_json::json!({
-            "device": bench.device,
-            "model": {"vocab": config.vocab_size, "hidden": config.hidden_size, "layers": config.num_hidden_layers},
-            "logits_max_abs_diff": logit_diff,
-            "logprobs_max_abs_diff": logprob_diff,
-            "greedy_tokens_agreeing": greedy,
-            "sampled_tokens_agreeing": sampled,
-            "losses_cpu": loss_cpu,
-            "losses_device": loss_other,
-            "loss_max_rel_diff": loss_diff,
-            "tolerances": {"logits": LOGIT_TOLERANCE, "losses": LOSS_TOLERANCE, "greedy_agreeing": 0.25},
-            "checks": checks,
-            "pass": pass,
-        })
-    );
-    if !pass {
+    let report = sod_bench::device::run(&config)?;
+    println!("{}", report.json);
+    if !report.pass {
         anyhow::bail!(
             "{} differs from the CPU beyond the tolerances",
             bench.device

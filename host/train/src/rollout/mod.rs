@@ -147,6 +147,23 @@ impl Drop for SessionGuard<'_> {
     }
 }
 
+/// [`rollout`] of `requests`, `chunk` at a time (bounding memory): trajectories come back in request order and do
+/// not depend on `chunk`, since each samples with its own seeded sampler.
+pub fn rollout_chunked(
+    policy: &dyn Policy,
+    tokenizer: &ChatTokenizer,
+    toolbox: &ToolBox,
+    settings: &RolloutSettings,
+    requests: &[RolloutRequest],
+    chunk: usize,
+) -> Result<Vec<Trajectory>> {
+    let mut trajectories = Vec::with_capacity(requests.len());
+    for part in requests.chunks(chunk.max(1)) {
+        trajectories.extend(rollout(policy, tokenizer, toolbox, settings, part)?);
+    }
+    Ok(trajectories)
+}
+
 /// Rolls out every request to the end (see the module docs). Trajectories come back in request order.
 pub fn rollout(
     policy: &dyn Policy,

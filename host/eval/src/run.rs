@@ -6,12 +6,12 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use sod_model::{ChatTokenizer, load_model_dir};
+use sod_model::load_model_dir;
 use sod_sandbox::Sandbox;
 use sod_train::config::EVALUATION_TEMPERATURE;
 use sod_train::dataset::{Dataset, Example};
 use sod_train::reward::{reward_for, score_all};
-use sod_train::rollout::{Policy, RolloutRequest, RolloutSettings, ToolBox, Trajectory, rollout};
+use sod_train::rollout::{RolloutRequest, rollout_chunked};
 
 use super::config::EvalConfig;
 
@@ -70,23 +70,6 @@ pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
         miss *= 1.0 - k as f64 / i as f64;
     }
     1.0 - miss
-}
-
-/// Rolls `requests` out `chunk` at a time (bounding memory); trajectories come back in request order and do not
-/// depend on `chunk` (each samples with its own seeded sampler).
-pub fn rollout_chunked(
-    policy: &dyn Policy,
-    tokenizer: &ChatTokenizer,
-    toolbox: &ToolBox,
-    settings: &RolloutSettings,
-    requests: &[RolloutRequest],
-    chunk: usize,
-) -> sod_train::Result<Vec<Trajectory>> {
-    let mut trajectories = Vec::with_capacity(requests.len());
-    for part in requests.chunks(chunk.max(1)) {
-        trajectories.extend(rollout(policy, tokenizer, toolbox, settings, part)?);
-    }
-    Ok(trajectories)
 }
 
 /// The sandbox of an evaluation: tools from `tools_dir`, seeded by the config's seed.

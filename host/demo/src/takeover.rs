@@ -190,7 +190,7 @@ pub fn sample_student(
 ) -> anyhow::Result<(Vec<Trajectory>, SampledStart)> {
     let requests = gold::requests(tasks, "takeover/");
     let trajectories =
-        crate::eval::rollout_chunked(student, tokenizer, toolbox, settings, &requests, 32)?;
+        sod_train::rollout::rollout_chunked(student, tokenizer, toolbox, settings, &requests, 32)?;
     let n = trajectories.len().max(1) as f64;
     let mut finish = BTreeMap::new();
     for t in &trajectories {
@@ -249,7 +249,7 @@ pub fn take_over(
         })
         .collect();
     let continued =
-        crate::eval::rollout_chunked(teacher, tokenizer, toolbox, settings, &requests, 32)?;
+        sod_train::rollout::rollout_chunked(teacher, tokenizer, toolbox, settings, &requests, 32)?;
     let mut out = TakeOver {
         off_track: 0,
         off_track_solved: 0,
@@ -283,7 +283,7 @@ pub fn take_over(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::tasks::Step;
+    use crate::tasks::Step;
     use sod_sandbox::{Limits, Sandbox, SandboxConfig};
 
     fn call(expression: &str) -> String {
@@ -321,7 +321,9 @@ mod tests {
     fn prefixes_cut_after_the_first_wrong_step_and_after_a_right_first_step() {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
+            });
         let sandbox = Sandbox::new(SandboxConfig {
             tools_dir: Some(target.join("tools")),
             ..SandboxConfig::default()
@@ -334,7 +336,7 @@ mod tests {
         )
         .unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/qwen3-tokenizer");
+            .join("../../../shared/data/qwen3-tokenizer");
         let tokenizer = ChatTokenizer::from_files(&dir.join("tokenizer.json"), None).unwrap();
         let task = Task {
             id: "t".into(),

@@ -18,5 +18,6 @@ pub mod run;
 #[cfg(test)]
 mod tests;
 
-pub use manifest::{CodeVersion, EvalOptions, run_eval, verify};
-pub use run::rollout_chunked;
+pub use config::EvalConfig;
+pub use manifest::{CodeVersion, EvalOptions, EvalRun, Manifest, VerifyReport, run_eval, verify};
+pub use run::pass_at_k;

@@ -17,7 +17,7 @@ use super::*;
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
 }
 
 fn code_version() -> CodeVersion {
@@ -277,8 +277,8 @@ fn overrides_are_recorded_and_applied_again_by_verify() {
 #[test]
 fn code_benchmark_is_scored_by_the_judge() {
     let built = target_dir().join("tools");
-    let humaneval =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/benchmarks/humaneval.jsonl");
+    let humaneval = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/benchmarks/humaneval.jsonl");
     assert!(humaneval.is_file(), "{} is missing", humaneval.display());
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model_dir(

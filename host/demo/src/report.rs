@@ -474,11 +474,7 @@ pub fn write_report(outcome: &DemoResults, out_dir: &Path) -> anyhow::Result<()>
         m.student.gold_trained_tokens as f64 / gold,
         s.recovery_fraction
     );
-    let mut models: Vec<(
-        String,
-        crate::demo::build::BuiltModel,
-        sod_train::sft::SftConfig,
-    )> = m
+    let mut models: Vec<(String, crate::build::BuiltModel, sod_train::sft::SftConfig)> = m
         .teachers
         .iter()
         .map(|(k, b)| (k.label().to_string(), b.clone(), s.teacher_sft))
@@ -580,11 +576,11 @@ pub fn write_report(outcome: &DemoResults, out_dir: &Path) -> anyhow::Result<()>
 #[cfg(test)]
 mod verdict_tests {
     use super::*;
-    use crate::demo::build::{BuiltModel, ModelsRecord};
-    use crate::demo::pipeline::{DemoResults, TeacherRecord};
-    use crate::demo::settings::{DemoSettings, RunSpec};
-    use crate::demo::stats::paired_difference;
-    use crate::demo::takeover::{SampledStart, TakeOver};
+    use crate::build::{BuiltModel, ModelsRecord};
+    use crate::pipeline::{DemoResults, TeacherRecord};
+    use crate::settings::{DemoSettings, RunSpec};
+    use crate::stats::paired_difference;
+    use crate::takeover::{SampledStart, TakeOver};
 
     /// `k` of `n` problems right, the first `k`.
     fn answers(k: usize, n: usize) -> Vec<bool> {

@@ -344,8 +344,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::demo::evaluate::rollout_config;
-    use crate::demo::onpolicy::rl_config;
+    use crate::evaluate::rollout_config;
+    use crate::onpolicy::rl_config;
     use sod_train::RunConfig;
 
     #[test]

@@ -96,7 +96,7 @@ pub fn evaluate(
     tasks: &[Task],
 ) -> anyhow::Result<(Evaluation, Vec<EvaluatedProblem>)> {
     let requests = gold::requests(tasks, "");
-    let trajectories = crate::eval::rollout_chunked(
+    let trajectories = sod_train::rollout::rollout_chunked(
         model,
         tokenizer,
         toolbox,
