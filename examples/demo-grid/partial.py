@@ -4,7 +4,7 @@
     python3 examples/demo-grid/partial.py runs/full-2
 
 Only seeds whose every run has finished are used (so that differences stay paired). The statistics are those of
-host/src/demo/report.rs: a row's interval adds the problems' variance (of the per-problem mean over seeds) and the
+host/demo/src/report.rs: a row's interval adds the problems' variance (of the per-problem mean over seeds) and the
 seeds' (of the per-seed means); 95% normal intervals, Wilson's for a single seed.
 """
 import glob, json, math, os, sys

@@ -204,3 +204,38 @@ impl fmt::Display for SandboxReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_prints_the_rows_docs_quote() {
+        let p = Percentiles {
+            median: Duration::from_micros(120),
+            p99: Duration::from_micros(300),
+            mean: Duration::from_micros(150),
+        };
+        let report = SandboxReport {
+            tool: "calculator".into(),
+            arguments: "{}".into(),
+            calls: 10,
+            latency: p,
+            instances_ahead: (9, 1),
+            baseline: Some(("python3 -c print(1)".into(), p)),
+            throughput: vec![(1, 1000.0), (2, 1900.0)],
+            workers: Some((2, 1500.0)),
+        };
+        let text = report.to_string();
+        for row in [
+            "| median latency | 120.0 µs |",
+            "| calls on an instance made ahead (set aside) | 9 (1) |",
+            "| baseline `python3 -c print(1)` per call, median | 120.0 µs |",
+            "| throughput, 1 thread | 1000 calls/s |",
+            "| throughput, 2 threads | 1900 calls/s |",
+            "| throughput, 2 worker processes | 1500 calls/s |",
+        ] {
+            assert!(text.contains(row), "{row} not in\n{text}");
+        }
+    }
+}

@@ -140,24 +140,41 @@ pub fn evaluate(
     Ok((evaluation, problems))
 }
 
-/// Evaluates `model` and writes each problem to `<out_dir>/eval/<name>.jsonl`.
-pub(super) fn evaluate_and_record(
-    name: &str,
-    model: &Qwen3,
-    tokenizer: &ChatTokenizer,
-    toolbox: &ToolBox,
-    settings: &DemoSettings,
-    tasks: &[Task],
-    out_dir: &Path,
-) -> anyhow::Result<(Evaluation, Vec<bool>)> {
-    let (evaluation, problems) = evaluate(model, tokenizer, toolbox, settings, tasks)?;
-    let dir = out_dir.join("eval");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let lines: String = problems
-        .iter()
-        .map(|p| serde_json::to_string(p).map(|s| s + "\n"))
-        .collect::<Result<_, _>>()?;
-    let file = dir.join(format!("{name}.jsonl"));
-    std::fs::write(&file, lines).with_context(|| format!("writing {}", file.display()))?;
-    Ok((evaluation, problems.iter().map(|p| p.correct).collect()))
+/// The demo's test split with what its evaluations need: every model the demo measures (cold start, teachers,
+/// each on-policy run's student) is evaluated on it the same way and recorded under the run directory.
+#[derive(Clone, Copy)]
+pub(super) struct TestSet<'a> {
+    pub tokenizer: &'a ChatTokenizer,
+    pub toolbox: &'a ToolBox,
+    pub settings: &'a DemoSettings,
+    pub tasks: &'a [Task],
+    /// The run directory: each evaluation's problems go to `<out_dir>/eval/<name>.jsonl`.
+    pub out_dir: &'a Path,
+}
+
+impl TestSet<'_> {
+    /// Evaluates `model` greedily, writes each problem to `<out_dir>/eval/<name>.jsonl`, and returns the summary
+    /// and which problems it solved.
+    pub(super) fn evaluate_and_record(
+        &self,
+        name: &str,
+        model: &Qwen3,
+    ) -> anyhow::Result<(Evaluation, Vec<bool>)> {
+        let (evaluation, problems) = evaluate(
+            model,
+            self.tokenizer,
+            self.toolbox,
+            self.settings,
+            self.tasks,
+        )?;
+        let dir = self.out_dir.join("eval");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lines: String = problems
+            .iter()
+            .map(|p| serde_json::to_string(p).map(|s| s + "\n"))
+            .collect::<Result<_, _>>()?;
+        let file = dir.join(format!("{name}.jsonl"));
+        std::fs::write(&file, lines).with_context(|| format!("writing {}", file.display()))?;
+        Ok((evaluation, problems.iter().map(|p| p.correct).collect()))
+    }
 }

@@ -6,14 +6,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use sod_model::ChatTokenizer;
-use sod_train::rollout::{RolloutConfig, ToolBox};
+use sod_train::rollout::RolloutConfig;
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
-use super::tasks::Task;
 
 use super::build::ModelDirs;
-use super::evaluate::{Evaluation, evaluate_and_record, rollout_config};
+use super::evaluate::{Evaluation, TestSet, rollout_config};
 use super::pipeline::DemoOptions;
 use super::pipeline::{DemoPaths, RUN_FILE};
 use super::settings::*;
@@ -116,7 +114,7 @@ pub(super) fn on_policy_run(
     (index, total): (usize, usize),
     dirs: &ModelDirs,
     dataset: &Path,
-    (tokenizer, toolbox, test): (&ChatTokenizer, &ToolBox, &[Task]),
+    test: &TestSet<'_>,
     log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<RlRun> {
     let name = format!(
@@ -178,15 +176,8 @@ pub(super) fn on_policy_run(
     )?;
     trainer.run()?;
     let train_seconds = started.elapsed().as_secs_f64();
-    let (after, correct) = evaluate_and_record(
-        &format!("student-{}", spec.dir()),
-        &trainer.student().model,
-        tokenizer,
-        toolbox,
-        settings,
-        test,
-        &paths.out_dir,
-    )?;
+    let (after, correct) =
+        test.evaluate_and_record(&format!("student-{}", spec.dir()), &trainer.student().model)?;
     log(&format!(
         "{name}: accuracy after training {:.3}",
         after.accuracy

@@ -154,20 +154,20 @@ pub fn run_demo(
     let toolbox = calculator_toolbox(settings, &sandbox)?;
     let tokenizer = ChatTokenizer::from_dir(&dirs.student)?;
     let (toolbox, tokenizer, test) = (&toolbox, &tokenizer, &test);
+    let test_set = TestSet {
+        tokenizer,
+        toolbox,
+        settings,
+        tasks: test,
+        out_dir: &paths.out_dir,
+    };
 
     // The cold start (greedy on the test split, and sampled at the training temperature: how its samples end, and
     // the prefixes the teachers take over from) and each teacher's greedy evaluation, side by side.
     let cold_start = || -> anyhow::Result<ColdStart> {
         let student = load_model_dir(&dirs.student, &Device::Cpu)?;
-        let (evaluation, correct) = evaluate_and_record(
-            "student-cold-start",
-            &student.model,
-            tokenizer,
-            toolbox,
-            settings,
-            test,
-            &paths.out_dir,
-        )?;
+        let (evaluation, correct) =
+            test_set.evaluate_and_record("student-cold-start", &student.model)?;
         log(&format!(
             "student (cold start): accuracy {:.3}",
             evaluation.accuracy
@@ -203,15 +203,8 @@ pub fn run_demo(
     for (kind, dir) in &dirs.teachers {
         measure.push(Box::new(move || {
             let model = load_model_dir(dir, &Device::Cpu)?;
-            let (evaluation, _) = evaluate_and_record(
-                &format!("teacher-{}", kind.name()),
-                &model.model,
-                tokenizer,
-                toolbox,
-                settings,
-                test,
-                &paths.out_dir,
-            )?;
+            let (evaluation, _) =
+                test_set.evaluate_and_record(&format!("teacher-{}", kind.name()), &model.model)?;
             log(&format!(
                 "{}: accuracy {:.3}",
                 kind.label(),
@@ -295,7 +288,7 @@ pub fn run_demo(
                     (index, plan_ref.len()),
                     dirs_ref,
                     dataset_ref,
-                    (tokenizer, toolbox, test),
+                    &test_set,
                     log,
                 )?;
                 let done = finished_ref.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
