@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use sod_train::rollout::RolloutConfig;
 use sod_train::{RunConfig, StepMetrics, Trainer, TrainerOptions};
 
-
 use super::build::ModelDirs;
 use super::evaluate::{Evaluation, TestSet, rollout_config};
 use super::pipeline::DemoOptions;

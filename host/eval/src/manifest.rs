@@ -24,16 +24,18 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// Which code produced a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeVersion {
-    /// `git rev-parse HEAD` of the source tree, when it is a git checkout.
+    /// The git commit the binary was built from, when it was built from a git checkout.
     pub git_commit: Option<String>,
-    /// Whether the source tree had uncommitted changes.
+    /// Whether the source tree had uncommitted changes; unknown when the tree is no longer at that commit.
     pub dirty: Option<bool>,
     /// The `sod` crate's version.
     pub crate_version: String,
 }
 
 impl CodeVersion {
-    /// The version of this build: the git commit of its source tree (if git can tell) and the crate version.
+    /// The version of this build: the git commit it was built from (host/eval/build.rs), the crate version, and
+    /// whether the source tree has uncommitted changes, which is known only while that tree is still at the built
+    /// commit. A build that knows no commit (no git checkout, no `SOD_BUILD_COMMIT`) asks its source tree now.
     pub fn detect() -> Self {
         let source = Path::new(env!("CARGO_MANIFEST_DIR"));
         let git = |args: &[&str]| {
@@ -46,9 +48,12 @@ impl CodeVersion {
                 .filter(|o| o.status.success())
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         };
-        let git_commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty());
+        let head = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty());
+        let built = Some(env!("SOD_BUILD_COMMIT").to_string()).filter(|c| !c.is_empty());
+        let git_commit = built.or(head.clone());
         let dirty = git_commit
             .as_ref()
+            .filter(|&commit| head.as_ref() == Some(commit))
             .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
             .map(|s| !s.is_empty());
         CodeVersion {

@@ -318,3 +318,26 @@ fn code_benchmark_is_scored_by_the_judge() {
             .starts_with("sha256:")
     );
 }
+
+#[test]
+fn the_code_version_names_the_commit_this_was_built_from() {
+    // host/eval/build.rs records the commit at build time, and cargo builds again when HEAD moves: so a test binary
+    // (built from this checkout) names the checkout's HEAD, or no commit outside a git checkout.
+    let head = std::process::Command::new("git")
+        .arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let version = CodeVersion::detect();
+    assert_eq!(version.git_commit, head);
+    assert_eq!(version.crate_version, env!("CARGO_PKG_VERSION"));
+    if head.is_some() {
+        assert!(
+            version.dirty.is_some(),
+            "at the built commit, dirty is known"
+        );
+    }
+}
