@@ -6,7 +6,8 @@
 //! - `results.jsonl`: per problem, its rewards, avg@k, pass@k (unbiased estimator, [`pass_at_k`]) and samples;
 //! - `summary.json`: the same aggregated per benchmark and over all;
 //! - `manifest.json` ([`Manifest`]): the SHA-256 of every model file, each tool's artifact hash, each dataset
-//!   file, the config text, the seed, the code version, and the hashes of the two files above.
+//!   file, the config text, the seed, the code version (the commit the binary was built from, [`CodeVersion`]),
+//!   and the hashes of the two files above.
 //!
 //! [`verify`] recomputes the input hashes, names those that changed, reruns the evaluation into a temporary
 //! directory and compares `results.jsonl` byte for byte, naming the first problem that differs.
