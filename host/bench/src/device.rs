@@ -99,14 +99,10 @@ pub fn run(bench: &DeviceBench) -> anyhow::Result<DeviceReport> {
     let cpu = init_random(&config, bench.seed, &Device::Cpu)?;
     let other = init_random(&config, bench.seed, device)?;
     let mut stream = Stream::seeded(bench.seed);
-    let mut ids = |n: usize| -> Vec<u32> {
-        (0..n)
-            .map(|_| (stream.next() % config.vocab_size as u64) as u32)
-            .collect()
-    };
+    let vocab = config.vocab_size;
 
     // 1. Logits and log-probs of a batch of 4 x 48 tokens.
-    let batch = ids(4 * 48);
+    let batch = stream.token_ids(4 * 48, vocab);
     let logits = |m: &TrainableModel, on: &Device| -> anyhow::Result<Tensor> {
         let input = Tensor::from_vec(batch.clone(), (4, 48), on)?;
         Ok(m.model.forward(&input, None)?)
@@ -119,7 +115,7 @@ pub fn run(bench: &DeviceBench) -> anyhow::Result<DeviceReport> {
     )?;
 
     // 2. Generation with the KV cache: 4 prompts of 16 tokens, 32 new tokens each.
-    let prompts: Vec<Vec<u32>> = (0..4).map(|_| ids(16)).collect();
+    let prompts: Vec<Vec<u32>> = (0..4).map(|_| stream.token_ids(16, vocab)).collect();
     let agree = |a: &[Vec<u32>], b: &[Vec<u32>]| -> f64 {
         let same: usize = a
             .iter()
@@ -139,15 +135,16 @@ pub fn run(bench: &DeviceBench) -> anyhow::Result<DeviceReport> {
 
     // 3. Update steps on 4 trajectories of 64 tokens (16 of prompt), fixed advantages.
     let trajectories: Vec<Trajectory> = (0..4)
-        .map(|i| Trajectory::offline(format!("check-{i}"), ids(64), 16, vec![1; 48]))
-        .collect();
-    let advantages: Vec<Vec<f32>> = (0..4)
-        .map(|_| {
-            (0..48)
-                .map(|_| (stream.next() % 2001) as f32 / 1000.0 - 1.0)
-                .collect()
+        .map(|i| {
+            Trajectory::offline(
+                format!("check-{i}"),
+                stream.token_ids(64, vocab),
+                16,
+                vec![1; 48],
+            )
         })
         .collect();
+    let advantages: Vec<Vec<f32>> = (0..4).map(|_| stream.advantages(48)).collect();
     let loss_cpu = losses(&cpu, &trajectories, &advantages, bench.steps)?;
     let loss_other = losses(&other, &trajectories, &advantages, bench.steps)?;
     let loss_diff = loss_cpu

@@ -154,7 +154,7 @@ pub(super) fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         jobs,
         tool_endpoints: args.tool_endpoints.clone(),
         tool_processes: args.tool_processes,
-        device: sod_train::device_by_name(&args.device).map_err(|e| usage(e.to_string()))?,
+        device: super::device(&args.device)?,
     };
     let outcome = run_demo(&settings, &paths, options, &log)?;
     write_report(&outcome, &out_dir)?;

@@ -35,7 +35,7 @@ pub struct EvalArgs {
 
 /// Runs the command; `Ok(false)` when a verification found differences.
 pub(super) fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<ExitCode> {
-    let device = sod_train::device_by_name(&args.device).map_err(|e| usage(e.to_string()))?;
+    let device = super::device(&args.device)?;
     let options = EvalOptions {
         tools_dir: crate::locate::tools_dir(cli.tools_dir.as_deref()),
         device,

@@ -78,6 +78,11 @@ pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
+/// The device a `--device` flag names (cpu, cuda, cuda:N); an unknown or unavailable one is a usage error.
+pub(crate) fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    sod_train::device_by_name(name).map_err(|e| usage(e.to_string()))
+}
+
 /// Parses the command line, runs the command and maps errors to exit codes.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();

@@ -25,7 +25,7 @@ pub(super) fn run(bench: &DeviceBench) -> anyhow::Result<()> {
         return Err(usage("--steps must be at least 1"));
     }
     let config = sod_bench::device::DeviceBench {
-        device: sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?,
+        device: crate::cli::device(&bench.device)?,
         device_name: bench.device.clone(),
         seed: bench.seed,
         steps: bench.steps,

@@ -52,7 +52,7 @@ pub(super) fn run(bench: &GenerateBench) -> anyhow::Result<()> {
         new_tokens: bench.new_tokens,
         temperature: bench.temperature,
         seed: bench.seed,
-        device: sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?,
+        device: crate::cli::device(&bench.device)?,
         device_name: bench.device.clone(),
         compute_dtype: super::train_step::compute_dtype(&bench.compute_dtype),
         baseline: bench.baseline.clone(),

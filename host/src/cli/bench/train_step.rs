@@ -76,7 +76,7 @@ pub(super) fn run(bench: &TrainStepBench) -> anyhow::Result<()> {
         seed: bench.seed,
         gradient_checkpointing: !bench.no_gradient_checkpointing,
         baseline: bench.baseline.clone(),
-        device: sod_train::device_by_name(&bench.device).map_err(|e| usage(e.to_string()))?,
+        device: crate::cli::device(&bench.device)?,
         device_name: bench.device.clone(),
         compute_dtype: compute_dtype(&bench.compute_dtype),
     };
